@@ -1,0 +1,322 @@
+// Package smtpapp implements the `smtp` Caddy app: SMTP servers with STARTTLS
+// and implicit TLS whose certificates are managed by Caddy's `tls` app, and
+// routes that hand accepted mail to delivery targets.
+package smtpapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// App is the `smtp` app: a set of named SMTP servers sharing one set of
+// routes. Mail for a recipient domain that a route accepts is taken from
+// anyone; mail for any other domain is refused with `550 5.7.1`.
+//
+// Certificates for every server hostname are obtained and renewed by Caddy's
+// `tls` app, exactly as Caddy's automatic HTTPS does for sites: public names
+// get certificates from the configured ACME issuers, `localhost` and other
+// internal names get them from Caddy's internal CA.
+type App struct {
+	// Hostname is the name this gateway uses in its greeting, in EHLO
+	// replies and in Received headers, for every server that does not set
+	// its own. It is also the default certificate name.
+	// Default: the system host name.
+	Hostname string `json:"hostname,omitempty"`
+
+	// Servers are the SMTP servers, keyed by a name of your choosing (the
+	// name appears in logs, e.g. `mx` or `submission`).
+	Servers map[string]*Server `json:"servers,omitempty"`
+
+	// Routes map recipient domains to delivery targets. The first route that
+	// accepts a recipient's domain receives that recipient.
+	Routes []*Route `json:"routes,omitempty"`
+
+	// AutomaticCertificates hands every server hostname to Caddy's `tls` app
+	// so that it obtains and renews a certificate for it. Set it to false
+	// when you load certificates yourself (for example with the `tls` app's
+	// `load_files`). Default: true.
+	AutomaticCertificates *bool `json:"automatic_certificates,omitempty"`
+
+	// GracePeriod is how long a stop or a config reload waits for open SMTP
+	// sessions to finish before closing them. Sessions between transactions
+	// are asked to leave with `421 4.3.2` at their next MAIL command.
+	// Default: 30s.
+	GracePeriod caddy.Duration `json:"grace_period,omitempty"`
+
+	// SpoolDir is where message bodies are written while they are received,
+	// before they are handed to a target. Default: `smtp/spool` under
+	// Caddy's data directory.
+	SpoolDir string `json:"spool_dir,omitempty"`
+
+	ctx     caddy.Context
+	logger  *zap.Logger
+	tlsApp  *caddytls.TLS
+	names   map[string]struct{} // certificate names to manage
+	stopped chan struct{}
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "smtp",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+const (
+	defaultGracePeriod = 30 * time.Second
+)
+
+// Provision sets up the app: defaults, servers, routes and the TLS app.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+
+	if a.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		a.Hostname = h
+	}
+	a.Hostname = normalizeHostname(a.Hostname)
+	if a.GracePeriod == 0 {
+		a.GracePeriod = caddy.Duration(defaultGracePeriod)
+	}
+	if a.SpoolDir == "" {
+		a.SpoolDir = filepath.Join(caddy.AppDataDir(), "smtp", "spool")
+	}
+
+	for i, r := range a.Routes {
+		if err := r.provision(ctx); err != nil {
+			return fmt.Errorf("route %d: %w", i, err)
+		}
+	}
+
+	// The tls app is loaded even when certificate automation is off: the
+	// connection policies get their certificates from its cache.
+	tlsAppIface, err := ctx.App("tls")
+	if err != nil {
+		return fmt.Errorf("getting tls app: %w", err)
+	}
+	a.tlsApp = tlsAppIface.(*caddytls.TLS)
+
+	a.names = make(map[string]struct{})
+	for name, srv := range a.Servers {
+		if srv == nil {
+			return fmt.Errorf("server %q: empty definition", name)
+		}
+		if err := srv.provision(ctx, a, name); err != nil {
+			return fmt.Errorf("server %q: %w", name, err)
+		}
+		if srv.tlsEnabled() {
+			a.names[srv.Hostname] = struct{}{}
+		}
+	}
+	if a.automaticCertificates() {
+		if err := a.addInternalPolicy(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addInternalPolicy does for our names what Caddy's automatic HTTPS does for
+// site names: a name that cannot get a public certificate (localhost, an
+// internal name, an IP address while no issuer is configured) and that no
+// automation policy names explicitly gets one from Caddy's internal CA.
+func (a *App) addInternalPolicy(ctx caddy.Context) error {
+	var policies []*caddytls.AutomationPolicy
+	if a.tlsApp.Automation != nil {
+		policies = a.tlsApp.Automation.Policies
+	}
+	var internal []string
+names:
+	for name := range a.names {
+		for _, ap := range policies {
+			if slices.Contains(ap.Subjects(), name) {
+				continue names
+			}
+			if len(ap.Subjects()) == 0 && allInternalIssuers(ap) {
+				continue names // a catch-all internal policy (local_certs) covers it
+			}
+		}
+		isIPWithDefaults := certmagic.SubjectIsIP(name) && len(policies) == 0
+		if !certmagic.SubjectQualifiesForPublicCert(name) || isIPWithDefaults {
+			internal = append(internal, name)
+		}
+	}
+	if len(internal) == 0 {
+		return nil
+	}
+	sort.Strings(internal)
+	iss := new(caddytls.InternalIssuer)
+	if err := iss.Provision(ctx); err != nil {
+		return fmt.Errorf("provisioning internal issuer: %w", err)
+	}
+	ap := &caddytls.AutomationPolicy{SubjectsRaw: internal, Issuers: []certmagic.Issuer{iss}}
+	if err := a.tlsApp.AddAutomationPolicy(ap); err != nil {
+		return fmt.Errorf("adding automation policy for %v: %w", internal, err)
+	}
+	return nil
+}
+
+func allInternalIssuers(ap *caddytls.AutomationPolicy) bool {
+	if len(ap.Issuers) == 0 {
+		return false
+	}
+	for _, iss := range ap.Issuers {
+		if _, ok := iss.(*caddytls.InternalIssuer); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks rules that span fields.
+func (a *App) Validate() error {
+	if len(a.Servers) == 0 {
+		return errors.New("smtp: no servers defined")
+	}
+	if err := validateHostname(a.Hostname); err != nil {
+		return fmt.Errorf("hostname: %w", err)
+	}
+	seen := make(map[string]string)
+	for name, srv := range a.Servers {
+		if err := srv.validate(); err != nil {
+			return fmt.Errorf("server %q: %w", name, err)
+		}
+		for _, l := range srv.Listen {
+			if other, dup := seen[l.Address]; dup {
+				return fmt.Errorf("server %q: listen %q: address already used by server %q", name, l.Address, other)
+			}
+			seen[l.Address] = name
+		}
+	}
+	doms := make(map[string]int)
+	for i, r := range a.Routes {
+		for _, d := range r.Domains {
+			if j, dup := doms[d]; dup {
+				return fmt.Errorf("route %d: domain %q already routed by route %d", i, d, j)
+			}
+			doms[d] = i
+		}
+	}
+	return nil
+}
+
+// Start begins certificate management and starts every server.
+func (a *App) Start() error {
+	if err := os.MkdirAll(a.SpoolDir, 0o700); err != nil {
+		return fmt.Errorf("creating spool directory: %w", err)
+	}
+	if a.automaticCertificates() && len(a.names) > 0 {
+		names := make([]string, 0, len(a.names))
+		for n := range a.names {
+			names = append(names, n)
+		}
+		a.logger.Info("enabling automatic TLS certificate management", zap.Strings("domains", names))
+		if err := a.tlsApp.Manage(a.names); err != nil {
+			return fmt.Errorf("managing certificates for %v: %w", names, err)
+		}
+	}
+	a.stopped = make(chan struct{})
+	var started []*Server
+	for name, srv := range a.Servers {
+		if err := srv.start(); err != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.GracePeriod))
+			for _, s := range started {
+				s.stop(ctx)
+			}
+			cancel()
+			return fmt.Errorf("server %q: %w", name, err)
+		}
+		started = append(started, srv)
+	}
+	return nil
+}
+
+// Stop stops accepting connections and drains open sessions within the
+// grace period, then closes whatever is left.
+func (a *App) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.GracePeriod))
+	defer cancel()
+	done := make(chan struct{})
+	for _, srv := range a.Servers {
+		go func() {
+			srv.stop(ctx)
+			done <- struct{}{}
+		}()
+	}
+	for range a.Servers {
+		<-done
+	}
+	return nil
+}
+
+func (a *App) automaticCertificates() bool {
+	return a.AutomaticCertificates == nil || *a.AutomaticCertificates
+}
+
+// route returns the route that accepts the domain, or nil.
+func (a *App) route(domain string) *Route {
+	for _, r := range a.Routes {
+		if r.matches(domain) {
+			return r
+		}
+	}
+	return nil
+}
+
+// normalizeHostname lowercases a host name and removes a trailing dot.
+func normalizeHostname(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
+}
+
+// validateHostname checks that h is usable in a greeting and as a
+// certificate name.
+func validateHostname(h string) error {
+	if h == "" {
+		return errors.New("empty")
+	}
+	if len(h) > 253 {
+		return fmt.Errorf("%q is longer than 253 characters", h)
+	}
+	for _, r := range h {
+		ok := r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r == ':' || r == '[' || r == ']'
+		if !ok {
+			return fmt.Errorf("%q contains %q", h, r)
+		}
+	}
+	return nil
+}
+
+// managedName reports whether a certificate name is one this app asked the
+// tls app to manage.
+func (a *App) managedName(name string) bool {
+	_, ok := a.names[name]
+	return ok
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.Validator   = (*App)(nil)
+)

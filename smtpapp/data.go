@@ -1,0 +1,112 @@
+package smtpapp
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// crlfChecker passes message data through to w and fails on the first bare
+// CR or bare LF. Lines must end with CRLF (RFC 5321 2.3.8); accepting bare
+// line endings is what makes SMTP smuggling possible, because a next hop
+// may see an end of data (`<LF>.<LF>`, `<CR>.<CR>`) where we did not.
+type crlfChecker struct {
+	w      io.Writer
+	lastCR bool
+}
+
+// writeError marks an error of the destination (our disk), as opposed to an
+// error reading the client's data.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+
+func (c *crlfChecker) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b == '\n' && !c.lastCR || c.lastCR && b != '\n' {
+			return 0, errBareNewline
+		}
+		c.lastCR = b == '\r'
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return 0, writeError{err}
+	}
+	return len(p), nil
+}
+
+// finish reports a CR at the very end of the data.
+func (c *crlfChecker) finish() error {
+	if c.lastCR {
+		return errBareNewline
+	}
+	return nil
+}
+
+// receivedHeader returns our trace header (RFC 5321 4.4) for a message, in
+// the style Postfix uses so that existing tools parse it:
+//
+//	Received: from client.example ([192.0.2.1])
+//		(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)
+//		by mx.example.com (caddy-smtp) with ESMTPS id ABCDEF
+//		for <rcpt@example.com>; Sat, 28 Nov 2026 10:33:53 +0000
+//
+// The recipient is named only when there is exactly one, so that a copy
+// does not disclose the other recipients.
+func receivedHeader(hostname string, m *queue.Message, oneRcpt bool) string {
+	var b strings.Builder
+	helo := sanitizeHeaderValue(m.Client.Helo)
+	if helo == "" {
+		helo = "unknown"
+	}
+	fmt.Fprintf(&b, "Received: from %s (%s)\r\n", helo, addressLiteral(m.Client.Addr))
+	if m.Client.TLSVersion != "" {
+		fmt.Fprintf(&b, "\t(using %s with cipher %s)\r\n", m.Client.TLSVersion, m.Client.TLSCipher)
+	}
+	fmt.Fprintf(&b, "\tby %s (caddy-smtp) with %s id %s", hostname, withProtocol(m), m.ID)
+	if oneRcpt && len(m.Recipients) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitizeHeaderValue(m.Recipients[0]))
+	}
+	fmt.Fprintf(&b, "; %s\r\n", m.Arrived.Format(time.RFC1123Z))
+	return b.String()
+}
+
+// withProtocol returns the "with" keyword of RFC 3848 / RFC 6531.
+func withProtocol(m *queue.Message) string {
+	p := "ESMTP"
+	if m.SMTPUTF8 {
+		p = "UTF8SMTP"
+	}
+	if m.Client.TLSVersion != "" {
+		p += "S"
+	}
+	if m.Client.AuthUser != "" {
+		p += "A"
+	}
+	return p
+}
+
+// addressLiteral formats an IP address as in a Received header: [192.0.2.1]
+// or [IPv6:2001:db8::1].
+func addressLiteral(ip string) string {
+	if strings.Contains(ip, ":") {
+		return "[IPv6:" + ip + "]"
+	}
+	return "[" + ip + "]"
+}
+
+// sanitizeHeaderValue keeps client-supplied text from breaking the header:
+// control characters and header syntax characters are replaced.
+func sanitizeHeaderValue(s string) string {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x21 || r == 0x7f || r == '(' || r == ')' || r == ';' || r == '<' || r == '>' {
+			return '_'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,214 @@
+package smtpapp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+)
+
+// listener is one bound socket of a server. An accept loop takes
+// connections from the socket, applies the connection limit, tracks them
+// (so a stop can close them after the grace period) and feeds them to a
+// go-smtp server through a channel-backed net.Listener.
+type listener struct {
+	srv  *Server
+	cfg  *Listener
+	ln   net.Listener
+	smtp *smtp.Server
+	feed *chanListener
+	done chan struct{} // closed when the accept loop has returned
+}
+
+func (s *Server) newListener(cfg *Listener, ln net.Listener) *listener {
+	return &listener{
+		srv:  s,
+		cfg:  cfg,
+		ln:   ln,
+		smtp: s.newSMTPServer(cfg),
+		feed: newChanListener(ln.Addr()),
+		done: make(chan struct{}),
+	}
+}
+
+func (l *listener) serve() {
+	go func() {
+		// Serve returns when the feed is closed by Shutdown or Close.
+		_ = l.smtp.Serve(l.feed)
+	}()
+	go l.acceptLoop()
+}
+
+func (l *listener) acceptLoop() {
+	defer close(l.done)
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.srv.draining.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				l.srv.logger.Error("accept failed; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-l.srv.app.ctx.Done():
+					t.Stop()
+					return
+				}
+				continue
+			}
+			l.srv.logger.Error("accept failed; listener stopped", zap.Error(err))
+			return
+		}
+		delay = 0
+		l.handle(c)
+	}
+}
+
+// isTemporaryAccept reports errors after which accepting may work again
+// (file descriptor exhaustion, aborted connections).
+func isTemporaryAccept(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "too many open files") || strings.Contains(s, "connection reset") ||
+		strings.Contains(s, "connection aborted") || strings.Contains(s, "cannot allocate memory")
+}
+
+// handle applies the connection limit, tracks the connection and hands it
+// to go-smtp.
+func (l *listener) handle(c net.Conn) {
+	select {
+	case l.srv.slots <- struct{}{}:
+	default:
+		l.srv.logger.Warn("connection refused: too many connections",
+			zap.String("remote_ip", remoteIP(c.RemoteAddr())),
+			zap.Int("max_connections", l.srv.MaxConnections))
+		go rejectBusy(c, l.srv.Hostname, l.cfg.TLS == TLSImplicit)
+		return
+	}
+	tc := l.srv.track(c)
+	var conn net.Conn = tc
+	if l.cfg.TLS == TLSImplicit {
+		// go-smtp recognises TLS by the *tls.Conn type and runs the
+		// handshake itself, under its read/write timeouts.
+		conn = tls.Server(tc, l.srv.tlsConfig)
+	}
+	if !l.feed.deliver(conn) {
+		conn.Close()
+	}
+}
+
+// rejectBusy tells a client that we are busy and closes the connection. On
+// an implicit TLS listener nothing can be said before the handshake, so the
+// connection is only closed.
+func rejectBusy(c net.Conn, hostname string, implicitTLS bool) {
+	defer c.Close()
+	if implicitTLS {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = fmt.Fprintf(c, "421 4.7.0 %s Too many connections, try again later\r\n", hostname)
+}
+
+// shutdown stops accepting, then waits for go-smtp to finish its sessions
+// until ctx is done.
+func (l *listener) shutdown(ctx context.Context) {
+	l.ln.Close()
+	<-l.done
+	if err := l.smtp.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		l.srv.logger.Debug("smtp shutdown", zap.Error(err))
+	}
+}
+
+// track registers a connection with the server.
+func (s *Server) track(c net.Conn) *trackedConn {
+	tc := &trackedConn{Conn: c, srv: s}
+	s.connsMu.Lock()
+	s.conns[tc] = struct{}{}
+	s.connsMu.Unlock()
+	return tc
+}
+
+// trackedConn is a connection counted against the server's limit until it
+// is closed.
+type trackedConn struct {
+	net.Conn
+	srv  *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.srv.connsMu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.connsMu.Unlock()
+		<-c.srv.slots
+	})
+	return err
+}
+
+// chanListener is a net.Listener whose connections come from a channel.
+// go-smtp has no way to serve a single connection, so this is how accepted
+// (and, later, caddy-l4 routed) connections reach it.
+type chanListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+// deliver hands a connection to the server; false if the listener is closed.
+func (l *chanListener) deliver(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// remoteIP returns the IP of an address without the port.
+func remoteIP(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return host
+}

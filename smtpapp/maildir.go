@@ -1,0 +1,187 @@
+package smtpapp
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+func init() {
+	caddy.RegisterModule(Maildir{})
+}
+
+// Maildir is a delivery target that writes every message into a Maildir
+// (https://cr.yp.to/proto/maildir.html): written to `tmp/`, fsynced, renamed
+// into `new/`, and the `new/` directory fsynced, so a message is either
+// delivered whole or not at all. Each recipient gets its own copy, starting
+// with `Return-Path:` and `Delivered-To:` headers.
+type Maildir struct {
+	// Path is the Maildir directory; `tmp/`, `new/` and `cur/` are created
+	// inside it as needed. Two placeholders are replaced per recipient:
+	// `{domain}` (the recipient's domain) and `{local}` (its local part),
+	// both lowercased, with `/` and a leading `.` replaced by `_`, e.g.
+	// `/var/mail/{domain}/{local}`. Relative paths are relative to Caddy's
+	// working directory.
+	Path string `json:"path,omitempty"`
+
+	hostname string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Maildir) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "smtp.targets.maildir",
+		New: func() caddy.Module { return new(Maildir) },
+	}
+}
+
+// Provision checks the configuration.
+func (m *Maildir) Provision(caddy.Context) error {
+	if m.Path == "" {
+		return errors.New("maildir: path is required")
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	// '/' and ':' have meanings in Maildir file names.
+	m.hostname = strings.NewReplacer("/", `\057`, ":", `\072`).Replace(h)
+	return nil
+}
+
+var maildirSeq atomic.Uint64
+
+// Deliver writes one copy of the message per recipient.
+func (m *Maildir) Deliver(ctx context.Context, msg *queue.Message, rcpts []string) []error {
+	errs := make([]error, len(rcpts))
+	for i, rcpt := range rcpts {
+		if err := ctx.Err(); err != nil {
+			errs[i] = queue.TempFail("delivery cancelled", err)
+			continue
+		}
+		if err := m.deliverOne(msg, rcpt); err != nil {
+			errs[i] = queue.TempFail("maildir delivery failed", err)
+		}
+	}
+	return errs
+}
+
+func (m *Maildir) deliverOne(msg *queue.Message, rcpt string) error {
+	dir := m.dirFor(rcpt)
+	for _, sub := range []string{"tmp", "new", "cur"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	body, err := msg.OpenBody()
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+
+	name := m.uniqueName()
+	tmpPath := filepath.Join(dir, "tmp", name)
+	f, err := os.OpenFile(tmpPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmpPath)
+		}
+	}()
+	w := bufio.NewWriterSize(f, 64<<10)
+	fmt.Fprintf(w, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", sanitizeHeaderValue(msg.From), sanitizeHeaderValue(rcpt))
+	if _, err := io.Copy(w, body); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	newPath := filepath.Join(dir, "new", fmt.Sprintf("%s,S=%d", name, st.Size()))
+	if err := os.Rename(tmpPath, newPath); err != nil {
+		return err
+	}
+	ok = true
+	if err := syncDir(filepath.Join(dir, "new")); err != nil {
+		// The file is complete in new/; only its directory entry may not
+		// survive a power loss. Report it so the sender retries.
+		os.Remove(newPath)
+		return err
+	}
+	return nil
+}
+
+// dirFor expands the path placeholders for a recipient.
+func (m *Maildir) dirFor(rcpt string) string {
+	return strings.NewReplacer(
+		"{domain}", pathComponent(queue.Domain(rcpt)),
+		"{local}", pathComponent(queue.LocalPart(rcpt)),
+	).Replace(m.Path)
+}
+
+// pathComponent makes untrusted address text safe as one path component.
+func pathComponent(s string) string {
+	s = strings.ToLower(strings.Trim(s, `"`))
+	s = strings.Map(func(r rune) rune {
+		if r == '/' || r == '\\' || r < 0x20 || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, s)
+	if s == "" || strings.HasPrefix(s, ".") {
+		s = "_" + s
+	}
+	return s
+}
+
+// uniqueName returns a Maildir file name unique across processes and hosts.
+func (m *Maildir) uniqueName() string {
+	now := time.Now()
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return fmt.Sprintf("%d.M%dP%dQ%dR%s.%s", now.Unix(), now.Nanosecond()/1000, os.Getpid(),
+		maildirSeq.Add(1), hex.EncodeToString(r[:]), m.hostname)
+}
+
+// syncDir fsyncs a directory so that entries created or renamed in it are
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner = (*Maildir)(nil)
+	_ queue.Target      = (*Maildir)(nil)
+)

@@ -1,0 +1,66 @@
+package smtpapp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// Route sends recipients of some domains to one delivery target.
+type Route struct {
+	// Domains are the recipient domains this route accepts, matched without
+	// regard to case. `*.example.com` matches every subdomain of
+	// example.com (but not example.com itself).
+	Domains []string `json:"domains,omitempty"`
+
+	// Deliver is the delivery target for recipients this route accepts,
+	// a module in the `smtp.targets` namespace, e.g.
+	// `{"target": "maildir", "path": "/var/mail/{domain}"}`.
+	Deliver json.RawMessage `json:"deliver,omitempty" caddy:"namespace=smtp.targets inline_key=target"`
+
+	target queue.Target
+}
+
+func (r *Route) provision(ctx caddy.Context) error {
+	if len(r.Domains) == 0 {
+		return errors.New("no domains")
+	}
+	for i, d := range r.Domains {
+		n := normalizeHostname(d)
+		if err := validateHostname(strings.TrimPrefix(n, "*.")); err != nil || strings.Contains(strings.TrimPrefix(n, "*."), "*") {
+			return fmt.Errorf("invalid domain %q", d)
+		}
+		r.Domains[i] = n
+	}
+	if r.Deliver == nil {
+		return errors.New("no delivery target")
+	}
+	mod, err := ctx.LoadModule(r, "Deliver")
+	if err != nil {
+		return fmt.Errorf("loading delivery target: %w", err)
+	}
+	t, ok := mod.(queue.Target)
+	if !ok {
+		return fmt.Errorf("module %T is not a delivery target", mod)
+	}
+	r.target = t
+	return nil
+}
+
+// matches reports whether the route accepts the (normalised) domain.
+func (r *Route) matches(domain string) bool {
+	for _, d := range r.Domains {
+		if d == domain {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(d, "*"); ok && strings.HasSuffix(domain, suffix) && len(domain) > len(suffix) {
+			return true
+		}
+	}
+	return false
+}

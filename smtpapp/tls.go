@@ -1,0 +1,99 @@
+package smtpapp
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"go.uber.org/zap"
+)
+
+// provisionTLS builds the server's tls.Config from its connection policies.
+//
+// Certificates come from Caddy's certificate cache (CertMagic), so renewed
+// certificates are served without a restart. When the certificate for one
+// of our names is not in the cache yet (a fresh start, or a name added by a
+// reload: the tls app obtains it asynchronously), the handshake is held for
+// up to CertificateWait while we poll the cache, and the wait is logged. If
+// the certificate is still missing the handshake fails; STARTTLS clients then
+// usually retry, often in plaintext.
+func (s *Server) provisionTLS(ctx caddy.Context) error {
+	cp := s.TLSConnectionPolicies
+	if len(cp) == 0 {
+		cp = caddytls.ConnectionPolicies{new(caddytls.ConnectionPolicy)}
+	}
+	for _, p := range cp {
+		if p.DefaultSNI == "" {
+			// Many mail clients and MTAs send no SNI at all.
+			p.DefaultSNI = s.Hostname
+		}
+		if p.ALPN == nil {
+			// Non-nil and empty: no ALPN (Caddy's default is h2).
+			p.ALPN = []string{}
+		}
+	}
+	if err := cp.Provision(ctx); err != nil {
+		return fmt.Errorf("tls connection policies: %w", err)
+	}
+	for _, p := range cp {
+		cfg := p.TLSConfig
+		if cfg == nil {
+			continue
+		}
+		// Outlook and some other clients fail with Go's session tickets.
+		cfg.SessionTicketsDisabled = true
+		if cfg.MinVersion < tls.VersionTLS12 {
+			cfg.MinVersion = tls.VersionTLS12
+		}
+		cfg.GetCertificate = s.waitForCertificate(cfg.GetCertificate, p.DefaultSNI)
+	}
+	s.TLSConnectionPolicies = cp
+	s.tlsConfig = cp.TLSConfig(ctx)
+	s.tlsConfig.SessionTicketsDisabled = true
+	return nil
+}
+
+// waitForCertificate wraps a GetCertificate function so that a handshake for
+// one of our managed names waits briefly for a certificate that is being
+// obtained.
+func (s *Server) waitForCertificate(get func(*tls.ClientHelloInfo) (*tls.Certificate, error), defaultSNI string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, err := get(hello)
+		if err == nil {
+			return cert, nil
+		}
+		name := normalizeHostname(hello.ServerName)
+		if name == "" {
+			name = normalizeHostname(defaultSNI)
+		}
+		wait := time.Duration(s.CertificateWait)
+		if wait <= 0 || !s.app.managedName(name) {
+			return nil, err
+		}
+		s.logger.Warn("certificate not ready yet; holding the TLS handshake",
+			zap.String("server_name", name),
+			zap.String("remote_ip", remoteIP(hello.Conn.RemoteAddr())),
+			zap.Duration("max_wait", wait))
+		deadline := time.NewTimer(wait)
+		defer deadline.Stop()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-hello.Context().Done():
+				return nil, hello.Context().Err()
+			case <-deadline.C:
+				s.logger.Error("certificate still not ready; TLS handshake failed",
+					zap.String("server_name", name), zap.Error(err))
+				return nil, err
+			case <-tick.C:
+				if cert, err = get(hello); err == nil {
+					s.logger.Info("certificate became ready", zap.String("server_name", name))
+					return cert, nil
+				}
+			}
+		}
+	}
+}
