@@ -1,3 +1,419 @@
 // Package caddyfile parses the `smtp` Caddyfile global option into the JSON
-// config of the smtp app.
+// config of the smtp app. Syntax:
+//
+//	{
+//		smtp {
+//			hostname               <host>
+//			grace_period           <duration>
+//			spool_dir              <path>
+//			automatic_certificates on|off
+//
+//			server <name> {
+//				listen           <address> [starttls|implicit_tls|no_tls]
+//				hostname         <host>
+//				require_tls
+//				max_message_size <size>
+//				max_recipients   <n>
+//				max_connections  <n>
+//				max_line_length  <n>
+//				read_timeout     <duration>
+//				write_timeout    <duration>
+//				certificate_wait <duration>
+//				tls {
+//					<connection policy options>
+//				}
+//			}
+//
+//			route <domain> [<domain>...] {
+//				<target> <args...>
+//			}
+//		}
+//	}
+//
+// Every option maps to the JSON field of the same name in smtpapp.App,
+// smtpapp.Server or smtpapp.Route, whose docs give meanings and defaults.
+// The parts that differ from a plain copy:
+//
+//   - automatic_certificates takes `on` or `off` (default on).
+//   - server may be given any number of times, with distinct names.
+//   - listen may be given any number of times; its mode is one of
+//     `starttls` (default), `implicit_tls` (TLS from the first byte, port 465)
+//     and `no_tls`, which become the JSON modes `starttls`, `implicit` and
+//     `off`.
+//   - require_tls takes no argument.
+//   - max_message_size is a byte count with an optional unit: `1048576`,
+//     `25MB`, `50MiB`.
+//   - grace_period applies to SMTP sessions only; Caddy's top-level
+//     grace_period global option applies to its HTTP servers.
+//   - durations are Caddy durations (`30s`, `5m`, `1d`); durations, sizes
+//     and counts must be greater than zero.
+//   - tls holds one TLS connection policy with the same options as the
+//     `connection_policy` block of Caddy's `tls` directive (protocols,
+//     ciphers, curves, alpn, client_auth, default_sni, ...).
+//   - route takes one or more recipient domains (`*.example.com` matches
+//     subdomains) and a block with exactly one delivery target: a module
+//     in the `smtp.targets` namespace and its arguments, e.g.
+//     `maildir /var/mail/{domain}/{local}`.
+//
+// Options other than server, route and listen may be given once. The global
+// options block may hold several `smtp` blocks: they are merged as if they
+// were one, so a server name or single-valued option may still appear only
+// once across them, and routes keep their order.
 package caddyfile
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	caddycf "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("smtp", parse)
+}
+
+// targetNamespace is the module namespace of route delivery targets.
+const targetNamespace = "smtp.targets"
+
+// listenModes maps the Caddyfile listener modes to the JSON ones.
+var listenModes = map[string]string{
+	"starttls":     smtpapp.TLSStartTLS,
+	"implicit_tls": smtpapp.TLSImplicit,
+	"no_tls":       smtpapp.TLSOff,
+}
+
+// parse sets up the smtp app from one `smtp` global option block. When an
+// earlier block was parsed, existingVal holds its result, which this block
+// extends.
+func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+
+	app := new(smtpapp.App)
+	if existingVal != nil {
+		prev, ok := existingVal.(httpcaddyfile.App)
+		if !ok {
+			return nil, d.Errf("existing smtp value of unexpected type %T", existingVal)
+		}
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, d.Errf("decoding earlier smtp block: %v", err)
+		}
+	}
+
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "hostname":
+			err = setOnce(d, "smtp", &app.Hostname, stringArg)
+		case "grace_period":
+			err = setOnce(d, "smtp", &app.GracePeriod, durationArg)
+		case "spool_dir":
+			err = setOnce(d, "smtp", &app.SpoolDir, stringArg)
+		case "automatic_certificates":
+			err = setOnce(d, "smtp", &app.AutomaticCertificates, onOffArg)
+		case "server":
+			err = parseServer(d.NewFromNextSegment(), app)
+		case "route":
+			var r *smtpapp.Route
+			if r, err = parseRoute(d.NewFromNextSegment()); err == nil {
+				app.Routes = append(app.Routes, r)
+			}
+		default:
+			return nil, d.Errf("unrecognized smtp option '%s'", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	val, err := json.Marshal(app)
+	if err != nil {
+		return nil, fmt.Errorf("encoding smtp app: %w", err)
+	}
+	return httpcaddyfile.App{Name: "smtp", Value: val}, nil
+}
+
+// parseServer parses one `server <name> { ... }` segment into app.Servers.
+func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
+	d.Next() // consume "server"
+	name, err := nameArg(d)
+	if err != nil {
+		return err
+	}
+	if _, dup := app.Servers[name]; dup {
+		return d.Errf("duplicate smtp server '%s'", name)
+	}
+
+	const scope = "smtp server"
+	srv := new(smtpapp.Server)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "listen":
+			var l *smtpapp.Listener
+			if l, err = listenArgs(d); err == nil {
+				srv.Listen = append(srv.Listen, l)
+			}
+		case "hostname":
+			err = setOnce(d, scope, &srv.Hostname, stringArg)
+		case "require_tls":
+			err = setOnce(d, scope, &srv.RequireTLS, flagArg)
+		case "max_message_size":
+			err = setOnce(d, scope, &srv.MaxMessageSize, sizeArg)
+		case "max_recipients":
+			err = setOnce(d, scope, &srv.MaxRecipients, intArg)
+		case "max_connections":
+			err = setOnce(d, scope, &srv.MaxConnections, intArg)
+		case "max_line_length":
+			err = setOnce(d, scope, &srv.MaxLineLength, intArg)
+		case "read_timeout":
+			err = setOnce(d, scope, &srv.ReadTimeout, durationArg)
+		case "write_timeout":
+			err = setOnce(d, scope, &srv.WriteTimeout, durationArg)
+		case "certificate_wait":
+			err = setOnce(d, scope, &srv.CertificateWait, durationArg)
+		case "tls":
+			if len(srv.TLSConnectionPolicies) > 0 {
+				return duplicateErr(d, scope)
+			}
+			cp := new(caddytls.ConnectionPolicy)
+			err = cp.UnmarshalCaddyfile(d.NewFromNextSegment())
+			srv.TLSConnectionPolicies = caddytls.ConnectionPolicies{cp}
+		default:
+			return d.Errf("unrecognized smtp server option '%s'", opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+
+	if app.Servers == nil {
+		app.Servers = make(map[string]*smtpapp.Server)
+	}
+	app.Servers[name] = srv
+	return nil
+}
+
+// listenArgs parses `listen <address> [<mode>]`.
+func listenArgs(d *caddycf.Dispenser) (*smtpapp.Listener, error) {
+	a, err := args(d, 1, 2)
+	if err != nil {
+		return nil, err
+	}
+	l := &smtpapp.Listener{Address: a[0]}
+	if len(a) == 2 {
+		mode, ok := listenModes[a[1]]
+		if !ok {
+			return nil, d.Errf("listen %s: unknown tls mode '%s' (want starttls, implicit_tls or no_tls)", a[0], a[1])
+		}
+		l.TLS = mode
+	}
+	return l, nil
+}
+
+// parseRoute parses one `route <domains...> { <target> <args...> }` segment.
+func parseRoute(d *caddycf.Dispenser) (*smtpapp.Route, error) {
+	d.Next() // consume "route"
+	r := &smtpapp.Route{Domains: d.RemainingArgs()}
+	if len(r.Domains) == 0 {
+		return nil, d.ArgErr()
+	}
+
+	var target string
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if target != "" {
+			return nil, d.Errf("route has a second delivery target '%s' (already has '%s'); a route takes exactly one", name, target)
+		}
+		id := targetNamespace + "." + name
+		if _, err := caddy.GetModule(id); err != nil {
+			return nil, d.Errf("unrecognized route target '%s' (known: %s)", name, knownTargets())
+		}
+		mod, err := caddycf.UnmarshalModule(d, id)
+		if err != nil {
+			return nil, err
+		}
+		var warnings []caddyconfig.Warning
+		r.Deliver = caddyconfig.JSONModuleObject(mod, "target", name, &warnings)
+		if len(warnings) > 0 {
+			return nil, d.Errf("encoding route target '%s': %s", name, warnings[0].Message)
+		}
+		target = name
+	}
+	if target == "" {
+		d.Reset()
+		d.Next()
+		return nil, d.Errf("route has no delivery target; give one in its block, e.g. 'maildir <path>'")
+	}
+	return r, nil
+}
+
+// knownTargets lists the registered delivery target names.
+func knownTargets() string {
+	var names []string
+	for _, m := range caddy.GetModules(targetNamespace) {
+		names = append(names, m.ID.Name())
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// setOnce parses the current option with parseArgs into *dst. A non-zero
+// *dst means the option was given before (in this block or in an earlier
+// `smtp` block), which is an error; the parsers never return a zero value
+// without an error, so zero always means unset.
+func setOnce[T comparable](d *caddycf.Dispenser, scope string, dst *T, parseArgs func(*caddycf.Dispenser) (T, error)) error {
+	var zero T
+	if *dst != zero {
+		return duplicateErr(d, scope)
+	}
+	v, err := parseArgs(d)
+	if err != nil {
+		return err
+	}
+	*dst = v
+	return nil
+}
+
+// duplicateErr reports the current option as given twice in scope.
+func duplicateErr(d *caddycf.Dispenser, scope string) error {
+	return d.Errf("duplicate %s option '%s'", scope, d.Val())
+}
+
+// args returns the arguments of the current option, checking that there
+// are between minArgs and maxArgs of them and that no block follows.
+func args(d *caddycf.Dispenser, minArgs, maxArgs int) ([]string, error) {
+	opt := d.Val()
+	a := d.RemainingArgs()
+	if len(a) < minArgs || len(a) > maxArgs {
+		return nil, d.ArgErr()
+	}
+	if d.NextBlock(d.Nesting()) {
+		d.Prev() // back to the '{' on the option's line
+		return nil, d.Errf("option '%s' takes no block", opt)
+	}
+	return a, nil
+}
+
+// stringArg returns the single non-empty argument of the current option.
+func stringArg(d *caddycf.Dispenser) (string, error) {
+	opt := d.Val()
+	a, err := args(d, 1, 1)
+	if err != nil {
+		return "", err
+	}
+	if a[0] == "" {
+		return "", d.Errf("%s: empty value", opt)
+	}
+	return a[0], nil
+}
+
+// nameArg returns the single non-empty argument of the current option,
+// leaving the block that follows it to the caller.
+func nameArg(d *caddycf.Dispenser) (string, error) {
+	opt := d.Val()
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	if v == "" {
+		return "", d.Errf("%s: empty name", opt)
+	}
+	return v, nil
+}
+
+// durationArg parses the single argument of the current option as a
+// positive Caddy duration.
+func durationArg(d *caddycf.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
+	v, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s: invalid duration '%s': %v", opt, v, err)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s: duration must be greater than zero, got '%s'", opt, v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// intArg parses the single argument of the current option as a positive
+// integer.
+func intArg(d *caddycf.Dispenser) (int, error) {
+	opt := d.Val()
+	v, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, d.Errf("%s: want a positive integer, got '%s'", opt, v)
+	}
+	return n, nil
+}
+
+// sizeArg parses the single argument of the current option as a positive
+// byte count such as `1048576`, `25MB` or `50MiB`.
+func sizeArg(d *caddycf.Dispenser) (int64, error) {
+	opt := d.Val()
+	v, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(v)
+	if err != nil {
+		return 0, d.Errf("%s: invalid size '%s': %v", opt, v, err)
+	}
+	if n == 0 {
+		return 0, d.Errf("%s: size must be greater than zero, got '%s'", opt, v)
+	}
+	if n > math.MaxInt64 {
+		return 0, d.Errf("%s: size '%s' is too large", opt, v)
+	}
+	return int64(n), nil
+}
+
+// onOffArg parses the single argument of the current option, `on` or
+// `off`, into a set *bool.
+func onOffArg(d *caddycf.Dispenser) (*bool, error) {
+	opt := d.Val()
+	v, err := stringArg(d)
+	if err != nil {
+		return nil, err
+	}
+	if v != "on" && v != "off" {
+		return nil, d.Errf("%s: want 'on' or 'off', got '%s'", opt, v)
+	}
+	on := v == "on"
+	return &on, nil
+}
+
+// flagArg checks that the current option has no argument and returns true.
+func flagArg(d *caddycf.Dispenser) (bool, error) {
+	if _, err := args(d, 0, 0); err != nil {
+		return false, err
+	}
+	return true, nil
+}
