@@ -104,6 +104,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 
 	for i, r := range a.Routes {
+		if r == nil {
+			return fmt.Errorf("route %d: empty definition", i)
+		}
 		if err := r.provision(ctx); err != nil {
 			return fmt.Errorf("route %d: %w", i, err)
 		}
@@ -197,16 +200,24 @@ func (a *App) Validate() error {
 	if err := validateHostname(a.Hostname); err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
+	if a.GracePeriod < 0 {
+		return errors.New("grace_period must not be negative")
+	}
 	seen := make(map[string]string)
 	for name, srv := range a.Servers {
 		if err := srv.validate(); err != nil {
 			return fmt.Errorf("server %q: %w", name, err)
 		}
 		for _, l := range srv.Listen {
-			if other, dup := seen[l.Address]; dup {
+			// Compare bound addresses, so ":25" and "tcp/:25" clash too.
+			key := l.addr.String()
+			if other, dup := seen[key]; dup {
+				if other == name {
+					return fmt.Errorf("server %q: listen %q: address listed twice", name, l.Address)
+				}
 				return fmt.Errorf("server %q: listen %q: address already used by server %q", name, l.Address, other)
 			}
-			seen[l.Address] = name
+			seen[key] = name
 		}
 	}
 	doms := make(map[string]int)

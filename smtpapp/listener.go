@@ -10,69 +10,115 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 )
 
-// listener is one bound socket of a server. An accept loop takes
-// connections from the socket, applies the connection limit, tracks them
-// (so a stop can close them after the grace period) and feeds them to a
-// go-smtp server through a channel-backed net.Listener.
-type listener struct {
-	srv  *Server
-	cfg  *Listener
-	ln   net.Listener
-	smtp *smtp.Server
-	feed *chanListener
-	done chan struct{} // closed when the accept loop has returned
+// Sockets are shared across config reloads. Caddy starts a new config
+// before it stops the old one; Caddy's own listeners re-bind the address
+// with SO_REUSEPORT, so connections still queued on the old socket when it
+// closes are reset, and an address with port 0 gets a new port. Instead, one
+// accept loop per address lives as long as any config uses the address and
+// hands each connection to the newest server registered for it.
+var sockets = caddy.NewUsagePool()
+
+// sharedSocket is a bound socket and its accept loop.
+type sharedSocket struct {
+	ln     net.Listener
+	key    string
+	logger *zap.Logger
+
+	mu       sync.Mutex
+	handlers []*listener // the last one registered gets new connections
 }
 
-func (s *Server) newListener(cfg *Listener, ln net.Listener) *listener {
-	return &listener{
-		srv:  s,
-		cfg:  cfg,
-		ln:   ln,
-		smtp: s.newSMTPServer(cfg),
-		feed: newChanListener(ln.Addr()),
-		done: make(chan struct{}),
+// acquireSocket returns the shared socket for the address, binding it if no
+// running config uses it yet. Every call must be paired with releaseSocket.
+func acquireSocket(ctx caddy.Context, na caddy.NetworkAddress, offset uint) (*sharedSocket, error) {
+	key := na.Network + "/" + na.JoinHostPort(offset)
+	val, _, err := sockets.LoadOrNew(key, func() (caddy.Destructor, error) {
+		ln, err := na.Listen(ctx, offset, net.ListenConfig{})
+		if err != nil {
+			return nil, err
+		}
+		nl, ok := ln.(net.Listener)
+		if !ok {
+			if c, ok := ln.(interface{ Close() error }); ok {
+				c.Close()
+			}
+			return nil, fmt.Errorf("not a stream listener (%T)", ln)
+		}
+		ss := &sharedSocket{ln: nl, key: key, logger: caddy.Log().Named("smtp.listener")}
+		go ss.acceptLoop()
+		return ss, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return val.(*sharedSocket), nil
+}
+
+// releaseSocket drops one use of the socket; the last use closes it.
+func releaseSocket(ss *sharedSocket) {
+	_, _ = sockets.Delete(ss.key)
+}
+
+// Destruct closes the socket when no config uses it any more.
+func (ss *sharedSocket) Destruct() error { return ss.ln.Close() }
+
+func (ss *sharedSocket) register(l *listener) {
+	ss.mu.Lock()
+	ss.handlers = append(ss.handlers, l)
+	ss.mu.Unlock()
+}
+
+func (ss *sharedSocket) unregister(l *listener) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for i, h := range ss.handlers {
+		if h == l {
+			ss.handlers = append(ss.handlers[:i], ss.handlers[i+1:]...)
+			return
+		}
 	}
 }
 
-func (l *listener) serve() {
-	go func() {
-		// Serve returns when the feed is closed by Shutdown or Close.
-		_ = l.smtp.Serve(l.feed)
-	}()
-	go l.acceptLoop()
+func (ss *sharedSocket) current() *listener {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.handlers) == 0 {
+		return nil
+	}
+	return ss.handlers[len(ss.handlers)-1]
 }
 
-func (l *listener) acceptLoop() {
-	defer close(l.done)
+func (ss *sharedSocket) acceptLoop() {
 	var delay time.Duration
 	for {
-		c, err := l.ln.Accept()
+		c, err := ss.ln.Accept()
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) || l.srv.draining.Load() {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAccept(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				l.srv.logger.Error("accept failed; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+				ss.logger.Error("accept failed; retrying", zap.String("address", ss.ln.Addr().String()),
+					zap.Error(err), zap.Duration("retry_in", delay))
 				t := time.NewTimer(delay)
-				select {
-				case <-t.C:
-				case <-l.srv.app.ctx.Done():
-					t.Stop()
-					return
-				}
+				<-t.C
 				continue
 			}
-			l.srv.logger.Error("accept failed; listener stopped", zap.Error(err))
+			ss.logger.Error("accept failed; listener stopped", zap.String("address", ss.ln.Addr().String()), zap.Error(err))
 			return
 		}
 		delay = 0
-		l.handle(c)
+		if l := ss.current(); l != nil {
+			l.handle(c)
+		} else {
+			c.Close()
+		}
 	}
 }
 
@@ -82,6 +128,36 @@ func isTemporaryAccept(err error) bool {
 	s := err.Error()
 	return strings.Contains(s, "too many open files") || strings.Contains(s, "connection reset") ||
 		strings.Contains(s, "connection aborted") || strings.Contains(s, "cannot allocate memory")
+}
+
+// listener is one listening address of a running server: it registers with
+// the shared socket, applies the server's connection limit, tracks
+// connections (so a stop can close them after the grace period) and feeds
+// them to a go-smtp server through a channel-backed net.Listener.
+type listener struct {
+	srv  *Server
+	cfg  *Listener
+	sock *sharedSocket
+	smtp *smtp.Server
+	feed *chanListener
+}
+
+func (s *Server) newListener(cfg *Listener, sock *sharedSocket) *listener {
+	return &listener{
+		srv:  s,
+		cfg:  cfg,
+		sock: sock,
+		smtp: s.newSMTPServer(cfg),
+		feed: newChanListener(sock.ln.Addr()),
+	}
+}
+
+func (l *listener) serve() {
+	go func() {
+		// Serve returns when the feed is closed by Shutdown or Close.
+		_ = l.smtp.Serve(l.feed)
+	}()
+	l.sock.register(l)
 }
 
 // handle applies the connection limit, tracks the connection and hands it
@@ -123,8 +199,8 @@ func rejectBusy(c net.Conn, hostname string, implicitTLS bool) {
 // shutdown stops accepting, then waits for go-smtp to finish its sessions
 // until ctx is done.
 func (l *listener) shutdown(ctx context.Context) {
-	l.ln.Close()
-	<-l.done
+	l.sock.unregister(l)
+	releaseSocket(l.sock)
 	if err := l.smtp.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		l.srv.logger.Debug("smtp shutdown", zap.Error(err))
 	}

@@ -79,11 +79,11 @@ type Server struct {
 	tlsConfig *tls.Config
 	tlsMin    uint16
 
-	running   []*listener
-	slots     chan struct{} // one per allowed concurrent connection
-	connsMu   sync.Mutex
-	conns     map[*trackedConn]struct{}
-	draining  atomic.Bool
+	running  []*listener
+	slots    chan struct{} // one per allowed concurrent connection
+	connsMu  sync.Mutex
+	conns    map[*trackedConn]struct{}
+	draining atomic.Bool
 }
 
 // Listener is one listening address of a server.
@@ -199,6 +199,9 @@ func (s *Server) validate() error {
 	if s.MaxMessageSize < 0 || s.MaxRecipients < 0 || s.MaxConnections < 0 || s.MaxLineLength < 0 {
 		return errors.New("limits must not be negative")
 	}
+	if s.ReadTimeout < 0 || s.WriteTimeout < 0 || s.CertificateWait < 0 {
+		return errors.New("timeouts must not be negative")
+	}
 	if s.MaxRecipients < 100 {
 		s.logger.Warn("max_recipients is below the 100 that RFC 5321 requires", zap.Int("max_recipients", s.MaxRecipients))
 	}
@@ -218,34 +221,31 @@ func (s *Server) tlsEnabled() bool {
 	return false
 }
 
-// start binds every listener and starts serving.
+// start binds (or joins) every listener's socket and starts serving.
 func (s *Server) start() error {
 	for _, l := range s.Listen {
-		lns, err := l.addr.ListenAll(s.app.ctx, net.ListenConfig{})
-		if err != nil {
-			s.closeListeners()
-			return fmt.Errorf("listen %q: %w", l.Address, err)
-		}
-		for _, ln := range lns {
-			nl, ok := ln.(net.Listener)
-			if !ok {
-				s.closeListeners()
-				return fmt.Errorf("listen %q: not a stream listener (%T)", l.Address, ln)
+		for offset := uint(0); offset < l.addr.PortRangeSize(); offset++ {
+			sock, err := acquireSocket(s.app.ctx, l.addr, offset)
+			if err != nil {
+				s.releaseListeners()
+				return fmt.Errorf("listen %q: %w", l.Address, err)
 			}
-			s.running = append(s.running, s.newListener(l, nl))
+			s.running = append(s.running, s.newListener(l, sock))
 		}
 	}
 	for _, rl := range s.running {
 		rl.serve()
-		s.logger.Info("listening", zap.String("address", rl.ln.Addr().String()), zap.String("tls", rl.cfg.TLS))
+		s.logger.Info("listening", zap.String("address", rl.sock.ln.Addr().String()), zap.String("tls", rl.cfg.TLS))
 	}
 	return nil
 }
 
-func (s *Server) closeListeners() {
+// releaseListeners undoes a partial start.
+func (s *Server) releaseListeners() {
 	for _, rl := range s.running {
-		rl.ln.Close()
+		releaseSocket(rl.sock)
 	}
+	s.running = nil
 }
 
 // Addrs returns the bound addresses of the running listeners, in the order
@@ -253,7 +253,7 @@ func (s *Server) closeListeners() {
 func (s *Server) Addrs() []net.Addr {
 	out := make([]net.Addr, 0, len(s.running))
 	for _, rl := range s.running {
-		out = append(out, rl.ln.Addr())
+		out = append(out, rl.sock.ln.Addr())
 	}
 	return out
 }
