@@ -5,10 +5,10 @@ package smtpapp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
 func init() {
@@ -59,16 +61,24 @@ type App struct {
 	// Default: 30s.
 	GracePeriod caddy.Duration `json:"grace_period,omitempty"`
 
-	// SpoolDir is where message bodies are written while they are received,
-	// before they are handed to a target. Default: `smtp/spool` under
-	// Caddy's data directory.
-	SpoolDir string `json:"spool_dir,omitempty"`
+	// Outbound is the delivery target for recipients whose domain no route
+	// accepts: the mail that authenticated users and relay networks send to
+	// the world, and DSNs to senders elsewhere. A module in the
+	// `smtp.targets` namespace. Default: `{"target": "mx"}` (direct
+	// delivery to the recipient domain's MX hosts).
+	Outbound json.RawMessage `json:"outbound,omitempty" caddy:"namespace=smtp.targets inline_key=target"`
 
-	ctx     caddy.Context
-	logger  *zap.Logger
-	tlsApp  *caddytls.TLS
-	names   map[string]struct{} // certificate names to manage
-	stopped chan struct{}
+	// Queue configures the durable queue: every accepted message is
+	// written there (and fsynced) before the client gets its 250.
+	Queue *QueueConfig `json:"queue,omitempty"`
+
+	ctx         caddy.Context
+	logger      *zap.Logger
+	tlsApp      *caddytls.TLS
+	names       map[string]struct{} // certificate names to manage
+	outbound    queue.Target
+	queue       *queue.Queue
+	detachQueue func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -99,15 +109,28 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.GracePeriod == 0 {
 		a.GracePeriod = caddy.Duration(defaultGracePeriod)
 	}
-	if a.SpoolDir == "" {
-		a.SpoolDir = filepath.Join(caddy.AppDataDir(), "smtp", "spool")
+	if err := a.provisionQueue(); err != nil {
+		return err
 	}
+	if a.Outbound == nil {
+		a.Outbound = json.RawMessage(`{"target": "mx"}`)
+	}
+	mod, err := ctx.LoadModule(a, "Outbound")
+	if err != nil {
+		return fmt.Errorf("loading outbound target: %w", err)
+	}
+	outbound, ok := mod.(queue.Target)
+	if !ok {
+		return fmt.Errorf("outbound: module %T is not a delivery target", mod)
+	}
+	setLocalName(outbound, a.Hostname)
+	a.outbound = outbound
 
 	for i, r := range a.Routes {
 		if r == nil {
 			return fmt.Errorf("route %d: empty definition", i)
 		}
-		if err := r.provision(ctx); err != nil {
+		if err := r.provision(ctx, a.Hostname); err != nil {
 			return fmt.Errorf("route %d: %w", i, err)
 		}
 	}
@@ -234,9 +257,6 @@ func (a *App) Validate() error {
 
 // Start begins certificate management and starts every server.
 func (a *App) Start() error {
-	if err := os.MkdirAll(a.SpoolDir, 0o700); err != nil {
-		return fmt.Errorf("creating spool directory: %w", err)
-	}
 	if a.automaticCertificates() && len(a.names) > 0 {
 		names := make([]string, 0, len(a.names))
 		for n := range a.names {
@@ -247,7 +267,9 @@ func (a *App) Start() error {
 			return fmt.Errorf("managing certificates for %v: %w", names, err)
 		}
 	}
-	a.stopped = make(chan struct{})
+	if err := a.startQueue(); err != nil {
+		return err
+	}
 	var started []*Server
 	for name, srv := range a.Servers {
 		if err := srv.start(); err != nil {
@@ -256,6 +278,7 @@ func (a *App) Start() error {
 				s.stop(ctx)
 			}
 			cancel()
+			a.stopQueue()
 			return fmt.Errorf("server %q: %w", name, err)
 		}
 		started = append(started, srv)
@@ -278,6 +301,8 @@ func (a *App) Stop() error {
 	for range a.Servers {
 		<-done
 	}
+	// Sessions are over: nothing more is enqueued by this config.
+	a.stopQueue()
 	return nil
 }
 

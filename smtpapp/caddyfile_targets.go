@@ -1,7 +1,17 @@
 package smtpapp
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-smtp/caddy-smtp/resolver"
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
 // UnmarshalCaddyfile sets up the maildir target from Caddyfile tokens, as
@@ -27,7 +37,187 @@ func (m *Maildir) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// UnmarshalCaddyfile sets up the relay target from Caddyfile tokens, as
+// used in a route or the outbound block of the `smtp` global option.
+// Syntax:
+//
+//	relay <host[:port]>... {
+//		tls             none|opportunistic|required
+//		auth            <username> <password>
+//		connect_timeout <duration>
+//	}
+//
+// The block is optional. Hosts are tried in order; the port defaults to
+// 25. Username and password may be placeholders such as
+// `{env.RELAY_PASSWORD}`, which are replaced when the config is loaded.
+func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume target name
+	r.Hosts = d.RemainingArgs()
+	if len(r.Hosts) == 0 {
+		return d.Err("relay needs at least one host, e.g. 'relay smarthost.example.com:587'")
+	}
+	for _, h := range r.Hosts {
+		if err := checkRelayHost(h); err != nil {
+			return d.Errf("relay host '%s': %w", h, err)
+		}
+	}
+	return targetBlock(d, "relay", map[string]targetOption{
+		"tls": {1, 1, func(a []string) (err error) {
+			r.TLS, err = tlsLevel(a[0])
+			return err
+		}},
+		"auth": {2, 2, func(a []string) error {
+			if a[0] == "" || a[1] == "" {
+				return errors.New("empty username or password")
+			}
+			r.Auth = &RelayAuth{Username: a[0], Password: a[1]}
+			return nil
+		}},
+		"connect_timeout": {1, 1, func(a []string) (err error) {
+			r.ConnectTimeout, err = positiveDuration(a[0])
+			return err
+		}},
+	})
+}
+
+// UnmarshalCaddyfile sets up the mx target from Caddyfile tokens, as used
+// in a route or the outbound block of the `smtp` global option. Syntax:
+//
+//	mx {
+//		resolvers       <ip[:port]>...
+//		tls             none|opportunistic|required
+//		connect_timeout <duration>
+//		max_addresses   <n>
+//		port            <port>
+//	}
+//
+// The block is optional: `mx` alone delivers with the defaults.
+func (m *MX) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume target name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return targetBlock(d, "mx", map[string]targetOption{
+		"resolvers": {1, -1, func(a []string) error {
+			// Given servers, resolver.New only checks their addresses.
+			if _, err := resolver.New(a, 0); err != nil {
+				return err
+			}
+			m.Resolvers = a
+			return nil
+		}},
+		"tls": {1, 1, func(a []string) (err error) {
+			m.TLS, err = tlsLevel(a[0])
+			return err
+		}},
+		"connect_timeout": {1, 1, func(a []string) (err error) {
+			m.ConnectTimeout, err = positiveDuration(a[0])
+			return err
+		}},
+		"max_addresses": {1, 1, func(a []string) (err error) {
+			m.MaxAddresses, err = positiveInt(a[0], 0)
+			return err
+		}},
+		"port": {1, 1, func(a []string) (err error) {
+			m.Port, err = positiveInt(a[0], 65535)
+			return err
+		}},
+	})
+}
+
+// targetOption describes one option in a target's block: how many
+// arguments it takes (maxArgs -1: no limit) and how to apply them.
+type targetOption struct {
+	minArgs, maxArgs int
+	set              func(args []string) error
+}
+
+// targetBlock parses the optional block after a target's arguments. Every
+// option must be known, given at most once, with the right number of
+// arguments and without a block of its own. An error from an option's set
+// function is reported with the option's name and position.
+func targetBlock(d *caddyfile.Dispenser, target string, opts map[string]targetOption) error {
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		opt, ok := opts[name]
+		if !ok {
+			return d.Errf("unrecognized %s option '%s'", target, name)
+		}
+		if seen[name] {
+			return d.Errf("duplicate %s option '%s'", target, name)
+		}
+		seen[name] = true
+		a := d.RemainingArgs()
+		if len(a) < opt.minArgs || opt.maxArgs >= 0 && len(a) > opt.maxArgs {
+			return d.ArgErr()
+		}
+		if d.NextBlock(d.Nesting()) {
+			d.Prev() // back to the '{' on the option's line
+			return d.Errf("%s option '%s' takes no block", target, name)
+		}
+		if err := opt.set(a); err != nil {
+			return d.Errf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// tlsLevel checks a STARTTLS level.
+func tlsLevel(v string) (string, error) {
+	if v == "" {
+		return "", errors.New("empty value")
+	}
+	return v, tlsupgrade.Level(v).Validate()
+}
+
+// positiveDuration parses a Caddy duration greater than zero.
+func positiveDuration(v string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration '%s': %w", v, err)
+	}
+	if dur <= 0 {
+		return 0, fmt.Errorf("duration must be greater than zero, got '%s'", v)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// positiveInt parses an integer greater than zero and, unless highest is
+// 0, at most highest.
+func positiveInt(v string, highest int) (int, error) {
+	n, err := strconv.Atoi(v)
+	switch {
+	case highest > 0 && (err != nil || n < 1 || n > highest):
+		return 0, fmt.Errorf("want an integer from 1 to %d, got '%s'", highest, v)
+	case err != nil || n < 1:
+		return 0, fmt.Errorf("want a positive integer, got '%s'", v)
+	}
+	return n, nil
+}
+
+// checkRelayHost checks a relay host given as `host`, `host:port`, an IP
+// address or `[ip]:port`: the forms Relay.Provision understands.
+func checkRelayHost(h string) error {
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		host, port = strings.Trim(h, "[]"), "25"
+		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+			return errors.New("want host or host:port")
+		}
+	}
+	if host == "" {
+		return errors.New("empty host name")
+	}
+	if _, err := positiveInt(port, 65535); err != nil {
+		return fmt.Errorf("port: %w", err)
+	}
+	return nil
+}
+
 // Interface guards
 var (
 	_ caddyfile.Unmarshaler = (*Maildir)(nil)
+	_ caddyfile.Unmarshaler = (*Relay)(nil)
+	_ caddyfile.Unmarshaler = (*MX)(nil)
 )

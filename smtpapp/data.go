@@ -67,7 +67,7 @@ func receivedHeader(hostname string, m *queue.Message, oneRcpt bool) string {
 	}
 	fmt.Fprintf(&b, "\tby %s (caddy-smtp) with %s id %s", hostname, withProtocol(m), m.ID)
 	if oneRcpt && len(m.Recipients) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitizeHeaderValue(m.Recipients[0]))
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitizeHeaderValue(m.Recipients[0].Addr))
 	}
 	fmt.Fprintf(&b, "; %s\r\n", m.Arrived.Format(time.RFC1123Z))
 	return b.String()

@@ -67,8 +67,8 @@ func newTestEnv(t *testing.T) *testEnv {
 // config returns a complete Caddy config around the given smtp app config.
 // Missing spool_dir and hostname are filled in.
 func (e *testEnv) config(smtpApp map[string]any, extra ...func(map[string]any)) map[string]any {
-	if _, ok := smtpApp["spool_dir"]; !ok {
-		smtpApp["spool_dir"] = e.spool
+	if _, ok := smtpApp["queue"]; !ok {
+		smtpApp["queue"] = map[string]any{"path": e.spool, "retry_initial": "50ms", "retry_max": "200ms"}
 	}
 	if _, ok := smtpApp["hostname"]; !ok {
 		smtpApp["hostname"] = testHost
@@ -157,6 +157,35 @@ func (e *testEnv) rootPool() *x509.CertPool {
 func (e *testEnv) mailFiles(domain, local string) []string {
 	files, _ := filepath.Glob(filepath.Join(e.mail, domain, local, "new", "*"))
 	return files
+}
+
+// waitMail waits until the maildir of a recipient holds n messages (the
+// queue delivers in the background) and returns them.
+func (e *testEnv) waitMail(domain, local string, n int) []string {
+	e.t.Helper()
+	var files []string
+	eventually(e.t, fmt.Sprintf("%d messages for %s@%s", n, local, domain), func() bool {
+		files = e.mailFiles(domain, local)
+		return len(files) >= n
+	})
+	if len(files) != n {
+		e.t.Fatalf("%d messages for %s@%s, want %d", len(files), local, domain, n)
+	}
+	return files
+}
+
+// eventually polls cond until it holds, failing the test after 15s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
 }
 
 // dialog is a line-oriented SMTP client for tests: it sends raw commands

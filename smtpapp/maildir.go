@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
@@ -64,19 +65,35 @@ func (m *Maildir) Provision(caddy.Context) error {
 
 var maildirSeq atomic.Uint64
 
+// Destination implements queue.Target: all recipients are local.
+func (m *Maildir) Destination(string) string { return "" }
+
+// Open implements queue.Target.
+func (m *Maildir) Open(context.Context, string) (queue.Session, error) {
+	return maildirSession{m}, nil
+}
+
+type maildirSession struct{ m *Maildir }
+
+func (maildirSession) Usable() bool            { return true }
+func (maildirSession) Close() error            { return nil }
+func (maildirSession) LogFields() []zap.Field { return []zap.Field{zap.String("target", "maildir")} }
+
 // Deliver writes one copy of the message per recipient.
-func (m *Maildir) Deliver(ctx context.Context, msg *queue.Message, rcpts []string) []error {
-	errs := make([]error, len(rcpts))
+func (s maildirSession) Deliver(ctx context.Context, msg *queue.Message, rcpts []*queue.Recipient) []queue.Result {
+	res := make([]queue.Result, len(rcpts))
 	for i, rcpt := range rcpts {
 		if err := ctx.Err(); err != nil {
-			errs[i] = queue.TempFail("delivery cancelled", err)
+			res[i].Err = queue.TempFail("delivery cancelled", err)
 			continue
 		}
-		if err := m.deliverOne(msg, rcpt); err != nil {
-			errs[i] = queue.TempFail("maildir delivery failed", err)
+		if err := s.m.deliverOne(msg, rcpt.Addr); err != nil {
+			res[i].Err = queue.TempFail("maildir delivery failed", err)
+			continue
 		}
+		res[i].Reply, res[i].Action = "250 2.0.0 delivered to maildir", "delivered"
 	}
-	return errs
+	return res
 }
 
 func (m *Maildir) deliverOne(msg *queue.Message, rcpt string) error {

@@ -88,18 +88,14 @@ func TestReloadThroughAdminAPIKeepsListenerAndOpenSession(t *testing.T) {
 			t.Fatal("new config not applied to new sessions")
 		}
 	}
-	if n := len(e.mailFiles("example.test", "after")); n != 1 {
-		t.Fatalf("message after reload: %d delivered", n)
-	}
+	e.waitMail("example.test", "after", 1)
 
 	// The open session completes under the old config.
 	old.cmd("DATA", "354")
 	old.raw("Subject: during\r\n\r\nbody\r\n.\r\n")
 	old.expect("250 2.0.0")
 	old.cmd("QUIT", "221")
-	if n := len(e.mailFiles("example.test", "during")); n != 1 {
-		t.Fatalf("message of the open session: %d delivered", n)
-	}
+	e.waitMail("example.test", "during", 1)
 
 	select {
 	case err := <-reloaded:

@@ -26,7 +26,7 @@ type Route struct {
 	target queue.Target
 }
 
-func (r *Route) provision(ctx caddy.Context) error {
+func (r *Route) provision(ctx caddy.Context, localName string) error {
 	if len(r.Domains) == 0 {
 		return errors.New("no domains")
 	}
@@ -48,8 +48,16 @@ func (r *Route) provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("module %T is not a delivery target", mod)
 	}
+	setLocalName(t, localName)
 	r.target = t
 	return nil
+}
+
+// setLocalName tells an SMTP target our hostname (its EHLO name).
+func setLocalName(t queue.Target, name string) {
+	if s, ok := t.(interface{ setLocalName(string) }); ok {
+		s.setLocalName(name)
+	}
 }
 
 // matches reports whether the route accepts the (normalised) domain.

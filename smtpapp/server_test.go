@@ -52,9 +52,7 @@ func TestSTARTTLSCertificateFromInternalCA(t *testing.T) {
 	if r := d.sendMail("a@sender.example", "rcpt@example.test", "Subject: hi\r\n\r\nbody"); !strings.HasPrefix(r, "250 2.0.0") {
 		t.Fatalf("DATA reply %q", r)
 	}
-	if n := len(e.mailFiles("example.test", "rcpt")); n != 1 {
-		t.Fatalf("%d messages delivered, want 1", n)
-	}
+	e.waitMail("example.test", "rcpt", 1)
 }
 
 func TestImplicitTLSListener(t *testing.T) {
@@ -182,10 +180,7 @@ func TestReceivedHeader(t *testing.T) {
 	d.startTLS(&tls.Config{ServerName: testHost, RootCAs: e.rootPool()})
 	d.cmd("EHLO client.example", "250")
 	r := d.sendMail("a@sender.example", "rcpt@example.test", "Subject: hello\r\n\r\nbody line")
-	files := e.mailFiles("example.test", "rcpt")
-	if len(files) != 1 {
-		t.Fatalf("%d files delivered", len(files))
-	}
+	files := e.waitMail("example.test", "rcpt", 1)
 	data, err := os.ReadFile(files[0])
 	if err != nil {
 		t.Fatal(err)
@@ -202,10 +197,7 @@ func TestReceivedHeader(t *testing.T) {
 	d2.expect("220")
 	d2.cmd("EHLO plain.example", "250")
 	d2.sendMail("a@sender.example", "plain@example.test", "Subject: p\r\n\r\nx")
-	files = e.mailFiles("example.test", "plain")
-	if len(files) != 1 {
-		t.Fatalf("%d files delivered", len(files))
-	}
+	files = e.waitMail("example.test", "plain", 1)
 	data, _ = os.ReadFile(files[0])
 	if !strings.Contains(string(data), "Received: from plain.example ([127.0.0.1])\r\n\tby "+testHost+" (caddy-smtp) with ESMTP id ") {
 		t.Errorf("plaintext Received header wrong:\n%q", data)
@@ -243,13 +235,12 @@ func TestSmugglingPayloadsRejected(t *testing.T) {
 	d.send("BDAT %d LAST", len(chunk))
 	d.raw(chunk)
 	d.expect("550 5.6.0")
-	if files := e.mailFiles("example.test", "smuggle"); len(files) != 0 {
-		t.Fatalf("smuggling payload delivered: %v", files)
-	}
-	// A clean message after all that still goes through.
+	// A clean message after all that still goes through, and it is the
+	// only one delivered.
 	if r := d.sendMail("a@sender.example", "smuggle@example.test", "Subject: ok\r\n\r\nfine"); !strings.HasPrefix(r, "250") {
 		t.Fatalf("clean message: %q", r)
 	}
+	e.waitMail("example.test", "smuggle", 1)
 	assertNoSpoolLeftovers(t, e.spool)
 }
 
@@ -278,16 +269,50 @@ func TestBDATAndSizeLimit(t *testing.T) {
 	d.send("BDAT 21 LAST")
 	d.raw("Subject: c\r\n\r\nhello\r\n")
 	d.expect("250 2.0.0")
-	files := e.mailFiles("example.test", "chunks")
-	if len(files) != 1 {
-		t.Fatalf("%d messages delivered, want 1", len(files))
-	}
+	e.waitMail("example.test", "chunks", 1)
 	if n := len(e.mailFiles("example.test", "big")); n != 0 {
 		t.Fatalf("oversized message delivered")
 	}
 }
 
-func TestStoreFailureAnswers451(t *testing.T) {
+func TestQueueFailureAnswers451(t *testing.T) {
+	e := newTestEnv(t)
+	addr := e.start(map[string]any{})[0]
+	d := dial(t, addr)
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	// The spool's tmp/ directory replaced by a file: creating the message
+	// fails, even for root. A local failure answers 451, never 5xx.
+	tmp := filepath.Join(e.spool, "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.sendMail("a@sender.example", "ok@example.test", "Subject: x\r\n\r\ny"); !strings.HasPrefix(r, "451 4.3.0") {
+		t.Fatalf("reply %q, want 451 4.3.0", r)
+	}
+	d.cmd("NOOP", "250")
+	// Committing fails after the body was written (msg/ replaced by a
+	// file): 451, and the half-written body is gone.
+	os.Remove(tmp)
+	os.Mkdir(tmp, 0o700)
+	msgDir := filepath.Join(e.spool, "msg")
+	os.RemoveAll(msgDir)
+	os.WriteFile(msgDir, nil, 0o600)
+	if r := d.sendMail("a@sender.example", "ok@example.test", "Subject: x\r\n\r\ny"); !strings.HasPrefix(r, "451 4.3.0") {
+		t.Fatalf("reply %q, want 451 4.3.0", r)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("half-written files left in the spool: %v", left)
+	}
+	if n := len(e.mailFiles("example.test", "ok")); n != 0 {
+		t.Fatalf("message delivered although it was refused")
+	}
+}
+
+func TestTargetFailureKeepsMessageQueued(t *testing.T) {
 	e := newTestEnv(t)
 	addr := e.start(map[string]any{})[0]
 	// The recipient's maildir has a regular file where new/ must be: the
@@ -302,34 +327,30 @@ func TestStoreFailureAnswers451(t *testing.T) {
 	d := dial(t, addr)
 	d.expect("220")
 	d.cmd("EHLO client.example", "250")
-	if r := d.sendMail("a@sender.example", "broken@example.test", "Subject: x\r\n\r\ny"); !strings.HasPrefix(r, "451 4.3.0") {
-		t.Fatalf("reply %q, want 451 4.3.0", r)
+	if r := d.sendMail("a@sender.example", "broken@example.test", "Subject: x\r\n\r\ny"); !strings.HasPrefix(r, "250") {
+		t.Fatalf("reply %q, want 250 (queued)", r)
+	}
+	app := runningApp(t)
+	// Several attempts fail; the message stays queued and tmp/ stays clean.
+	eventually(t, "two failed attempts", func() bool {
+		msgs := app.queue.Messages()
+		return len(msgs) == 1 && msgs[0].Attempts >= 2
+	})
+	if n := app.queue.Len(); n != 1 {
+		t.Fatalf("queue holds %d messages, want 1", n)
 	}
 	if left, _ := os.ReadDir(filepath.Join(broken, "tmp")); len(left) != 0 {
 		t.Errorf("half-written files left in tmp/: %v", left)
 	}
-	assertNoSpoolLeftovers(t, e.spool)
-
-	// The spool itself failing (its directory replaced by a file) is also
-	// a local failure: 451, never 5xx.
-	if err := os.RemoveAll(e.spool); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(e.spool, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if r := d.sendMail("a@sender.example", "ok@example.test", "Subject: x\r\n\r\ny"); !strings.HasPrefix(r, "451 4.3.0") {
-		t.Fatalf("reply %q, want 451 4.3.0", r)
-	}
-	if n := len(e.mailFiles("example.test", "ok")); n != 0 {
-		t.Fatalf("message delivered although the spool failed")
-	}
-	d.cmd("NOOP", "250")
+	// Repaired, the next retry delivers it.
+	os.Remove(filepath.Join(broken, "new"))
+	e.waitMail("example.test", "broken", 1)
+	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
 }
 
 func assertNoSpoolLeftovers(t *testing.T, spool string) {
 	t.Helper()
-	left, _ := filepath.Glob(filepath.Join(spool, "incoming-*"))
+	left, _ := filepath.Glob(filepath.Join(spool, "tmp", "*"))
 	if len(left) != 0 {
 		t.Errorf("spool files left behind: %v", left)
 	}

@@ -1,12 +1,9 @@
 package smtpapp
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -14,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
 // backend creates a session for every EHLO/HELO of a connection. go-smtp
@@ -42,7 +40,10 @@ type session struct {
 	hasFrom    bool
 	requireTLS bool
 	smtputf8   bool
-	rcpts      []string
+	body       string
+	ret        string
+	envID      string
+	rcpts      []*queue.Recipient
 }
 
 // SMTP replies used by sessions. Replies for local failures are 4xx: a
@@ -73,11 +74,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		s.requireTLS = opts.RequireTLS
 		s.smtputf8 = opts.UTF8
+		s.body = string(opts.Body)
+		s.ret = string(opts.Return)
+		s.envID = opts.EnvelopeID
 	}
 	return nil
 }
 
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !validAddress(to) {
 		s.logger.Info("rejected recipient: bad address syntax", zap.String("rcpt", to))
 		return errBadAddress
@@ -86,87 +90,75 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		s.logger.Info("rejected recipient: relaying denied", zap.String("rcpt", to), zap.String("from", s.from))
 		return errRelayDenied
 	}
-	s.rcpts = append(s.rcpts, to)
+	rcpt := &queue.Recipient{Addr: to}
+	if opts != nil {
+		for _, n := range opts.Notify {
+			rcpt.Notify = append(rcpt.Notify, string(n))
+		}
+		if opts.OriginalRecipient != "" {
+			rcpt.ORCPT = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+		}
+	}
+	s.rcpts = append(s.rcpts, rcpt)
 	return nil
 }
 
 func (s *session) Data(r io.Reader) error {
 	msg := &queue.Message{
-		ID:         queue.NewID(),
 		From:       s.from,
 		Recipients: s.rcpts,
 		Arrived:    time.Now(),
 		RequireTLS: s.requireTLS,
 		SMTPUTF8:   s.smtputf8,
+		Body:       s.body,
+		Ret:        s.ret,
+		EnvID:      s.envID,
 		Client:     s.clientInfo(),
 	}
-	log := s.logger.With(zap.String("msg_id", msg.ID))
-
-	if err := s.receive(msg, r); err != nil {
+	id := queue.NewID()
+	log := s.logger.With(zap.String("msg_id", id))
+	if err := s.receive(id, msg, r); err != nil {
 		var serr *smtp.SMTPError
 		if !errors.As(err, &serr) {
-			log.Error("storing message failed", zap.Error(err))
+			log.Error("queueing message failed", zap.Error(err))
 			return errLocalFailure
 		}
 		log.Info("message rejected", zap.Int("code", serr.Code), zap.String("reason", serr.Message))
 		return serr
 	}
-	defer os.Remove(msg.BodyPath)
-
-	if err := s.deliver(msg, log); err != nil {
-		return err
-	}
-	log.Info("message accepted",
+	log.Info("message queued",
 		zap.String("from", msg.From),
 		zap.Int("rcpts", len(msg.Recipients)),
 		zap.Int64("size", msg.Size),
 		zap.String("tls_version", msg.Client.TLSVersion))
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + msg.ID}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + id}
 }
 
-// receive writes the Received header and the message data into a file in
-// the spool directory, fsyncs it and records its path and size in msg. On
-// any failure the file is removed. Errors that are *smtp.SMTPError are
+// receive writes the Received header and the message data into the queue
+// and commits it: when it returns nil the message is on disk and fsynced.
+// On any failure nothing is left behind. Errors that are *smtp.SMTPError are
 // replies for the client; others are local failures.
-func (s *session) receive(msg *queue.Message, r io.Reader) error {
-	f, err := os.CreateTemp(s.srv.app.SpoolDir, "incoming-"+msg.ID+"-*")
+func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
+	q := s.srv.app.queue
+	w, err := q.Create(id)
 	if err != nil {
 		return err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	w := bufio.NewWriterSize(f, 64<<10)
-	if _, err := w.WriteString(receivedHeader(s.srv.Hostname, msg, len(s.rcpts) == 1)); err != nil {
+	msg.ID = id
+	if _, err := io.WriteString(w, receivedHeader(s.srv.Hostname, msg, len(msg.Recipients) == 1)); err != nil {
+		w.Abort()
 		return err
 	}
 	check := &crlfChecker{w: w}
 	if _, err := io.Copy(check, r); err != nil {
+		w.Abort()
 		return classifyDataError(err)
 	}
 	if err := check.finish(); err != nil {
+		w.Abort()
 		return err
 	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	ok = true
-	msg.BodyPath, msg.Size = f.Name(), st.Size()
-	return nil
+	return q.Commit(w, msg)
 }
 
 // classifyDataError maps an error met while copying DATA into the reply:
@@ -188,40 +180,13 @@ func classifyDataError(err error) error {
 	return err
 }
 
-// deliver hands the stored message to the targets of its recipients'
-// routes. Any failure answers 451: the client keeps the message and retries.
-func (s *session) deliver(msg *queue.Message, log *zap.Logger) error {
-	groups := make(map[*Route][]string)
-	var order []*Route
-	for _, rcpt := range msg.Recipients {
-		rt := s.srv.app.route(queue.Domain(rcpt))
-		if rt == nil {
-			// Routes do not change within a running config; Rcpt checked.
-			return errRelayDenied
-		}
-		if _, seen := groups[rt]; !seen {
-			order = append(order, rt)
-		}
-		groups[rt] = append(groups[rt], rcpt)
-	}
-	for _, rt := range order {
-		for i, err := range rt.target.Deliver(s.srv.app.ctx, msg, groups[rt]) {
-			if err != nil {
-				log.Error("delivery to target failed", zap.String("rcpt", groups[rt][i]), zap.Error(err))
-				return errLocalFailure
-			}
-		}
-	}
-	return nil
-}
-
 func (s *session) clientInfo() queue.ClientInfo {
 	ci := queue.ClientInfo{
 		Addr: remoteIP(s.conn.Conn().RemoteAddr()),
 		Helo: s.conn.Hostname(),
 	}
 	if s.tls != nil {
-		ci.TLSVersion = tlsVersionName(s.tls.Version)
+		ci.TLSVersion = tlsupgrade.VersionName(s.tls.Version)
 		ci.TLSCipher = tls.CipherSuiteName(s.tls.CipherSuite)
 	}
 	return ci
@@ -229,6 +194,7 @@ func (s *session) clientInfo() queue.ClientInfo {
 
 func (s *session) Reset() {
 	s.from, s.hasFrom, s.requireTLS, s.smtputf8, s.rcpts = "", false, false, false, nil
+	s.body, s.ret, s.envID = "", "", ""
 }
 
 func (s *session) Logout() error { return nil }
@@ -256,20 +222,6 @@ func validAddress(addr string) bool {
 	return !strings.ContainsAny(domain, " \t()<>,;:\\\"[]@")
 }
 
-// tlsVersionName returns the Postfix-style name of a TLS version.
-func tlsVersionName(v uint16) string {
-	switch v {
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS10:
-		return "TLSv1"
-	}
-	return fmt.Sprintf("TLS(0x%04x)", v)
-}
 
 // Interface guards
 var _ smtp.Session = (*session)(nil)

@@ -1,6 +1,8 @@
-// Package queue holds what travels between an SMTP session and a delivery
-// target: the message (envelope plus a body on disk) and the Target interface
-// that every delivery destination implements. It knows nothing of Caddy.
+// Package queue is the durable mail queue: a spool that keeps every accepted
+// message on disk until each of its recipients is delivered or bounced, and
+// a scheduler that hands due messages to delivery targets, reusing
+// connections, retrying with backoff and returning failures to the sender
+// as DSNs. It knows nothing of Caddy's configuration.
 package queue
 
 import (
@@ -10,59 +12,152 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 )
 
-// Message is one accepted message: its envelope and where its body lives.
+// Message is one queued message: its envelope and per-recipient state. It is
+// what the spool stores next to the body (as JSON) and what targets read.
 type Message struct {
 	// ID is a short unique identifier used in logs and the Received header.
-	ID string
+	ID string `json:"id"`
 	// From is the envelope sender (reverse-path); empty for the null sender <>.
-	From string
-	// Recipients are the envelope recipients (forward-paths).
-	Recipients []string
+	From string `json:"from"`
+	// Recipients are the envelope recipients with their delivery state.
+	Recipients []*Recipient `json:"rcpts"`
 	// Arrived is when the message was accepted.
-	Arrived time.Time
+	Arrived time.Time `json:"arrived"`
 	// RequireTLS records the REQUIRETLS MAIL parameter (RFC 8689).
-	RequireTLS bool
+	RequireTLS bool `json:"require_tls,omitempty"`
 	// SMTPUTF8 records the SMTPUTF8 MAIL parameter (RFC 6531).
-	SMTPUTF8 bool
+	SMTPUTF8 bool `json:"smtputf8,omitempty"`
+	// Body is the BODY MAIL parameter: "7BIT", "8BITMIME" or "" (not given).
+	Body string `json:"body,omitempty"`
+	// Ret and EnvID are the DSN MAIL parameters RET (FULL or HDRS) and
+	// ENVID (RFC 3461).
+	Ret   string `json:"ret,omitempty"`
+	EnvID string `json:"envid,omitempty"`
 	// Client describes the peer that handed us the message.
-	Client ClientInfo
-
-	// BodyPath is the file holding the complete message (headers and body,
-	// CRLF line endings, our Received header first).
-	BodyPath string
+	Client ClientInfo `json:"client"`
 	// Size is the body size in bytes.
-	Size int64
+	Size int64 `json:"size"`
+	// Attempts counts delivery attempts so far.
+	Attempts int `json:"attempts,omitempty"`
+	// NextAttempt is when the message is next due.
+	NextAttempt time.Time `json:"next_attempt,omitempty"`
+
+	store Store
 }
 
 // ClientInfo describes the SMTP client a message came from.
 type ClientInfo struct {
-	Addr       string // remote IP address
-	Helo       string // EHLO/HELO name
-	TLSVersion string // e.g. "TLSv1.3"; empty for plaintext
-	TLSCipher  string
-	AuthUser   string // authenticated identity, if any
+	Addr       string `json:"addr,omitempty"`        // remote IP address
+	Helo       string `json:"helo,omitempty"`        // EHLO/HELO name
+	TLSVersion string `json:"tls_version,omitempty"` // e.g. "TLSv1.3"; empty for plaintext
+	TLSCipher  string `json:"tls_cipher,omitempty"`
+	AuthUser   string `json:"auth_user,omitempty"` // authenticated identity, if any
 }
+
+// Recipient is one envelope recipient and where its delivery stands.
+type Recipient struct {
+	// Addr is the forward-path address.
+	Addr string `json:"addr"`
+	// ORCPT and Notify are the DSN RCPT parameters (RFC 3461); ORCPT is kept
+	// as "type;address" (e.g. "rfc822;a@example.com").
+	ORCPT  string   `json:"orcpt,omitempty"`
+	Notify []string `json:"notify,omitempty"`
+	// Status is pending until the recipient is delivered or failed.
+	Status Status `json:"status,omitempty"`
+	// LastReply is the last reply or error for this recipient
+	// ("451 4.4.1 connection refused"), for logs and DSNs.
+	LastReply string `json:"last_reply,omitempty"`
+	// RemoteMTA is the host that gave LastReply, if any.
+	RemoteMTA string `json:"remote_mta,omitempty"`
+	// Enhanced is the enhanced status code of the last failure ("5.1.1").
+	Enhanced string `json:"enhanced,omitempty"`
+	// Action is the DSN action of a delivered recipient: "delivered"
+	// (final delivery), "relayed" (handed to a next hop without DSN
+	// support) or "" (the next hop took over DSN duties).
+	Action string `json:"action,omitempty"`
+	// DSNPending is set while a DSN for this recipient is owed to the
+	// sender.
+	DSNPending bool `json:"dsn_pending,omitempty"`
+}
+
+// Status is a recipient's delivery state.
+type Status string
+
+// Recipient states.
+const (
+	Pending   Status = ""          // to be delivered
+	Delivered Status = "delivered" // accepted by the destination
+	Failed    Status = "failed"    // permanently failed (bounced)
+)
 
 // OpenBody opens the message body for reading.
-func (m *Message) OpenBody() (*os.File, error) {
-	return os.Open(m.BodyPath)
+func (m *Message) OpenBody() (io.ReadCloser, error) {
+	if m.store == nil {
+		return nil, errors.New("queue: message has no store")
+	}
+	return m.store.OpenBody(m.ID)
 }
 
-// Target is a delivery destination. Deliver hands the message to the
-// destination for the given recipients (a subset of m.Recipients) and returns
-// one result per recipient, in the same order: nil means delivered and
-// durably stored by the destination. A non-nil error should be a
-// *DeliveryError saying whether the failure is temporary.
+// Pending returns the recipients still to be delivered.
+func (m *Message) Pending() []*Recipient {
+	var out []*Recipient
+	for _, r := range m.Recipients {
+		if r.Status == Pending {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Target is a delivery destination kind (a Maildir, a relay host, MX
+// delivery). Recipients that share a destination key can go over one
+// session (one SMTP connection), one message after the other.
 type Target interface {
-	Deliver(ctx context.Context, m *Message, rcpts []string) []error
+	// Destination returns the key of the destination for a recipient,
+	// e.g. its domain for MX delivery, or "" when all recipients go to
+	// the same place.
+	Destination(rcpt string) string
+	// Open starts a delivery session to a destination. An error means no
+	// message can be delivered there now; it should be a *DeliveryError.
+	Open(ctx context.Context, dest string) (Session, error)
 }
 
-// DeliveryError is the outcome of a failed delivery to one recipient.
+// Session delivers messages to one destination, one after the other.
+type Session interface {
+	// Deliver hands a message to the destination for the given recipients
+	// and returns one result per recipient, in order.
+	Deliver(ctx context.Context, m *Message, rcpts []*Recipient) []Result
+	// LogFields describe the session (host, TLS) for the delivery log.
+	LogFields() []zap.Field
+	// Usable reports whether the session can take another message.
+	Usable() bool
+	// Close ends the session.
+	Close() error
+}
+
+// Result is the outcome of a delivery to one recipient.
+type Result struct {
+	// Err is nil when the destination accepted the message for the
+	// recipient; otherwise a *DeliveryError (other errors count as
+	// temporary).
+	Err error
+	// Reply is the destination's reply, e.g. "250 2.0.0 Ok: queued as X".
+	Reply string
+	// RemoteMTA is the host that replied ("" for local targets).
+	RemoteMTA string
+	// Action says who reports on the message from here on: "delivered"
+	// for a final delivery, "relayed" for a next hop without DSN support,
+	// "" when the next hop took the DSN parameters over.
+	Action string
+}
+
+// DeliveryError is the outcome of a failed delivery.
 type DeliveryError struct {
 	// Temporary failures are retried; permanent ones bounce.
 	Temporary bool
@@ -70,7 +165,7 @@ type DeliveryError struct {
 	// (e.g. 451 and "4.3.0") that describe the failure.
 	Code     int
 	Enhanced string
-	// Message is a short description safe to show to the sender.
+	// Message is a short description, safe to show to the sender.
 	Message string
 	// Err is the underlying cause, for logs.
 	Err error

@@ -1,0 +1,250 @@
+package smtpapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
+)
+
+// smtpSession delivers queued messages over one outbound SMTP connection
+// (opened by tlsupgrade with STARTTLS per policy), one transaction after the
+// other. It is the session of the relay and mx targets.
+type smtpSession struct {
+	conn   *tlsupgrade.Conn
+	host   string // the host we meant to reach, for logs and DSNs
+	addr   string // the address connected to
+	broken bool   // the connection cannot carry another transaction
+	dsn    bool   // the server supports DSN (RFC 3461)
+}
+
+func newSMTPSession(conn *tlsupgrade.Conn, host, addr string) *smtpSession {
+	ok, _ := conn.Client.Extension("DSN")
+	return &smtpSession{conn: conn, host: host, addr: addr, dsn: ok}
+}
+
+// Usable implements queue.Session.
+func (s *smtpSession) Usable() bool { return !s.broken }
+
+// Close implements queue.Session: QUIT, then close.
+func (s *smtpSession) Close() error { return s.conn.Close() }
+
+// LogFields implements queue.Session: the host and the TLS outcome.
+func (s *smtpSession) LogFields() []zap.Field {
+	r := s.conn.Result
+	fields := []zap.Field{
+		zap.String("mx", s.host),
+		zap.String("addr", s.addr),
+		zap.String("tls_policy", string(r.Level)),
+		zap.Bool("tls", r.TLS),
+	}
+	if r.TLS {
+		fields = append(fields,
+			zap.String("tls_version", r.Version),
+			zap.String("tls_cipher", r.Cipher),
+			zap.Bool("tls_verified", r.Verified))
+		if !r.Verified && r.VerifyError != "" {
+			fields = append(fields, zap.String("tls_verify_error", r.VerifyError))
+		}
+	}
+	if r.Fallback != "" {
+		fields = append(fields, zap.String("tls_fallback", r.Fallback))
+	}
+	return fields
+}
+
+// Deliver implements queue.Session: MAIL, one RCPT per recipient, DATA.
+// Recipients refused at RCPT get their own reply; the others share the
+// reply to the data.
+func (s *smtpSession) Deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
+	res := make([]queue.Result, len(rcpts))
+	fail := func(idx []int, err error) {
+		for _, i := range idx {
+			res[i] = queue.Result{Err: err, RemoteMTA: s.host}
+		}
+	}
+	all := make([]int, len(rcpts))
+	for i := range all {
+		all[i] = i
+	}
+	if err := ctx.Err(); err != nil {
+		fail(all, queue.TempFail("delivery cancelled", err))
+		return res
+	}
+	stop := context.AfterFunc(ctx, func() { s.conn.Client.Close() })
+	defer stop()
+
+	c := s.conn.Client
+	utf8, _ := c.Extension("SMTPUTF8")
+	if m.SMTPUTF8 && !utf8 && needsUTF8(m, rcpts) {
+		fail(all, &queue.DeliveryError{Code: 553, Enhanced: "5.6.7",
+			Message: "the next hop does not support SMTPUTF8, which this message needs"})
+		return res
+	}
+	if m.RequireTLS {
+		if err := s.checkRequireTLS(); err != nil {
+			fail(all, err)
+			return res
+		}
+	}
+	body, err := m.OpenBody()
+	if err != nil {
+		fail(all, queue.TempFail("opening queued message", err))
+		return res
+	}
+	defer body.Close()
+
+	opts := &smtp.MailOptions{Size: m.Size, Body: smtp.BodyType(m.Body), UTF8: m.SMTPUTF8 && utf8, RequireTLS: m.RequireTLS}
+	if s.dsn {
+		opts.Return = smtp.DSNReturn(m.Ret)
+		opts.EnvelopeID = m.EnvID
+	}
+	if err := c.Mail(m.From, opts); err != nil {
+		fail(all, s.replyError(err))
+		s.reset()
+		return res
+	}
+	var accepted []int
+	for i, r := range rcpts {
+		ro := &smtp.RcptOptions{}
+		if s.dsn {
+			for _, n := range r.Notify {
+				ro.Notify = append(ro.Notify, smtp.DSNNotify(n))
+			}
+			if typ, addr, ok := strings.Cut(r.ORCPT, ";"); ok {
+				ro.OriginalRecipientType, ro.OriginalRecipient = smtp.DSNAddressType(typ), addr
+			}
+		}
+		if err := c.Rcpt(r.Addr, ro); err != nil {
+			res[i] = queue.Result{Err: s.replyError(err), RemoteMTA: s.host}
+			if s.broken {
+				fail(all[i+1:], res[i].Err)
+				return res
+			}
+			continue
+		}
+		accepted = append(accepted, i)
+	}
+	if len(accepted) == 0 {
+		s.reset()
+		return res
+	}
+	w, err := c.Data()
+	if err != nil {
+		fail(accepted, s.replyError(err))
+		s.reset()
+		return res
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		w.Close()
+		s.broken = true
+		fail(accepted, queue.TempFail("sending message data", err))
+		return res
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		fail(accepted, s.replyError(err))
+		return res
+	}
+	action := "relayed" // the next hop cannot report for us
+	if s.dsn {
+		action = ""
+	}
+	reply := "250 " + resp.StatusText
+	for _, i := range accepted {
+		res[i] = queue.Result{Reply: reply, RemoteMTA: s.host, Action: action}
+	}
+	return res
+}
+
+// checkRequireTLS applies RFC 8689 at the level this hop can check: the
+// session must be TLS with a verified certificate and the server must
+// offer REQUIRETLS. Failing that the message bounces (5.7.10).
+func (s *smtpSession) checkRequireTLS() error {
+	r := s.conn.Result
+	ok, _ := s.conn.Client.Extension("REQUIRETLS")
+	switch {
+	case !r.TLS:
+		return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: the next hop offers no TLS"}
+	case !r.Verified:
+		return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: the next hop's certificate did not verify: " + r.VerifyError}
+	case !ok:
+		return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: the next hop does not support REQUIRETLS"}
+	}
+	return nil
+}
+
+// reset ends a failed transaction; a connection that cannot even do that
+// is not used again.
+func (s *smtpSession) reset() {
+	if s.broken {
+		return
+	}
+	if err := s.conn.Client.Reset(); err != nil {
+		s.broken = true
+	}
+}
+
+// replyError turns what go-smtp returned into a delivery error: SMTP
+// replies keep their class (4xx temporary, 5xx permanent); anything else is
+// a broken connection and temporary.
+func (s *smtpSession) replyError(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		if se.Code == 421 {
+			s.broken = true // the server is closing the connection
+		}
+		enh := fmt.Sprintf("%d.0.0", se.Code/100)
+		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != smtp.EnhancedCodeNotSet {
+			enh = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+		}
+		return &queue.DeliveryError{Temporary: se.Code/100 != 5, Code: se.Code, Enhanced: enh, Message: se.Message}
+	}
+	s.broken = true
+	return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.2", Message: "connection to " + s.host + " lost", Err: err}
+}
+
+// needsUTF8 reports whether the envelope has non-ASCII addresses. (A
+// message flagged SMTPUTF8 with ASCII addresses may go to a server without
+// SMTPUTF8.)
+func needsUTF8(m *queue.Message, rcpts []*queue.Recipient) bool {
+	if !isASCII(m.From) {
+		return true
+	}
+	for _, r := range rcpts {
+		if !isASCII(r.Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// dialOutbound opens one outbound connection with the target's TLS policy.
+func dialOutbound(ctx context.Context, addr, serverName, localName string, level tlsupgrade.Level, connectTimeout time.Duration) (*tlsupgrade.Conn, error) {
+	d := &net.Dialer{Timeout: connectTimeout}
+	return tlsupgrade.Dial(ctx, addr, tlsupgrade.Options{
+		LocalName:      localName,
+		ServerName:     serverName,
+		Policy:         tlsupgrade.Policy{Level: level},
+		DialContext:    d.DialContext,
+		ConnectTimeout: connectTimeout,
+	})
+}

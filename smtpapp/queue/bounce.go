@@ -1,0 +1,97 @@
+package queue
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
+)
+
+// notify queues one DSN to the sender of m about the given recipients
+// (failed ones, and delivered ones that asked for NOTIFY=SUCCESS). The DSN
+// has the null sender, so it never causes a DSN itself.
+func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
+	now := time.Now()
+	report := &dsn.Report{
+		ReportingMTA:    cfg.Hostname,
+		EnvelopeID:      m.EnvID,
+		ArrivalDate:     m.Arrived,
+		ReceivedFromMTA: m.Client.Helo,
+		Sender:          m.From,
+		Return:          m.Ret,
+		UTF8:            m.SMTPUTF8,
+		Date:            now,
+	}
+	for _, r := range rcpts {
+		rec := dsn.Recipient{
+			Final:       r.Addr,
+			Original:    r.ORCPT,
+			LastAttempt: now,
+		}
+		switch r.Status {
+		case Failed:
+			rec.Action = dsn.Failed
+			rec.Status = permanentStatus(r.Enhanced)
+			if r.LastReply != "" {
+				rec.Diagnostic = "smtp; " + r.LastReply
+			}
+		case Delivered:
+			rec.Action = dsn.Action(r.Action)
+			rec.Status = "2.0.0"
+			if r.LastReply != "" {
+				rec.Diagnostic = "smtp; " + r.LastReply
+			}
+		default:
+			continue
+		}
+		if r.RemoteMTA != "" {
+			rec.RemoteMTA = "dns; " + r.RemoteMTA
+		}
+		report.Recipients = append(report.Recipients, rec)
+	}
+	if len(report.Recipients) == 0 {
+		return nil
+	}
+	body, err := m.OpenBody()
+	if err != nil {
+		return fmt.Errorf("opening original: %w", err)
+	}
+	defer body.Close()
+	id := NewID()
+	w, err := q.store.Create(id)
+	if err != nil {
+		return err
+	}
+	if err := dsn.Write(w, report, body, cfg.MaxReturnSize); err != nil {
+		w.Abort()
+		return fmt.Errorf("writing DSN: %w", err)
+	}
+	bounce := &Message{
+		From:       "",
+		Recipients: []*Recipient{{Addr: m.From, Notify: []string{"NEVER"}}},
+		Arrived:    now,
+		SMTPUTF8:   m.SMTPUTF8,
+		Client:     ClientInfo{Helo: cfg.Hostname},
+	}
+	if err := q.Commit(w, bounce); err != nil {
+		return err
+	}
+	q.log().Info("DSN queued", zap.String("msg_id", m.ID), zap.String("dsn_id", id),
+		zap.Int("rcpts", len(report.Recipients)))
+	return nil
+}
+
+// permanentStatus turns the enhanced code of a failure into the permanent
+// class a "failed" DSN reports (an expired 4.4.7 becomes 5.4.7).
+func permanentStatus(enhanced string) string {
+	if enhanced == "" {
+		return "5.0.0"
+	}
+	if strings.HasPrefix(enhanced, "4.") {
+		return "5." + enhanced[2:]
+	}
+	return enhanced
+}

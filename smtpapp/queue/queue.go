@@ -1,0 +1,658 @@
+package queue
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config tunes the scheduler.
+type Config struct {
+	// MaxAge is how long a message is retried before its remaining
+	// recipients bounce. Default: 5 days.
+	MaxAge time.Duration
+	// RetryInitial is the delay before the first retry; each further retry
+	// waits twice as long, up to RetryMax, with ±20% jitter.
+	// Defaults: 1 minute and 2 hours.
+	RetryInitial, RetryMax time.Duration
+	// Workers is the most delivery sessions open at once. Default: 64.
+	Workers int
+	// PerDestination is the most sessions open to one destination (one
+	// relay, one recipient domain). Default: 8.
+	PerDestination int
+	// MessagesPerSession is the most messages sent over one session before
+	// it is closed and a new one opened. Default: 100.
+	MessagesPerSession int
+	// Hostname names us in DSNs (Reporting-MTA, MAILER-DAEMON@...).
+	Hostname string
+	// MaxReturnSize is the largest original returned whole in a DSN for
+	// RET=FULL; larger ones return headers only. Default: 1 MiB.
+	MaxReturnSize int64
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxAge <= 0 {
+		c.MaxAge = 5 * 24 * time.Hour
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = time.Minute
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 2 * time.Hour
+	}
+	if c.RetryMax < c.RetryInitial {
+		c.RetryMax = c.RetryInitial
+	}
+	if c.Workers <= 0 {
+		c.Workers = 64
+	}
+	if c.PerDestination <= 0 {
+		c.PerDestination = 8
+	}
+	if c.MessagesPerSession <= 0 {
+		c.MessagesPerSession = 100
+	}
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if c.MaxReturnSize <= 0 {
+		c.MaxReturnSize = 1 << 20
+	}
+}
+
+// Router chooses the target for a recipient.
+type Router interface {
+	Route(rcpt string) Target
+}
+
+// RouterFunc adapts a function to Router.
+type RouterFunc func(rcpt string) Target
+
+// Route implements Router.
+func (f RouterFunc) Route(rcpt string) Target { return f(rcpt) }
+
+// Queue is the scheduler over a Store: one loop picks due messages, groups
+// their pending recipients by destination and hands them to a bounded pool
+// of delivery workers; each worker keeps a session open and delivers queued
+// messages for its destination one after the other.
+type Queue struct {
+	store  Store
+	logger atomic.Pointer[zap.Logger]
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	wake   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	bindings []*binding // the last one is in force
+	entries  map[string]*entry
+	due      dueHeap
+	dests    map[destKey]*dest
+	active   int
+}
+
+type binding struct {
+	router Router
+	cfg    Config
+}
+
+// entry is a message known to the scheduler.
+type entry struct {
+	msg      *Message
+	due      time.Time
+	index    int // in the due heap; -1 when not scheduled
+	inflight int // recipient groups being delivered
+}
+
+type destKey struct {
+	target Target
+	dest   string
+}
+
+// dest is the work queued for one destination.
+type dest struct {
+	key    destKey
+	jobs   []*job
+	active int
+}
+
+// job is the delivery of one message to some of its recipients.
+type job struct {
+	e     *entry
+	rcpts []*Recipient
+}
+
+// New loads every message in the store and starts the scheduler. Nothing
+// is delivered until a router is attached.
+func New(store Store, logger *zap.Logger) (*Queue, error) {
+	msgs, loadErr := store.Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &Queue{
+		store:   store,
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		entries: make(map[string]*entry),
+		dests:   make(map[destKey]*dest),
+	}
+	q.logger.Store(logger)
+	if loadErr != nil {
+		logger.Error("loading spool", zap.Error(loadErr))
+	}
+	now := time.Now()
+	for _, m := range msgs {
+		e := &entry{msg: m, index: -1}
+		q.entries[m.ID] = e
+		due := m.NextAttempt
+		if due.Before(now) {
+			due = now
+		}
+		q.schedule(e, due)
+	}
+	if len(msgs) > 0 {
+		logger.Info("queue loaded", zap.Int("messages", len(msgs)))
+	}
+	go q.loop()
+	return q, nil
+}
+
+// Attach puts a router and configuration in force (the newest attached
+// wins) and returns a function that withdraws them. Config reloads attach
+// the new config before detaching the old one.
+func (q *Queue) Attach(r Router, cfg Config, logger *zap.Logger) (detach func()) {
+	cfg.setDefaults()
+	b := &binding{router: r, cfg: cfg}
+	q.logger.Store(logger)
+	q.mu.Lock()
+	q.bindings = append(q.bindings, b)
+	q.mu.Unlock()
+	q.kick()
+	return func() {
+		q.mu.Lock()
+		for i, x := range q.bindings {
+			if x == b {
+				q.bindings = append(q.bindings[:i], q.bindings[i+1:]...)
+				break
+			}
+		}
+		q.mu.Unlock()
+	}
+}
+
+func (q *Queue) log() *zap.Logger { return q.logger.Load() }
+
+// current returns the binding in force; q.mu must be held.
+func (q *Queue) current() *binding {
+	if len(q.bindings) == 0 {
+		return nil
+	}
+	return q.bindings[len(q.bindings)-1]
+}
+
+// Create starts a new message with the given ID (see NewID).
+func (q *Queue) Create(id string) (BodyWriter, error) {
+	return q.store.Create(id)
+}
+
+// Commit makes a message durable and schedules it for immediate delivery.
+// When Commit returns nil the message is on disk and fsynced.
+func (q *Queue) Commit(w BodyWriter, m *Message) error {
+	m.NextAttempt = time.Time{}
+	if err := w.Commit(m); err != nil {
+		return err
+	}
+	e := &entry{msg: m, index: -1}
+	q.mu.Lock()
+	q.entries[m.ID] = e
+	q.schedule(e, time.Now())
+	q.mu.Unlock()
+	q.kick()
+	return nil
+}
+
+// Len returns the number of messages in the queue.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.entries)
+}
+
+// Messages returns a copy of every queued message's envelope and state,
+// in no particular order.
+func (q *Queue) Messages() []Message {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]Message, 0, len(q.entries))
+	for _, e := range q.entries {
+		m := *e.msg
+		m.Recipients = make([]*Recipient, len(e.msg.Recipients))
+		for i, r := range e.msg.Recipients {
+			c := *r
+			m.Recipients[i] = &c
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Close stops the scheduler. Deliveries in progress may finish until ctx is
+// done; then they are cancelled (their messages stay queued).
+func (q *Queue) Close(ctx context.Context) error {
+	select {
+	case <-q.done:
+		return nil
+	default:
+	}
+	q.mu.Lock()
+	q.bindings = nil // no new sessions
+	q.mu.Unlock()
+	finished := make(chan struct{})
+	go func() {
+		q.wg.Wait()
+		close(finished)
+	}()
+	select {
+	case <-finished:
+	case <-ctx.Done():
+		q.cancel()
+		<-finished
+	}
+	q.cancel()
+	<-q.done
+	return q.store.Close()
+}
+
+func (q *Queue) kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// schedule puts an entry on the due heap; q.mu must be held.
+func (q *Queue) schedule(e *entry, at time.Time) {
+	e.due = at
+	if e.index >= 0 {
+		heap.Fix(&q.due, e.index)
+		return
+	}
+	heap.Push(&q.due, e)
+}
+
+// loop is the one scheduling loop.
+func (q *Queue) loop() {
+	defer close(q.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := q.runDue()
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		if !next.IsZero() {
+			timer.Reset(max(time.Until(next), time.Millisecond))
+		}
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// runDue dispatches due messages, starts workers where work waits, and
+// returns when the next message is due (zero if none is scheduled).
+func (q *Queue) runDue() time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b := q.current()
+	if b == nil {
+		return time.Time{}
+	}
+	now := time.Now()
+	var expired []*entry
+	for q.due.Len() > 0 && !q.due[0].due.After(now) {
+		e := heap.Pop(&q.due).(*entry)
+		if now.Sub(e.msg.Arrived) > b.cfg.MaxAge {
+			expired = append(expired, e)
+			continue
+		}
+		q.dispatch(e, b)
+	}
+	for _, e := range expired {
+		e.inflight = 1
+		go q.expire(e, b.cfg)
+	}
+	q.startWorkers(b.cfg)
+	if q.due.Len() == 0 {
+		return time.Time{}
+	}
+	return q.due[0].due
+}
+
+// dispatch groups an entry's pending recipients by destination and queues
+// one job per group; q.mu must be held.
+func (q *Queue) dispatch(e *entry, b *binding) {
+	groups := make(map[destKey][]*Recipient)
+	var order []destKey
+	for _, r := range e.msg.Pending() {
+		t := b.router.Route(r.Addr)
+		k := destKey{target: t, dest: t.Destination(r.Addr)}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	if len(order) == 0 {
+		// Nothing to deliver, maybe a DSN to send: finish the round.
+		e.inflight = 1
+		go q.finish(e, b.cfg)
+		return
+	}
+	e.inflight = len(order)
+	for _, k := range order {
+		d := q.dests[k]
+		if d == nil {
+			d = &dest{key: k}
+			q.dests[k] = d
+		}
+		d.jobs = append(d.jobs, &job{e: e, rcpts: groups[k]})
+	}
+}
+
+// startWorkers opens sessions where jobs wait, within the limits; q.mu must
+// be held.
+func (q *Queue) startWorkers(cfg Config) {
+	for _, d := range q.dests {
+		for len(d.jobs) > d.active && d.active < cfg.PerDestination && q.active < cfg.Workers {
+			d.active++
+			q.active++
+			q.wg.Add(1)
+			go q.work(d, cfg)
+		}
+	}
+}
+
+// nextJob takes the next job for a destination, or nil.
+func (q *Queue) nextJob(d *dest) *job {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(d.jobs) == 0 {
+		return nil
+	}
+	j := d.jobs[0]
+	d.jobs[0] = nil
+	d.jobs = d.jobs[1:]
+	return j
+}
+
+// work is one delivery worker: it opens a session to its destination and
+// delivers queued jobs over it until none is left.
+func (q *Queue) work(d *dest, cfg Config) {
+	defer func() {
+		q.mu.Lock()
+		d.active--
+		q.active--
+		if d.active == 0 && len(d.jobs) == 0 {
+			delete(q.dests, d.key)
+		}
+		q.mu.Unlock()
+		q.wg.Done()
+		q.kick()
+	}()
+	sess, err := d.key.target.Open(q.ctx, d.key.dest)
+	if err != nil {
+		// The destination is unreachable now: every job queued for it
+		// would meet the same failure.
+		q.mu.Lock()
+		jobs := d.jobs
+		d.jobs = nil
+		q.mu.Unlock()
+		for _, j := range jobs {
+			res := make([]Result, len(j.rcpts))
+			for i := range res {
+				res[i] = Result{Err: err}
+			}
+			q.logAttempt(j, res, []zap.Field{zap.String("destination", d.key.dest)})
+			q.complete(j, res, cfg)
+		}
+		return
+	}
+	defer sess.Close()
+	for n := 0; n < cfg.MessagesPerSession && sess.Usable(); n++ {
+		j := q.nextJob(d)
+		if j == nil {
+			return
+		}
+		res := sess.Deliver(q.ctx, j.e.msg, j.rcpts)
+		if len(res) != len(j.rcpts) {
+			err := fmt.Errorf("target returned %d results for %d recipients", len(res), len(j.rcpts))
+			res = make([]Result, len(j.rcpts))
+			for i := range res {
+				res[i] = Result{Err: TempFail("internal error", err)}
+			}
+		}
+		q.logAttempt(j, res, sess.LogFields())
+		q.complete(j, res, cfg)
+	}
+}
+
+// logAttempt writes one line per delivery attempt.
+func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field) {
+	var delivered, deferred, failed int
+	var reply, remote string
+	for _, r := range res {
+		switch {
+		case r.Err == nil:
+			delivered++
+			reply = r.Reply
+		case IsTemporary(r.Err):
+			deferred++
+			reply = r.Err.Error()
+		default:
+			failed++
+			reply = r.Err.Error()
+		}
+		if r.RemoteMTA != "" {
+			remote = r.RemoteMTA
+		}
+	}
+	fields := []zap.Field{
+		zap.String("msg_id", j.e.msg.ID),
+		zap.String("rcpt_domain", Domain(j.rcpts[0].Addr)),
+		zap.Int("rcpts", len(j.rcpts)),
+		zap.Int("delivered", delivered),
+		zap.Int("deferred", deferred),
+		zap.Int("failed", failed),
+		zap.String("reply", reply),
+	}
+	if remote != "" {
+		fields = append(fields, zap.String("remote_mta", remote))
+	}
+	fields = append(fields, session...)
+	if deferred+failed > 0 {
+		q.log().Warn("delivery attempt", fields...)
+	} else {
+		q.log().Info("delivery attempt", fields...)
+	}
+}
+
+// complete records the results of a job; the last job of a message's round
+// finishes the round.
+func (q *Queue) complete(j *job, res []Result, cfg Config) {
+	m := j.e.msg
+	q.mu.Lock()
+	for i, r := range j.rcpts {
+		out := res[i]
+		r.RemoteMTA = out.RemoteMTA
+		if out.Err == nil {
+			r.Status = Delivered
+			r.LastReply, r.Enhanced, r.Action = out.Reply, "", out.Action
+			r.DSNPending = m.From != "" && out.Action != "" && notifyOn(r.Notify, "SUCCESS")
+			continue
+		}
+		r.LastReply, r.Enhanced = describeError(out.Err)
+		if !IsTemporary(out.Err) {
+			r.Status = Failed
+			r.DSNPending = m.From != "" && notifyOn(r.Notify, "FAILURE")
+		}
+	}
+	j.e.inflight--
+	last := j.e.inflight == 0
+	q.mu.Unlock()
+	if last {
+		q.finish(j.e, cfg)
+	}
+}
+
+// notifyOn applies RFC 3461 NOTIFY: without NOTIFY, failures (and delays)
+// are reported; NEVER reports nothing; otherwise the listed conditions.
+func notifyOn(notify []string, cond string) bool {
+	if len(notify) == 0 {
+		return cond == "FAILURE" || cond == "DELAY"
+	}
+	for _, n := range notify {
+		if strings.EqualFold(n, cond) {
+			return true
+		}
+	}
+	return false
+}
+
+// describeError returns the text and enhanced code recorded for a failure.
+func describeError(err error) (reply, enhanced string) {
+	var de *DeliveryError
+	if errors.As(err, &de) {
+		msg := de.Message
+		if de.Err != nil && !strings.Contains(msg, de.Err.Error()) {
+			msg += ": " + de.Err.Error()
+		}
+		return fmt.Sprintf("%d %s %s", de.Code, de.Enhanced, msg), de.Enhanced
+	}
+	return "451 4.0.0 " + err.Error(), "4.0.0"
+}
+
+// expire bounces whatever is still pending of a message past MaxAge.
+func (q *Queue) expire(e *entry, cfg Config) {
+	m := e.msg
+	q.mu.Lock()
+	pending := m.Pending()
+	for _, r := range pending {
+		r.Status = Failed
+		last := r.LastReply
+		if last == "" {
+			last = "no delivery attempt was made"
+		}
+		r.LastReply = "Message expired after " + cfg.MaxAge.String() + "; last error: " + last
+		r.Enhanced = "4.4.7"
+		r.DSNPending = m.From != "" && notifyOn(r.Notify, "FAILURE")
+	}
+	q.mu.Unlock()
+	q.log().Warn("message expired", zap.String("msg_id", m.ID), zap.Int("rcpts", len(pending)))
+	q.finish(e, cfg)
+}
+
+// finish ends a delivery round. DSNs are queued first, so that a crash can
+// duplicate but never lose them; then the message is removed when nothing
+// is left to do, or saved and rescheduled with backoff.
+func (q *Queue) finish(e *entry, cfg Config) {
+	m := e.msg
+	q.mu.Lock()
+	var report []*Recipient
+	for _, r := range m.Recipients {
+		if r.DSNPending {
+			report = append(report, r)
+		}
+	}
+	q.mu.Unlock()
+	if len(report) > 0 {
+		if err := q.notify(m, report, cfg); err != nil {
+			q.log().Error("queueing DSN failed; will retry", zap.String("msg_id", m.ID), zap.Error(err))
+		} else {
+			q.mu.Lock()
+			for _, r := range report {
+				r.DSNPending = false
+			}
+			q.mu.Unlock()
+		}
+	}
+	q.mu.Lock()
+	m.Attempts++
+	e.inflight = 0
+	open := len(m.Pending()) > 0
+	for _, r := range m.Recipients {
+		open = open || r.DSNPending
+	}
+	if !open {
+		q.mu.Unlock()
+		if err := q.store.Remove(m.ID); err != nil {
+			q.log().Error("removing finished message", zap.String("msg_id", m.ID), zap.Error(err))
+		}
+		q.mu.Lock()
+		delete(q.entries, m.ID)
+		q.mu.Unlock()
+		return
+	}
+	next := time.Now().Add(backoff(m.Attempts, cfg))
+	m.NextAttempt = next
+	q.mu.Unlock()
+	if err := q.store.Save(m); err != nil {
+		q.log().Error("saving message state", zap.String("msg_id", m.ID), zap.Error(err))
+	}
+	q.mu.Lock()
+	if _, ok := q.entries[m.ID]; ok {
+		q.schedule(e, next)
+	}
+	q.mu.Unlock()
+	q.kick()
+}
+
+// backoff returns the delay before retry number n (n >= 1): RetryInitial
+// doubled each time up to RetryMax, with ±20% jitter.
+func backoff(n int, cfg Config) time.Duration {
+	d := cfg.RetryInitial
+	for i := 1; i < n && d < cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, cfg.RetryMax)
+	jitter := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * jitter)
+}
+
+// dueHeap orders entries by due time.
+type dueHeap []*entry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h dueHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *dueHeap) Push(x any) {
+	e := x.(*entry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.index = -1
+	*h = old[:len(old)-1]
+	return e
+}

@@ -1,0 +1,371 @@
+package queue
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// Store is where queued messages live. The queue talks to it only through
+// this interface, so a shared backend (for a fleet of gateways) can replace
+// the local directory.
+type Store interface {
+	// Create starts a new message body. Nothing is visible to Load until
+	// the returned writer is committed.
+	Create(id string) (BodyWriter, error)
+	// Load returns every committed message.
+	Load() ([]*Message, error)
+	// Save durably replaces the stored state of a committed message.
+	Save(m *Message) error
+	// Remove deletes a message and its body.
+	Remove(id string) error
+	// OpenBody opens a committed message's body.
+	OpenBody(id string) (io.ReadCloser, error)
+	// Close releases the store (and its lock).
+	Close() error
+}
+
+// BodyWriter receives a message body. Commit makes body and envelope
+// durable together; after Commit returns nil the message survives a crash.
+// Abort discards everything written.
+type BodyWriter interface {
+	io.Writer
+	Commit(m *Message) error
+	Abort()
+}
+
+// DirStore is the local spool: one directory, owned by one process at a
+// time (an exclusive flock on its lock file).
+//
+// Layout: tmp/ holds bodies being received; msg/<id>.eml is a committed
+// body and msg/<id>.json its envelope and recipient state. A message is
+// committed when its .json exists: Commit fsyncs the body, writes and
+// fsyncs the JSON, renames both into msg/ (body first) and fsyncs msg/.
+// Directory syncs of concurrent commits are combined (group commit).
+type DirStore struct {
+	dir  string
+	lock *os.File
+	sync *dirSyncer
+}
+
+// OpenDirStore opens (creating if needed) a spool directory and takes its
+// lock. It fails if another process holds the spool.
+func OpenDirStore(dir string) (*DirStore, error) {
+	for _, sub := range []string{"tmp", "msg"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("creating spool: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool %s is in use by another process: %w", dir, err)
+	}
+	// Bodies left in tmp/ by a crash were never acknowledged.
+	if left, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+		for _, e := range left {
+			os.Remove(filepath.Join(dir, "tmp", e.Name()))
+		}
+	}
+	return &DirStore{dir: dir, lock: lock, sync: newDirSyncer(filepath.Join(dir, "msg"))}, nil
+}
+
+// Dir returns the spool directory.
+func (s *DirStore) Dir() string { return s.dir }
+
+func (s *DirStore) msgPath(id, ext string) string {
+	return filepath.Join(s.dir, "msg", id+ext)
+}
+
+// Create implements Store.
+func (s *DirStore) Create(id string) (BodyWriter, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("invalid message id %q", id)
+	}
+	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &dirBody{s: s, id: id, f: f, w: bufio.NewWriterSize(f, 64<<10)}, nil
+}
+
+type dirBody struct {
+	s    *DirStore
+	id   string
+	f    *os.File
+	w    *bufio.Writer
+	done bool
+}
+
+func (b *dirBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+func (b *dirBody) Commit(m *Message) error {
+	if b.done {
+		return errors.New("queue: body already committed or aborted")
+	}
+	err := b.commit(m)
+	if err != nil {
+		b.Abort()
+	}
+	b.done = true
+	return err
+}
+
+func (b *dirBody) commit(m *Message) error {
+	if err := b.w.Flush(); err != nil {
+		return err
+	}
+	st, err := b.f.Stat()
+	if err != nil {
+		return err
+	}
+	m.ID, m.Size, m.store = b.id, st.Size(), b.s
+	if err := b.f.Sync(); err != nil {
+		return err
+	}
+	if err := b.f.Close(); err != nil {
+		return err
+	}
+	tmpJSON := filepath.Join(b.s.dir, "tmp", b.id+".json")
+	if err := writeFileSync(tmpJSON, m); err != nil {
+		os.Remove(tmpJSON)
+		return err
+	}
+	if err := os.Rename(b.f.Name(), b.s.msgPath(b.id, ".eml")); err != nil {
+		os.Remove(tmpJSON)
+		return err
+	}
+	if err := os.Rename(tmpJSON, b.s.msgPath(b.id, ".json")); err != nil {
+		os.Remove(b.s.msgPath(b.id, ".eml"))
+		return err
+	}
+	if err := b.s.sync.sync(); err != nil {
+		// Not durable: undo, so the client's retry is the only copy.
+		os.Remove(b.s.msgPath(b.id, ".json"))
+		os.Remove(b.s.msgPath(b.id, ".eml"))
+		return err
+	}
+	return nil
+}
+
+func (b *dirBody) Abort() {
+	if b.done {
+		return
+	}
+	b.done = true
+	b.f.Close()
+	os.Remove(b.f.Name())
+}
+
+// writeFileSync writes v as JSON to path and fsyncs it.
+func writeFileSync(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Load implements Store. Bodies without an envelope (a crash between the
+// two renames: never acknowledged) are removed; envelopes that cannot be
+// read are moved to corrupt/ and reported.
+func (s *DirStore) Load() ([]*Message, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "msg"))
+	if err != nil {
+		return nil, err
+	}
+	haveJSON := make(map[string]bool)
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			haveJSON[id] = true
+		}
+	}
+	var msgs []*Message
+	var bad []string
+	for _, e := range entries {
+		name := e.Name()
+		if id, ok := strings.CutSuffix(name, ".eml"); ok {
+			if !haveJSON[id] {
+				os.Remove(s.msgPath(id, ".eml"))
+			}
+			continue
+		}
+		id, ok := strings.CutSuffix(name, ".json")
+		if !ok {
+			continue
+		}
+		m, err := s.readMessage(id)
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", id, err))
+			s.quarantine(id)
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if len(bad) > 0 {
+		return msgs, fmt.Errorf("moved %d unreadable messages to %s: %s", len(bad),
+			filepath.Join(s.dir, "corrupt"), strings.Join(bad, "; "))
+	}
+	return msgs, nil
+}
+
+func (s *DirStore) readMessage(id string) (*Message, error) {
+	data, err := os.ReadFile(s.msgPath(id, ".json"))
+	if err != nil {
+		return nil, err
+	}
+	m := new(Message)
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, err
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("envelope names id %q", m.ID)
+	}
+	if _, err := os.Stat(s.msgPath(id, ".eml")); err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	m.store = s
+	return m, nil
+}
+
+// quarantine moves a message that cannot be loaded out of the way, keeping
+// it for a human to look at.
+func (s *DirStore) quarantine(id string) {
+	dir := filepath.Join(s.dir, "corrupt")
+	_ = os.MkdirAll(dir, 0o700)
+	for _, ext := range []string{".json", ".eml"} {
+		_ = os.Rename(s.msgPath(id, ext), filepath.Join(dir, id+ext))
+	}
+}
+
+// Save implements Store: the envelope is replaced atomically.
+func (s *DirStore) Save(m *Message) error {
+	tmp := filepath.Join(s.dir, "tmp", m.ID+".json")
+	if err := writeFileSync(tmp, m); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, s.msgPath(m.ID, ".json")); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return s.sync.sync()
+}
+
+// Remove implements Store. The envelope goes first: a message without an
+// envelope is not a message. The directory is not synced: after a power
+// loss the worst case is one more delivery of a message already delivered.
+func (s *DirStore) Remove(id string) error {
+	if err := os.Remove(s.msgPath(id, ".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Remove(s.msgPath(id, ".eml")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// OpenBody implements Store.
+func (s *DirStore) OpenBody(id string) (io.ReadCloser, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("invalid message id %q", id)
+	}
+	return os.Open(s.msgPath(id, ".eml"))
+}
+
+// Close implements Store.
+func (s *DirStore) Close() error {
+	return s.lock.Close() // closing the descriptor releases the flock
+}
+
+// validID accepts the IDs NewID makes (and nothing with path syntax).
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// dirSyncer fsyncs one directory on behalf of many concurrent callers: a
+// caller whose rename happened before a sync started waits for that sync,
+// so N concurrent commits cost about two directory syncs instead of N.
+type dirSyncer struct {
+	dir string
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	running bool
+	started uint64 // generation of the last sync started
+	done    uint64 // generation of the last sync finished
+	err     error  // result of the last finished sync
+}
+
+func newDirSyncer(dir string) *dirSyncer {
+	d := &dirSyncer{dir: dir}
+	d.cond = sync.NewCond(&d.mu)
+	return d
+}
+
+// sync returns once a directory sync that started after the call has
+// finished.
+func (d *dirSyncer) sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// A running sync may have started before our rename; the next one
+	// to start covers it.
+	need := d.started + 1
+	for d.done < need {
+		if !d.running {
+			d.running = true
+			d.started++
+			gen := d.started
+			d.mu.Unlock()
+			err := syncDir(d.dir)
+			d.mu.Lock()
+			d.running = false
+			d.done, d.err = gen, err
+			d.cond.Broadcast()
+			continue
+		}
+		d.cond.Wait()
+	}
+	return d.err
+}
+
+// syncDir fsyncs a directory so that entries created, renamed or removed in
+// it are durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

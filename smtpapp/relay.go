@@ -1,0 +1,167 @@
+package smtpapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/emersion/go-sasl"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
+)
+
+func init() {
+	caddy.RegisterModule(Relay{})
+}
+
+// Relay is a delivery target that hands mail to fixed SMTP hosts: a
+// customer's own mail server behind the gateway, or a smarthost for
+// outbound mail. Hosts are tried in order until one answers (failover);
+// several queued messages share one connection.
+type Relay struct {
+	// Hosts are the relay hosts as `host:port` (port 25 when omitted),
+	// tried in order.
+	Hosts []string `json:"hosts,omitempty"`
+
+	// TLS is the STARTTLS policy towards the hosts:
+	//
+	// | level           | meaning                                               |
+	// |-----------------|-------------------------------------------------------|
+	// | `opportunistic` | STARTTLS when offered, else plaintext (the default)   |
+	// | `required`      | TLS or no delivery (the message waits and is retried) |
+	// | `none`          | never STARTTLS                                        |
+	TLS string `json:"tls,omitempty"`
+
+	// Auth logs in to the relay with SMTP AUTH (PLAIN, or LOGIN if the
+	// server offers only that). Credentials are only ever sent over TLS.
+	Auth *RelayAuth `json:"auth,omitempty"`
+
+	// ConnectTimeout limits connecting to one host. Default: 30s.
+	ConnectTimeout caddy.Duration `json:"connect_timeout,omitempty"`
+
+	localName string
+	hosts     []relayHost
+}
+
+// RelayAuth holds the credentials for a relay. Values may use Caddy
+// placeholders such as `{env.RELAY_PASSWORD}`.
+type RelayAuth struct {
+	// Username is the login name.
+	Username string `json:"username,omitempty"`
+	// Password is the password.
+	Password string `json:"password,omitempty"`
+}
+
+type relayHost struct {
+	addr string // host:port
+	name string // host name for SNI and logs
+}
+
+// CaddyModule returns the Caddy module information.
+func (Relay) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "smtp.targets.relay",
+		New: func() caddy.Module { return new(Relay) },
+	}
+}
+
+// Provision checks and prepares the configuration.
+func (r *Relay) Provision(caddy.Context) error {
+	if len(r.Hosts) == 0 {
+		return errors.New("relay: at least one host is required")
+	}
+	if err := tlsupgrade.Level(r.TLS).Validate(); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	if r.ConnectTimeout < 0 {
+		return errors.New("relay: connect_timeout must not be negative")
+	}
+	if r.ConnectTimeout == 0 {
+		r.ConnectTimeout = caddy.Duration(30 * time.Second)
+	}
+	r.hosts = r.hosts[:0]
+	for _, h := range r.Hosts {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			host, port = strings.Trim(h, "[]"), "25"
+		}
+		if host == "" {
+			return fmt.Errorf("relay: host %q has no name", h)
+		}
+		r.hosts = append(r.hosts, relayHost{addr: net.JoinHostPort(host, port), name: host})
+	}
+	if r.Auth != nil {
+		repl := caddy.NewReplacer()
+		r.Auth.Username = repl.ReplaceAll(r.Auth.Username, "")
+		r.Auth.Password = repl.ReplaceAll(r.Auth.Password, "")
+		if r.Auth.Username == "" {
+			return errors.New("relay: auth needs a username")
+		}
+	}
+	return nil
+}
+
+func (r *Relay) setLocalName(name string) { r.localName = name }
+
+// Destination implements queue.Target: every recipient goes to the same
+// hosts.
+func (r *Relay) Destination(string) string { return "" }
+
+// Open implements queue.Target: the first host that answers gets the
+// session.
+func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
+	var errs []string
+	for _, h := range r.hosts {
+		conn, err := dialOutbound(ctx, h.addr, h.name, r.localName, tlsupgrade.Level(r.TLS), time.Duration(r.ConnectTimeout))
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if err := r.login(conn); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return newSMTPSession(conn, h.name, h.addr), nil
+	}
+	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
+		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}
+}
+
+// login authenticates when credentials are configured, only over TLS.
+func (r *Relay) login(conn *tlsupgrade.Conn) error {
+	if r.Auth == nil {
+		return nil
+	}
+	if !conn.Result.TLS {
+		return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.7.0",
+			Message: "not sending relay credentials over a connection without TLS"}
+	}
+	var mech sasl.Client
+	switch {
+	case conn.Client.SupportsAuth(sasl.Plain):
+		mech = sasl.NewPlainClient("", r.Auth.Username, r.Auth.Password)
+	case conn.Client.SupportsAuth(sasl.Login):
+		mech = sasl.NewLoginClient(r.Auth.Username, r.Auth.Password)
+	default:
+		return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.7.0",
+			Message: "the relay offers neither AUTH PLAIN nor AUTH LOGIN"}
+	}
+	if err := conn.Client.Auth(mech); err != nil {
+		// Wrong credentials are a configuration problem: keep the mail
+		// and retry, never bounce it.
+		return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.7.0",
+			Message: "relay authentication failed", Err: err}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner = (*Relay)(nil)
+	_ queue.Target      = (*Relay)(nil)
+)

@@ -1,0 +1,151 @@
+package smtpapp
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// QueueConfig configures the durable queue that sits between the SMTP
+// sessions and the delivery targets.
+type QueueConfig struct {
+	// Path is the spool directory. One process and one scheduler own it at
+	// a time, also across config reloads. Default: `smtp/queue` under
+	// Caddy's data directory.
+	Path string `json:"path,omitempty"`
+
+	// MaxAge is how long a message is retried before its undelivered
+	// recipients bounce (DSN to the sender). Default: 5d.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+
+	// RetryInitial is the delay before the first retry; every further
+	// retry waits twice as long, up to RetryMax, with ±20% jitter.
+	// Default: 1m.
+	RetryInitial caddy.Duration `json:"retry_initial,omitempty"`
+
+	// RetryMax caps the delay between retries. Default: 2h.
+	RetryMax caddy.Duration `json:"retry_max,omitempty"`
+
+	// Workers is the most delivery connections open at once. Default: 64.
+	Workers int `json:"workers,omitempty"`
+
+	// PerDestination is the most connections open to one destination (one
+	// relay target, one recipient domain for MX delivery). Default: 8.
+	PerDestination int `json:"per_destination,omitempty"`
+
+	// MessagesPerConnection is how many messages one connection carries
+	// (with RSET between them) before it is closed. Default: 100.
+	MessagesPerConnection int `json:"messages_per_connection,omitempty"`
+
+	// MaxReturnSize is the largest original a DSN returns whole when the
+	// sender asked for RET=FULL; larger ones return headers only.
+	// Default: 1048576 (1 MiB).
+	MaxReturnSize int64 `json:"max_return_size,omitempty"`
+}
+
+// queues holds one queue per spool directory. A reload acquires the queue
+// before the old config releases it, so the same scheduler keeps running
+// and two schedulers never deliver from one spool.
+var queues = caddy.NewUsagePool()
+
+type pooledQueue struct {
+	q     *queue.Queue
+	grace time.Duration
+}
+
+// Destruct stops the scheduler when no config uses the spool any more.
+func (p *pooledQueue) Destruct() error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.grace)
+	defer cancel()
+	return p.q.Close(ctx)
+}
+
+func (a *App) provisionQueue() error {
+	if a.Queue == nil {
+		a.Queue = new(QueueConfig)
+	}
+	if a.Queue.Path == "" {
+		a.Queue.Path = filepath.Join(caddy.AppDataDir(), "smtp", "queue")
+	}
+	abs, err := filepath.Abs(a.Queue.Path)
+	if err != nil {
+		return fmt.Errorf("queue path: %w", err)
+	}
+	a.Queue.Path = abs
+	if a.Queue.MaxAge < 0 || a.Queue.RetryInitial < 0 || a.Queue.RetryMax < 0 ||
+		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 {
+		return fmt.Errorf("queue: values must not be negative")
+	}
+	return nil
+}
+
+func (a *App) queueConfig() queue.Config {
+	return queue.Config{
+		MaxAge:             time.Duration(a.Queue.MaxAge),
+		RetryInitial:       time.Duration(a.Queue.RetryInitial),
+		RetryMax:           time.Duration(a.Queue.RetryMax),
+		Workers:            a.Queue.Workers,
+		PerDestination:     a.Queue.PerDestination,
+		MessagesPerSession: a.Queue.MessagesPerConnection,
+		Hostname:           a.Hostname,
+		MaxReturnSize:      a.Queue.MaxReturnSize,
+	}
+}
+
+// startQueue takes (or opens) the queue of the spool directory and puts
+// this config's routes in force.
+func (a *App) startQueue() error {
+	logger := a.logger.Named("queue")
+	val, _, err := queues.LoadOrNew(a.Queue.Path, func() (caddy.Destructor, error) {
+		store, err := queue.OpenDirStore(a.Queue.Path)
+		if err != nil {
+			return nil, err
+		}
+		q, err := queue.New(store, logger)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+		return &pooledQueue{q: q, grace: time.Duration(a.GracePeriod)}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+	pq := val.(*pooledQueue)
+	pq.grace = time.Duration(a.GracePeriod)
+	a.queue = pq.q
+	a.detachQueue = pq.q.Attach(a, a.queueConfig(), logger)
+	logger.Info("queue attached", zap.String("path", a.Queue.Path), zap.Int("messages", pq.q.Len()))
+	return nil
+}
+
+// stopQueue withdraws this config's routes and releases the spool; the
+// last config to release it stops the scheduler.
+func (a *App) stopQueue() {
+	if a.detachQueue == nil {
+		return
+	}
+	a.detachQueue()
+	a.detachQueue = nil
+	if _, err := queues.Delete(a.Queue.Path); err != nil {
+		a.logger.Error("closing queue", zap.Error(err))
+	}
+}
+
+// Route implements queue.Router: recipients of a routed domain go to the
+// route's target, everything else to the outbound target.
+func (a *App) Route(rcpt string) queue.Target {
+	if r := a.route(queue.Domain(rcpt)); r != nil {
+		return r.target
+	}
+	return a.outbound
+}
+
+// Interface guards
+var _ queue.Router = (*App)(nil)
