@@ -75,8 +75,8 @@ func (m *Maildir) Open(context.Context, string) (queue.Session, error) {
 
 type maildirSession struct{ m *Maildir }
 
-func (maildirSession) Usable() bool            { return true }
-func (maildirSession) Close() error            { return nil }
+func (maildirSession) Usable() bool           { return true }
+func (maildirSession) Close() error           { return nil }
 func (maildirSession) LogFields() []zap.Field { return []zap.Field{zap.String("target", "maildir")} }
 
 // Deliver writes one copy of the message per recipient.

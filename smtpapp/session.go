@@ -222,6 +222,5 @@ func validAddress(addr string) bool {
 	return !strings.ContainsAny(domain, " \t()<>,;:\\\"[]@")
 }
 
-
 // Interface guards
 var _ smtp.Session = (*session)(nil)

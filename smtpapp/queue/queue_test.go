@@ -47,7 +47,7 @@ func (f *fakeTarget) Open(context.Context, string) (Session, error) {
 
 type fakeSession struct{ f *fakeTarget }
 
-func (s *fakeSession) Usable() bool            { return true }
+func (s *fakeSession) Usable() bool           { return true }
 func (s *fakeSession) LogFields() []zap.Field { return nil }
 func (s *fakeSession) Close() error {
 	s.f.mu.Lock()
