@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
 
@@ -238,13 +237,13 @@ func isASCII(s string) bool {
 }
 
 // dialOutbound opens one outbound connection with the target's TLS policy.
-func dialOutbound(ctx context.Context, addr, serverName, localName string, level tlsupgrade.Level, connectTimeout time.Duration) (*tlsupgrade.Conn, error) {
-	d := &net.Dialer{Timeout: connectTimeout}
+// Zero timeouts take tlsupgrade's defaults.
+func dialOutbound(ctx context.Context, addr, serverName, localName string, level tlsupgrade.Level, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
 	return tlsupgrade.Dial(ctx, addr, tlsupgrade.Options{
 		LocalName:      localName,
 		ServerName:     serverName,
 		Policy:         tlsupgrade.Policy{Level: level},
-		DialContext:    d.DialContext,
 		ConnectTimeout: connectTimeout,
+		CommandTimeout: commandTimeout,
 	})
 }

@@ -37,6 +37,10 @@ type MX struct {
 	// ConnectTimeout limits connecting to one address. Default: 30s.
 	ConnectTimeout caddy.Duration `json:"connect_timeout,omitempty"`
 
+	// Timeout limits the wait for each reply of an MX host (the greeting,
+	// every command). Default: 5m (RFC 5321 4.5.3.2).
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
 	// MaxAddresses is how many addresses are tried for one destination
 	// before it is deferred. Default: 5.
 	MaxAddresses int `json:"max_addresses,omitempty"`
@@ -62,7 +66,7 @@ func (m *MX) Provision(caddy.Context) error {
 	if err := tlsupgrade.Level(m.TLS).Validate(); err != nil {
 		return fmt.Errorf("mx: %w", err)
 	}
-	if m.ConnectTimeout < 0 || m.MaxAddresses < 0 || m.Port < 0 || m.Port > 65535 {
+	if m.ConnectTimeout < 0 || m.Timeout < 0 || m.MaxAddresses < 0 || m.Port < 0 || m.Port > 65535 {
 		return errors.New("mx: connect_timeout, max_addresses and port must be valid non-negative values")
 	}
 	if m.ConnectTimeout == 0 {
@@ -146,7 +150,7 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 	var last error
 	for _, ip := range ips {
 		addr := net.JoinHostPort(ip.String(), port)
-		conn, err := dialOutbound(ctx, addr, host, m.localName, tlsupgrade.Level(m.TLS), time.Duration(m.ConnectTimeout))
+		conn, err := dialOutbound(ctx, addr, host, m.localName, tlsupgrade.Level(m.TLS), time.Duration(m.ConnectTimeout), time.Duration(m.Timeout))
 		if err != nil {
 			last = err
 			continue

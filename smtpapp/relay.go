@@ -44,6 +44,10 @@ type Relay struct {
 	// ConnectTimeout limits connecting to one host. Default: 30s.
 	ConnectTimeout caddy.Duration `json:"connect_timeout,omitempty"`
 
+	// Timeout limits the wait for each reply of the relay (the greeting,
+	// every command). Default: 5m (RFC 5321 4.5.3.2).
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
 	localName string
 	hosts     []relayHost
 }
@@ -78,8 +82,8 @@ func (r *Relay) Provision(caddy.Context) error {
 	if err := tlsupgrade.Level(r.TLS).Validate(); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
-	if r.ConnectTimeout < 0 {
-		return errors.New("relay: connect_timeout must not be negative")
+	if r.ConnectTimeout < 0 || r.Timeout < 0 {
+		return errors.New("relay: timeouts must not be negative")
 	}
 	if r.ConnectTimeout == 0 {
 		r.ConnectTimeout = caddy.Duration(30 * time.Second)
@@ -117,7 +121,7 @@ func (r *Relay) Destination(string) string { return "" }
 func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 	var errs []string
 	for _, h := range r.hosts {
-		conn, err := dialOutbound(ctx, h.addr, h.name, r.localName, tlsupgrade.Level(r.TLS), time.Duration(r.ConnectTimeout))
+		conn, err := dialOutbound(ctx, h.addr, h.name, r.localName, tlsupgrade.Level(r.TLS), time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue

@@ -43,6 +43,10 @@ type QueueConfig struct {
 	// (with RSET between them) before it is closed. Default: 100.
 	MessagesPerConnection int `json:"messages_per_connection,omitempty"`
 
+	// IdleTimeout is how long a delivery connection stays open waiting for
+	// another message to the same destination. Default: 2s.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
 	// MaxReturnSize is the largest original a DSN returns whole when the
 	// sender asked for RET=FULL; larger ones return headers only.
 	// Default: 1048576 (1 MiB).
@@ -79,7 +83,7 @@ func (a *App) provisionQueue() error {
 	}
 	a.Queue.Path = abs
 	if a.Queue.MaxAge < 0 || a.Queue.RetryInitial < 0 || a.Queue.RetryMax < 0 ||
-		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 {
+		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 || a.Queue.IdleTimeout < 0 {
 		return fmt.Errorf("queue: values must not be negative")
 	}
 	return nil
@@ -95,6 +99,7 @@ func (a *App) queueConfig() queue.Config {
 		MessagesPerSession: a.Queue.MessagesPerConnection,
 		Hostname:           a.Hostname,
 		MaxReturnSize:      a.Queue.MaxReturnSize,
+		IdleTimeout:        time.Duration(a.Queue.IdleTimeout),
 	}
 }
 

@@ -31,6 +31,9 @@ type Config struct {
 	// MessagesPerSession is the most messages sent over one session before
 	// it is closed and a new one opened. Default: 100.
 	MessagesPerSession int
+	// IdleTimeout is how long an open session waits for another message
+	// to its destination before it is closed. Default: 2 seconds.
+	IdleTimeout time.Duration
 	// Hostname names us in DSNs (Reporting-MTA, MAILER-DAEMON@...).
 	Hostname string
 	// MaxReturnSize is the largest original returned whole in a DSN for
@@ -60,6 +63,9 @@ func (c *Config) setDefaults() {
 	if c.MessagesPerSession <= 0 {
 		c.MessagesPerSession = 100
 	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 2 * time.Second
+	}
 	if c.Hostname == "" {
 		c.Hostname = "localhost"
 	}
@@ -87,11 +93,12 @@ type Queue struct {
 	store  Store
 	logger atomic.Pointer[zap.Logger]
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
-	wake   chan struct{}
-	wg     sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	wake    chan struct{}
+	closing chan struct{} // closed when Close starts: idle sessions end
+	wg      sync.WaitGroup
 
 	mu       sync.Mutex
 	bindings []*binding // the last one is in force
@@ -124,6 +131,7 @@ type dest struct {
 	key    destKey
 	jobs   []*job
 	active int
+	more   chan struct{} // signalled when a job is queued
 }
 
 // job is the delivery of one message to some of its recipients.
@@ -143,6 +151,7 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		wake:    make(chan struct{}, 1),
+		closing: make(chan struct{}),
 		entries: make(map[string]*entry),
 		dests:   make(map[destKey]*dest),
 	}
@@ -257,6 +266,7 @@ func (q *Queue) Close(ctx context.Context) error {
 	q.mu.Lock()
 	q.bindings = nil // no new sessions
 	q.mu.Unlock()
+	close(q.closing)
 	finished := make(chan struct{})
 	go func() {
 		q.wg.Wait()
@@ -368,10 +378,14 @@ func (q *Queue) dispatch(e *entry, b *binding) {
 	for _, k := range order {
 		d := q.dests[k]
 		if d == nil {
-			d = &dest{key: k}
+			d = &dest{key: k, more: make(chan struct{}, 1)}
 			q.dests[k] = d
 		}
 		d.jobs = append(d.jobs, &job{e: e, rcpts: groups[k]})
+		select {
+		case d.more <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -388,8 +402,8 @@ func (q *Queue) startWorkers(cfg Config) {
 	}
 }
 
-// nextJob takes the next job for a destination, or nil.
-func (q *Queue) nextJob(d *dest) *job {
+// takeJob takes the next job for a destination, or nil.
+func (q *Queue) takeJob(d *dest) *job {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(d.jobs) == 0 {
@@ -399,6 +413,28 @@ func (q *Queue) nextJob(d *dest) *job {
 	d.jobs[0] = nil
 	d.jobs = d.jobs[1:]
 	return j
+}
+
+// nextJob takes the next job for a destination, waiting up to idle for one
+// to be queued (so an open session is reused); nil when none came.
+func (q *Queue) nextJob(d *dest, idle time.Duration) *job {
+	if j := q.takeJob(d); j != nil {
+		return j
+	}
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
+	for {
+		select {
+		case <-d.more:
+			if j := q.takeJob(d); j != nil {
+				return j
+			}
+		case <-timer.C:
+			return q.takeJob(d)
+		case <-q.closing:
+			return nil
+		}
+	}
 }
 
 // work is one delivery worker: it opens a session to its destination and
@@ -435,7 +471,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 	}
 	defer sess.Close()
 	for n := 0; n < cfg.MessagesPerSession && sess.Usable(); n++ {
-		j := q.nextJob(d)
+		j := q.nextJob(d, cfg.IdleTimeout)
 		if j == nil {
 			return
 		}

@@ -1,0 +1,373 @@
+package smtpapp
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// startRelayGateway runs the gateway with example.test relayed to the given
+// hosts and sender.test delivered into a maildir (where DSNs land).
+func (e *testEnv) startRelayGateway(relay map[string]any) (addr string, app *App) {
+	e.t.Helper()
+	relay["target"] = "relay"
+	app = e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+		"routes": []any{
+			map[string]any{"domains": []string{"example.test"}, "deliver": relay},
+			map[string]any{"domains": []string{"sender.test"}, "deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}},
+		},
+	}))
+	return addrsOf(app, "mx")[0], app
+}
+
+// submit sends one message through the gateway and expects 250.
+func submit(t *testing.T, addr, from, body string, rcpts ...string) {
+	t.Helper()
+	d := dial(t, addr)
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	d.cmd("MAIL FROM:<"+from+">", "250")
+	for _, r := range rcpts {
+		d.cmd("RCPT TO:<"+r+">", "250")
+	}
+	d.cmd("DATA", "354")
+	d.raw(body + "\r\n.\r\n")
+	d.expect("250 2.0.0")
+	d.cmd("QUIT", "221")
+}
+
+// readDSN waits for the DSN in sender.test's maildir and parses it.
+func (e *testEnv) readDSN(local string) *dsn.Parsed {
+	e.t.Helper()
+	files := e.waitMail("sender.test", local, 1)
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p, err := dsn.Parse(strings.NewReader(string(data)))
+	if err != nil {
+		e.t.Fatalf("parsing DSN: %v\n%s", err, data)
+	}
+	return p
+}
+
+func TestRelaySTARTTLSUsedWhenOffered(t *testing.T) {
+	e := newTestEnv(t)
+	tlsCfg, _ := testCertificate(t, "backend.test")
+	r := startReceiver(t, receiverOpts{tls: tlsCfg})
+	addr, _ := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
+	submit(t, addr, "a@sender.test", "Subject: tls\r\nMessage-ID: <tls@test>\r\n\r\nhello", "user@example.test")
+	m := r.waitMessages(1)[0]
+	if !m.tls {
+		t.Fatal("relayed in plaintext although STARTTLS was offered")
+	}
+	if m.helo != testHost {
+		t.Errorf("EHLO name %q, want %q", m.helo, testHost)
+	}
+	if !strings.Contains(string(m.data), "Message-ID: <tls@test>") || !strings.HasPrefix(string(m.data), "Received: from client.example") {
+		t.Errorf("relayed data:\n%s", m.data)
+	}
+}
+
+func TestRelayPlaintextFallbacks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts func(t *testing.T) receiverOpts
+	}{
+		{"not offered", func(*testing.T) receiverOpts { return receiverOpts{} }},
+		{"454 refused", func(t *testing.T) receiverOpts {
+			c, _ := testCertificate(t, "backend.test")
+			return receiverOpts{tls: c, refuse454: true}
+		}},
+		{"handshake fails", func(t *testing.T) receiverOpts {
+			c, _ := testCertificate(t, "backend.test")
+			c.MaxVersion = tls.VersionTLS11 // we require 1.2+
+			return receiverOpts{tls: c}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			r := startReceiver(t, tc.opts(t))
+			addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
+			submit(t, addr, "a@sender.test", "Subject: p\r\n\r\nplain", "user@example.test")
+			m := r.waitMessages(1)[0]
+			if m.tls {
+				t.Fatal("delivered over TLS?")
+			}
+			eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+			if tc.name == "handshake fails" && r.conns.Load() != 2 {
+				t.Errorf("%d connections; want 2 (handshake, then plaintext in the same attempt)", r.conns.Load())
+			}
+		})
+	}
+}
+
+func TestRelayRequiredTLSDefersWithoutTLS(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}, "tls": "required"})
+	submit(t, addr, "a@sender.test", "Subject: r\r\n\r\nx", "user@example.test")
+	eventually(t, "deferred attempts", func() bool {
+		msgs := app.queue.Messages()
+		return len(msgs) == 1 && msgs[0].Attempts >= 2
+	})
+	if n := len(r.messages()); n != 0 {
+		t.Fatalf("%d messages delivered in plaintext at level required", n)
+	}
+}
+
+func TestRelayTemporaryFailureRetried(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	var calls atomic.Int32
+	r.rcptErr = func(string) error {
+		if calls.Add(1) == 1 {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again"}
+		}
+		return nil
+	}
+	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
+	submit(t, addr, "a@sender.test", "Subject: r\r\n\r\nx", "user@example.test")
+	r.waitMessages(1)
+	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	if calls.Load() != 2 {
+		t.Errorf("%d RCPT attempts, want 2", calls.Load())
+	}
+	if len(e.mailFiles("sender.test", "a")) != 0 {
+		t.Error("DSN sent for a temporary failure")
+	}
+}
+
+func TestRelayPartialFailureBounces(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	r.rcptErr = func(rcpt string) error {
+		if strings.HasPrefix(rcpt, "nobody@") {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		}
+		return nil
+	}
+	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
+	submit(t, addr, "bounce-me@sender.test", "Subject: partial\r\nMessage-ID: <partial@test>\r\n\r\nx", "user@example.test", "nobody@example.test")
+	m := r.waitMessages(1)[0]
+	if len(m.rcpts) != 1 || m.rcpts[0] != "user@example.test" {
+		t.Fatalf("receiver got recipients %v", m.rcpts)
+	}
+	p := e.readDSN("bounce-me")
+	if len(p.Report.Recipients) != 1 {
+		t.Fatalf("DSN recipients %+v", p.Report.Recipients)
+	}
+	rc := p.Report.Recipients[0]
+	if rc.Final != "nobody@example.test" || rc.Action != dsn.Failed || rc.Status != "5.1.1" ||
+		!strings.Contains(rc.Diagnostic, "550 5.1.1 no such user") {
+		t.Fatalf("DSN recipient %+v", rc)
+	}
+	if p.Header.Get("Auto-Submitted") == "" || !strings.Contains(string(p.Original), "Message-ID: <partial@test>") {
+		t.Fatalf("DSN headers/original wrong: %v\n%s", p.Header, p.Original)
+	}
+	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+}
+
+func TestRelayPermanentDataFailureBounces(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	r.dataErr = func() error {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "content rejected"}
+	}
+	addr, _ := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
+	submit(t, addr, "s@sender.test", "Subject: spam\r\n\r\nx", "user@example.test", "other@example.test")
+	p := e.readDSN("s")
+	if len(p.Report.Recipients) != 2 {
+		t.Fatalf("DSN recipients %+v", p.Report.Recipients)
+	}
+	for _, rc := range p.Report.Recipients {
+		if rc.Status != "5.7.1" || !strings.Contains(rc.Diagnostic, "554 5.7.1 content rejected") {
+			t.Fatalf("DSN recipient %+v", rc)
+		}
+	}
+}
+
+func TestRelayConnectionFailuresRetryAndFailover(t *testing.T) {
+	e := newTestEnv(t)
+	// A port nobody listens on (connection refused) and a tarpit that
+	// accepts but never greets (timeout).
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	tarpit, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tarpit.Close()
+	go func() {
+		for {
+			c, err := tarpit.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{deadAddr, tarpit.Addr().String()}, "timeout": "200ms"})
+	submit(t, addr, "a@sender.test", "Subject: r\r\n\r\nx", "user@example.test")
+	var last string
+	eventually(t, "retries", func() bool {
+		msgs := app.queue.Messages()
+		if len(msgs) == 1 {
+			last = msgs[0].Recipients[0].LastReply
+		}
+		return len(msgs) == 1 && msgs[0].Attempts >= 2
+	})
+	if !strings.Contains(last, "refused") || !strings.Contains(last, "greeting") {
+		t.Errorf("last error %q should name both failures", last)
+	}
+	if len(e.mailFiles("sender.test", "a")) != 0 {
+		t.Error("DSN sent for connection failures")
+	}
+
+	// Failover: a dead first host, a working second one.
+	e2 := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	addr2, _ := e2.startRelayGateway(map[string]any{"hosts": []string{deadAddr, r.addr}})
+	submit(t, addr2, "a@sender.test", "Subject: f\r\n\r\nx", "user@example.test")
+	r.waitMessages(1)
+}
+
+func TestRelayReusesConnections(t *testing.T) {
+	e := newTestEnv(t)
+	tlsCfg, _ := testCertificate(t, "backend.test")
+	r := startReceiver(t, receiverOpts{tls: tlsCfg})
+	// Hold the first delivery so that the others queue up behind it.
+	release := make(chan struct{})
+	var first atomic.Bool
+	r.dataErr = func() error {
+		if first.CompareAndSwap(false, true) {
+			<-release
+		}
+		return nil
+	}
+	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
+	const n = 30
+	d := dial(t, addr)
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	for i := 0; i < n; i++ {
+		if rep := d.sendMail("a@sender.test", fmt.Sprintf("u%d@example.test", i), fmt.Sprintf("Subject: %d\r\n\r\nx", i)); !strings.HasPrefix(rep, "250") {
+			t.Fatalf("message %d: %q", i, rep)
+		}
+	}
+	close(release)
+	r.waitMessages(n)
+	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	if c := r.conns.Load(); c > 10 {
+		t.Errorf("%d connections for %d messages: not reusing connections", c, n)
+	}
+	for _, m := range r.messages() {
+		if !m.tls {
+			t.Fatal("a message went in plaintext")
+		}
+	}
+}
+
+// startMX starts a receiver on ip:port.
+func startMXAt(t *testing.T, ip string, port int) *receiver {
+	return startReceiver(t, receiverOpts{addr: net.JoinHostPort(ip, fmt.Sprint(port))})
+}
+
+// freeSharedPort finds a port free on several loopback addresses.
+func freeSharedPort(t *testing.T, ips ...string) int {
+	t.Helper()
+	for try := 0; try < 50; try++ {
+		port := freePort(t)
+		ok := true
+		for _, ip := range ips {
+			l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(port)))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no port free on all addresses")
+	return 0
+}
+
+func TestMXDelivery(t *testing.T) {
+	dns := testdns.Start(t)
+	port := freeSharedPort(t, "127.0.0.2", "127.0.0.3", "127.0.0.4")
+	primary := startMXAt(t, "127.0.0.2", port)
+	backup := startMXAt(t, "127.0.0.3", port)
+	implicit := startMXAt(t, "127.0.0.4", port)
+	dns.AddMX("remote.test", 20, "backup.remote.test")
+	dns.AddMX("remote.test", 10, "primary.remote.test")
+	dns.AddA("primary.remote.test", "127.0.0.2")
+	dns.AddA("backup.remote.test", "127.0.0.3")
+	dns.AddMX("down.test", 10, "primary.down.test")
+	dns.AddMX("down.test", 20, "backup.down.test")
+	dns.AddA("primary.down.test", "127.0.0.5") // nothing listens there
+	dns.AddA("backup.down.test", "127.0.0.3")
+	dns.AddA("nomx.test", "127.0.0.4") // no MX: the A record is the mail host
+	dns.SetNullMX("nullmx.test")
+
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+		"routes": []any{map[string]any{"domains": []string{"sender.test"},
+			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}}},
+		"outbound": map[string]any{"target": "mx", "resolvers": []string{dns.Addr()}, "port": port, "connect_timeout": "2s"},
+	}))
+	// Outbound mail (the submission path arrives with AUTH): enqueue it
+	// directly, as an authenticated session would.
+	send := func(rcpt string) {
+		t.Helper()
+		id := queue.NewID()
+		w, err := app.queue.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: to %s\r\n\r\nbody\r\n", rcpt)
+		if err := app.queue.Commit(w, &queue.Message{From: "s@sender.test", Arrived: time.Now(),
+			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("a@remote.test")
+	if m := primary.waitMessages(1)[0]; m.rcpts[0] != "a@remote.test" {
+		t.Fatalf("primary got %v", m.rcpts)
+	}
+	if len(backup.messages()) != 0 {
+		t.Fatal("backup MX used although the primary answered")
+	}
+	send("b@down.test")
+	backup.waitMessages(1)
+	send("c@nomx.test")
+	implicit.waitMessages(1)
+	send("d@nullmx.test")
+	p := e.readDSN("s")
+	if rc := p.Report.Recipients[0]; rc.Status != "5.1.10" || rc.Final != "d@nullmx.test" {
+		t.Fatalf("null MX DSN %+v", rc)
+	}
+	send("e@nxdomain.test")
+	eventually(t, "second DSN", func() bool { return len(e.mailFiles("sender.test", "s")) == 2 })
+	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+}
