@@ -388,6 +388,10 @@ func TestMalformedOriginal(t *testing.T) {
 			"FULL", long + "\r\nSubject: x\r\n\r\nbody\r\n",
 			"X-Long: " + strings.Repeat("y", 990) + "\r\n " + strings.Repeat("y", 510) + " end\r\nSubject: x\r\n", ReturnedHeaders,
 		},
+		"long utf-8 field name": {
+			"HDRS", "X" + strings.Repeat("ü", 700) + ": v\r\n\r\nbody\r\n",
+			"X" + strings.Repeat("ü", 498) + "\r\n " + strings.Repeat("ü", 202) + ": v\r\n", ReturnedHeaders,
+		},
 		"no body":         {"HDRS", "Subject: only a header", "Subject: only a header\r\n", ReturnedHeaders},
 		"no body, full":   {"FULL", "Subject: only a header", "Subject: only a header", ReturnedFull},
 		"no header":       {"HDRS", "\r\nbody\r\n", "", ReturnedNothing},

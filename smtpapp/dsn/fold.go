@@ -44,7 +44,7 @@ func fold(b *bytes.Buffer, line string, minFold, soft int) {
 			return
 		default:
 			i = hardLimit
-			for i > minFold && !utf8.RuneStart(line[i]) {
+			for i > 1 && !utf8.RuneStart(line[i]) {
 				i--
 			}
 			b.WriteString(line[:i])
