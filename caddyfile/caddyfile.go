@@ -5,7 +5,6 @@
 //		smtp {
 //			hostname               <host>
 //			grace_period           <duration>
-//			spool_dir              <path>
 //			automatic_certificates on|off
 //
 //			server <name> {
@@ -24,15 +23,50 @@
 //				}
 //			}
 //
+//			queue {
+//				path                    <dir>
+//				max_age                 <duration>
+//				retry_initial           <duration>
+//				retry_max               <duration>
+//				workers                 <n>
+//				per_destination         <n>
+//				messages_per_connection <n>
+//				max_return_size         <size>
+//			}
+//
+//			outbound {
+//				<target> <args...>
+//			}
+//
 //			route <domain> [<domain>...] {
 //				<target> <args...>
 //			}
 //		}
 //	}
 //
+// A <target> is a module in the `smtp.targets` namespace with its arguments
+// and, for some, a block of options:
+//
+//	maildir <path>
+//
+//	relay <host[:port]> [<host[:port]>...] {
+//		tls             none|opportunistic|required
+//		auth            <username> <password>
+//		connect_timeout <duration>
+//	}
+//
+//	mx {
+//		resolvers       <ip[:port]> [<ip[:port]>...]
+//		tls             none|opportunistic|required
+//		connect_timeout <duration>
+//		max_addresses   <n>
+//		port            <port>
+//	}
+//
 // Every option maps to the JSON field of the same name in smtpapp.App,
-// smtpapp.Server or smtpapp.Route, whose docs give meanings and defaults.
-// The parts that differ from a plain copy:
+// smtpapp.Server, smtpapp.QueueConfig, smtpapp.Route or the target
+// (smtpapp.Maildir, smtpapp.Relay, smtpapp.MX), whose docs give meanings
+// and defaults. The parts that differ from a plain copy:
 //
 //   - automatic_certificates takes `on` or `off` (default on).
 //   - server may be given any number of times, with distinct names.
@@ -41,24 +75,37 @@
 //     and `no_tls`, which become the JSON modes `starttls`, `implicit` and
 //     `off`.
 //   - require_tls takes no argument.
-//   - max_message_size is a byte count with an optional unit: `1048576`,
-//     `25MB`, `50MiB`.
+//   - max_message_size and max_return_size are byte counts with an optional
+//     unit: `1048576`, `25MB`, `50MiB`.
 //   - grace_period applies to SMTP sessions only; Caddy's top-level
 //     grace_period global option applies to its HTTP servers.
 //   - durations are Caddy durations (`30s`, `5m`, `1d`); durations, sizes
-//     and counts must be greater than zero.
-//   - tls holds one TLS connection policy with the same options as the
-//     `connection_policy` block of Caddy's `tls` directive (protocols,
-//     ciphers, curves, alpn, client_auth, default_sni, ...).
+//     and counts must be greater than zero, and a port is at most 65535.
+//   - tls (in a server) holds one TLS connection policy with the same
+//     options as the `connection_policy` block of Caddy's `tls` directive
+//     (protocols, ciphers, curves, alpn, client_auth, default_sni, ...).
+//     tls in a relay or mx target is the outbound STARTTLS level instead.
+//   - queue replaces the former `spool_dir <dir>` option, which is now an
+//     error: write `queue { path <dir> }`. An empty queue block keeps
+//     every default.
+//   - outbound holds exactly one target for recipients that no route
+//     accepts (default `mx`); it takes no arguments of its own.
 //   - route takes one or more recipient domains (`*.example.com` matches
-//     subdomains) and a block with exactly one delivery target: a module
-//     in the `smtp.targets` namespace and its arguments, e.g.
-//     `maildir /var/mail/{domain}/{local}`.
+//     subdomains) and a block with exactly one delivery target, e.g.
+//     `maildir /var/mail/{domain}/{local}` or `relay mail.example.com`.
+//   - relay takes one or more hosts, tried in order; its block is optional.
+//     auth takes a username and a password; both may be placeholders such
+//     as `{env.RELAY_PASSWORD}`, which stay as written in the JSON and are
+//     replaced when the config is loaded.
+//   - mx takes no arguments; its block is optional. resolvers takes one or
+//     more IP addresses with an optional port.
 //
-// Options other than server, route and listen may be given once. The global
-// options block may hold several `smtp` blocks: they are merged as if they
-// were one, so a server name or single-valued option may still appear only
-// once across them, and routes keep their order.
+// Options other than server, route and listen may be given once, and so
+// may each option in a queue block or a target's block. The global options
+// block may hold several `smtp` blocks: they are merged as if they were
+// one, so a server name or single-valued option (queue and outbound
+// included) may still appear only once across them, and routes keep their
+// order.
 package caddyfile
 
 import (
@@ -121,9 +168,19 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 		case "grace_period":
 			err = setOnce(d, "smtp", &app.GracePeriod, durationArg)
 		case "spool_dir":
-			err = setOnce(d, "smtp", &app.SpoolDir, stringArg)
+			return nil, d.Err("smtp option 'spool_dir' was replaced by the queue block: 'queue { path <dir> }'")
 		case "automatic_certificates":
 			err = setOnce(d, "smtp", &app.AutomaticCertificates, onOffArg)
+		case "queue":
+			if app.Queue != nil {
+				return nil, duplicateErr(d, "smtp")
+			}
+			app.Queue, err = parseQueue(d.NewFromNextSegment())
+		case "outbound":
+			if app.Outbound != nil {
+				return nil, duplicateErr(d, "smtp")
+			}
+			app.Outbound, err = parseOutbound(d.NewFromNextSegment())
 		case "server":
 			err = parseServer(d.NewFromNextSegment(), app)
 		case "route":
@@ -225,6 +282,53 @@ func listenArgs(d *caddycf.Dispenser) (*smtpapp.Listener, error) {
 	return l, nil
 }
 
+// parseQueue parses the `queue { ... }` segment.
+func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
+	d.Next() // consume "queue"
+	if d.NextArg() {
+		return nil, d.Err("queue takes no arguments; give the spool directory as 'path <dir>' in its block")
+	}
+	const scope = "smtp queue"
+	q := new(smtpapp.QueueConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		var err error
+		switch opt {
+		case "path":
+			err = setOnce(d, scope, &q.Path, stringArg)
+		case "max_age":
+			err = setOnce(d, scope, &q.MaxAge, durationArg)
+		case "retry_initial":
+			err = setOnce(d, scope, &q.RetryInitial, durationArg)
+		case "retry_max":
+			err = setOnce(d, scope, &q.RetryMax, durationArg)
+		case "workers":
+			err = setOnce(d, scope, &q.Workers, intArg)
+		case "per_destination":
+			err = setOnce(d, scope, &q.PerDestination, intArg)
+		case "messages_per_connection":
+			err = setOnce(d, scope, &q.MessagesPerConnection, intArg)
+		case "max_return_size":
+			err = setOnce(d, scope, &q.MaxReturnSize, sizeArg)
+		default:
+			return nil, d.Errf("unrecognized smtp queue option '%s'", opt)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return q, nil
+}
+
+// parseOutbound parses the `outbound { <target> <args...> }` segment.
+func parseOutbound(d *caddycf.Dispenser) (json.RawMessage, error) {
+	d.Next() // consume "outbound"
+	if d.NextArg() {
+		return nil, d.Err("outbound takes no arguments; give its target in its block, e.g. 'outbound { mx }'")
+	}
+	return parseTarget(d, "outbound", "mx")
+}
+
 // parseRoute parses one `route <domains...> { <target> <args...> }` segment.
 func parseRoute(d *caddycf.Dispenser) (*smtpapp.Route, error) {
 	d.Next() // consume "route"
@@ -232,34 +336,47 @@ func parseRoute(d *caddycf.Dispenser) (*smtpapp.Route, error) {
 	if len(r.Domains) == 0 {
 		return nil, d.ArgErr()
 	}
+	var err error
+	r.Deliver, err = parseTarget(d, "route", "maildir <path>")
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
 
+// parseTarget parses the block of a route or of outbound (owner), which
+// holds exactly one delivery target: a module in the smtp.targets
+// namespace, its arguments and its own block. example shows a target in
+// the error for an empty block.
+func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, error) {
 	var target string
+	var raw json.RawMessage
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
 		if target != "" {
-			return nil, d.Errf("route has a second delivery target '%s' (already has '%s'); a route takes exactly one", name, target)
+			return nil, d.Errf("%s has a second delivery target '%s' (already has '%s'); it takes exactly one", owner, name, target)
 		}
 		id := targetNamespace + "." + name
 		if _, err := caddy.GetModule(id); err != nil {
-			return nil, d.Errf("unrecognized route target '%s' (known: %s)", name, knownTargets())
+			return nil, d.Errf("unrecognized %s target '%s' (known: %s)", owner, name, knownTargets())
 		}
 		mod, err := caddycf.UnmarshalModule(d, id)
 		if err != nil {
 			return nil, err
 		}
 		var warnings []caddyconfig.Warning
-		r.Deliver = caddyconfig.JSONModuleObject(mod, "target", name, &warnings)
+		raw = caddyconfig.JSONModuleObject(mod, "target", name, &warnings)
 		if len(warnings) > 0 {
-			return nil, d.Errf("encoding route target '%s': %s", name, warnings[0].Message)
+			return nil, d.Errf("encoding %s target '%s': %s", owner, name, warnings[0].Message)
 		}
 		target = name
 	}
 	if target == "" {
 		d.Reset()
 		d.Next()
-		return nil, d.Errf("route has no delivery target; give one in its block, e.g. 'maildir <path>'")
+		return nil, d.Errf("%s has no delivery target; give one in its block, e.g. '%s'", owner, example)
 	}
-	return r, nil
+	return raw, nil
 }
 
 // knownTargets lists the registered delivery target names.

@@ -131,7 +131,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "unrecognized route target 'mbox' (known: maildir)",
+			wantErr:  "unrecognized route target 'mbox' (known: maildir, mx, relay)",
 			wantLine: "Caddyfile:4",
 		},
 		{
@@ -177,12 +177,12 @@ func TestAdaptErrors(t *testing.T) {
 			name: "block after single-valued option",
 			caddyfile: `{
 	smtp {
-		spool_dir /var/spool {
-			mode 0700
+		hostname mx.example.com {
+			alias mail.example.com
 		}
 	}
 }`,
-			wantErr:  "option 'spool_dir' takes no block",
+			wantErr:  "option 'hostname' takes no block",
 			wantLine: "Caddyfile:3",
 		},
 		{
@@ -520,6 +520,491 @@ func TestAdaptErrors(t *testing.T) {
 }`,
 			wantErr:  "maildir takes no block",
 			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "spool_dir replaced by queue",
+			caddyfile: `{
+	smtp {
+		spool_dir /var/spool/smtp
+	}
+}`,
+			wantErr:  "smtp option 'spool_dir' was replaced by the queue block: 'queue { path <dir> }'",
+			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "unknown queue option",
+			caddyfile: `{
+	smtp {
+		queue {
+			dir /var/spool/smtp
+		}
+	}
+}`,
+			wantErr:  "unrecognized smtp queue option 'dir'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "queue with an argument",
+			caddyfile: `{
+	smtp {
+		queue /var/spool/smtp
+	}
+}`,
+			wantErr:  "queue takes no arguments; give the spool directory as 'path <dir>' in its block",
+			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "bad queue duration",
+			caddyfile: `{
+	smtp {
+		queue {
+			max_age 5days
+		}
+	}
+}`,
+			wantErr:  "max_age: invalid duration '5days'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "zero queue duration",
+			caddyfile: `{
+	smtp {
+		queue {
+			retry_initial 0s
+		}
+	}
+}`,
+			wantErr:  "retry_initial: duration must be greater than zero, got '0s'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "bad queue size",
+			caddyfile: `{
+	smtp {
+		queue {
+			max_return_size 1XB
+		}
+	}
+}`,
+			wantErr:  "max_return_size: invalid size '1XB'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "bad queue int",
+			caddyfile: `{
+	smtp {
+		queue {
+			workers many
+		}
+	}
+}`,
+			wantErr:  "workers: want a positive integer, got 'many'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "zero queue int",
+			caddyfile: `{
+	smtp {
+		queue {
+			messages_per_connection 0
+		}
+	}
+}`,
+			wantErr:  "messages_per_connection: want a positive integer, got '0'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate queue option",
+			caddyfile: `{
+	smtp {
+		queue {
+			path /a
+			path /b
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp queue option 'path'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "duplicate queue",
+			caddyfile: `{
+	smtp {
+		queue {
+			path /a
+		}
+		queue {
+			workers 4
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp option 'queue'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "duplicate empty queue across blocks",
+			caddyfile: `{
+	smtp {
+		queue
+	}
+	smtp {
+		queue {
+			path /b
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp option 'queue'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "outbound without target",
+			caddyfile: `{
+	smtp {
+		outbound {
+		}
+	}
+}`,
+			wantErr:  "outbound has no delivery target; give one in its block, e.g. 'mx'",
+			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "outbound without block",
+			caddyfile: `{
+	smtp {
+		outbound
+	}
+}`,
+			wantErr:  "outbound has no delivery target",
+			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "outbound target on its line",
+			caddyfile: `{
+	smtp {
+		outbound mx
+	}
+}`,
+			wantErr:  "outbound takes no arguments; give its target in its block, e.g. 'outbound { mx }'",
+			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "outbound with two targets",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx
+			relay smarthost.example.com
+		}
+	}
+}`,
+			wantErr:  "outbound has a second delivery target 'relay' (already has 'mx'); it takes exactly one",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "unknown outbound target",
+			caddyfile: `{
+	smtp {
+		outbound {
+			smarthost mail.example.com
+		}
+	}
+}`,
+			wantErr:  "unrecognized outbound target 'smarthost' (known: maildir, mx, relay)",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate outbound across blocks",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx
+		}
+	}
+	smtp {
+		outbound {
+			relay smarthost.example.com
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp option 'outbound'",
+			wantLine: "Caddyfile:8",
+		},
+		{
+			name: "relay without hosts",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay {
+				tls required
+			}
+		}
+	}
+}`,
+			wantErr:  "relay needs at least one host, e.g. 'relay smarthost.example.com:587'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "relay host with bad port",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay mail.example.com:smtp
+		}
+	}
+}`,
+			wantErr:  "relay host 'mail.example.com:smtp': port: want an integer from 1 to 65535, got 'smtp'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "relay host without name",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay :587
+		}
+	}
+}`,
+			wantErr:  "relay host ':587': empty host name",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "relay host with too many colons",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay mail.example.com:25:26
+		}
+	}
+}`,
+			wantErr:  "relay host 'mail.example.com:25:26': want host or host:port",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "bad relay tls level",
+			caddyfile: `{
+	smtp {
+		outbound {
+			relay smarthost.example.com:587 {
+				tls must
+			}
+		}
+	}
+}`,
+			wantErr:  `tls: unknown tls level "must" (want "none", "opportunistic" or "required")`,
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "relay auth with one argument",
+			caddyfile: `{
+	smtp {
+		outbound {
+			relay smarthost.example.com:587 {
+				auth apikey
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'apikey'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "relay auth with empty password",
+			caddyfile: `{
+	smtp {
+		outbound {
+			relay smarthost.example.com:587 {
+				auth apikey ""
+			}
+		}
+	}
+}`,
+			wantErr:  "auth: empty username or password",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "unknown relay option",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay backend.example.com {
+				starttls required
+			}
+		}
+	}
+}`,
+			wantErr:  "unrecognized relay option 'starttls'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "duplicate relay option",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay backend.example.com {
+				connect_timeout 10s
+				connect_timeout 20s
+			}
+		}
+	}
+}`,
+			wantErr:  "duplicate relay option 'connect_timeout'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "bad relay connect_timeout",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay backend.example.com {
+				connect_timeout -5s
+			}
+		}
+	}
+}`,
+			wantErr:  "connect_timeout: duration must be greater than zero, got '-5s'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "block after relay option",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay backend.example.com {
+				auth {
+					username u
+				}
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'auth'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "block after relay tls",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay backend.example.com {
+				tls required {
+					verify
+				}
+			}
+		}
+	}
+}`,
+			wantErr:  "relay option 'tls' takes no block",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "unknown mx option",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				dane on
+			}
+		}
+	}
+}`,
+			wantErr:  "unrecognized mx option 'dane'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "mx port too large",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				port 70000
+			}
+		}
+	}
+}`,
+			wantErr:  "port: want an integer from 1 to 65535, got '70000'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "mx port zero",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				port 0
+			}
+		}
+	}
+}`,
+			wantErr:  "port: want an integer from 1 to 65535, got '0'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "bad mx max_addresses",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				max_addresses all
+			}
+		}
+	}
+}`,
+			wantErr:  "max_addresses: want a positive integer, got 'all'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "mx with an argument",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			mx mail.example.com
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'mail.example.com'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "mx resolvers without addresses",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				resolvers
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'resolvers'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "mx resolver by name",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				resolvers 127.0.0.1 dns.example.net
+			}
+		}
+	}
+}`,
+			wantErr:  `resolvers: dns server "dns.example.net": not an IP address with an optional port`,
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "bad mx tls level",
+			caddyfile: `{
+	smtp {
+		outbound {
+			mx {
+				tls dane
+			}
+		}
+	}
+}`,
+			wantErr:  `tls: unknown tls level "dane"`,
+			wantLine: "Caddyfile:5",
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
