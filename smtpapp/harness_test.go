@@ -40,6 +40,9 @@ type testEnv struct {
 var sharedStorage string
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv(childConfigEnv); cfg != "" {
+		runChild(cfg) // never returns
+	}
 	dir, err := os.MkdirTemp("", "smtpapp-storage-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -49,6 +52,23 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// childConfigEnv makes the test binary run as a plain Caddy process with
+// the config file it names, for tests that kill a gateway.
+const childConfigEnv = "SMTPAPP_TEST_CHILD_CONFIG"
+
+func runChild(path string) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if err := caddy.Load(raw, true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	select {}
 }
 
 func newTestEnv(t *testing.T) *testEnv {
