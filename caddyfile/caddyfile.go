@@ -32,6 +32,7 @@
 //				per_destination         <n>
 //				messages_per_connection <n>
 //				max_return_size         <size>
+//				idle_timeout            <duration>
 //			}
 //
 //			outbound {
@@ -310,6 +311,8 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 			err = setOnce(d, scope, &q.MessagesPerConnection, intArg)
 		case "max_return_size":
 			err = setOnce(d, scope, &q.MaxReturnSize, sizeArg)
+		case "idle_timeout":
+			err = setOnce(d, scope, &q.IdleTimeout, durationArg)
 		default:
 			return nil, d.Errf("unrecognized smtp queue option '%s'", opt)
 		}

@@ -752,7 +752,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "relay host 'mail.example.com:smtp': port: want an integer from 1 to 65535, got 'smtp'",
+			wantErr:  "relay host 'mail.example.com:smtp': port \"smtp\" is not a number from 1 to 65535",
 			wantLine: "Caddyfile:4",
 		},
 		{

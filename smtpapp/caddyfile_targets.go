@@ -3,9 +3,7 @@ package smtpapp
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -45,6 +43,7 @@ func (m *Maildir) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		tls             none|opportunistic|required
 //		auth            <username> <password>
 //		connect_timeout <duration>
+//		timeout         <duration>
 //	}
 //
 // The block is optional. Hosts are tried in order; the port defaults to
@@ -77,6 +76,10 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.ConnectTimeout, err = positiveDuration(a[0])
 			return err
 		}},
+		"timeout": {1, 1, func(a []string) (err error) {
+			r.Timeout, err = positiveDuration(a[0])
+			return err
+		}},
 	})
 }
 
@@ -87,6 +90,7 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		resolvers       <ip[:port]>...
 //		tls             none|opportunistic|required
 //		connect_timeout <duration>
+//		timeout         <duration>
 //		max_addresses   <n>
 //		port            <port>
 //	}
@@ -112,6 +116,10 @@ func (m *MX) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}},
 		"connect_timeout": {1, 1, func(a []string) (err error) {
 			m.ConnectTimeout, err = positiveDuration(a[0])
+			return err
+		}},
+		"timeout": {1, 1, func(a []string) (err error) {
+			m.Timeout, err = positiveDuration(a[0])
 			return err
 		}},
 		"max_addresses": {1, 1, func(a []string) (err error) {
@@ -199,20 +207,8 @@ func positiveInt(v string, highest int) (int, error) {
 // checkRelayHost checks a relay host given as `host`, `host:port`, an IP
 // address or `[ip]:port`: the forms Relay.Provision understands.
 func checkRelayHost(h string) error {
-	host, port, err := net.SplitHostPort(h)
-	if err != nil {
-		host, port = strings.Trim(h, "[]"), "25"
-		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
-			return errors.New("want host or host:port")
-		}
-	}
-	if host == "" {
-		return errors.New("empty host name")
-	}
-	if _, err := positiveInt(port, 65535); err != nil {
-		return fmt.Errorf("port: %w", err)
-	}
-	return nil
+	_, err := parseRelayHost(h)
+	return err
 }
 
 // Interface guards

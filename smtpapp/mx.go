@@ -67,7 +67,7 @@ func (m *MX) Provision(caddy.Context) error {
 		return fmt.Errorf("mx: %w", err)
 	}
 	if m.ConnectTimeout < 0 || m.Timeout < 0 || m.MaxAddresses < 0 || m.Port < 0 || m.Port > 65535 {
-		return errors.New("mx: connect_timeout, max_addresses and port must be valid non-negative values")
+		return errors.New("mx: connect_timeout, timeout, max_addresses and port must be valid non-negative values")
 	}
 	if m.ConnectTimeout == 0 {
 		m.ConnectTimeout = caddy.Duration(30 * time.Second)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,14 +91,14 @@ func (r *Relay) Provision(caddy.Context) error {
 	}
 	r.hosts = r.hosts[:0]
 	for _, h := range r.Hosts {
-		host, port, err := net.SplitHostPort(h)
+		rh, err := parseRelayHost(h)
 		if err != nil {
-			host, port = strings.Trim(h, "[]"), "25"
+			return fmt.Errorf("relay: host %q: %w", h, err)
 		}
-		if host == "" {
-			return fmt.Errorf("relay: host %q has no name", h)
-		}
-		r.hosts = append(r.hosts, relayHost{addr: net.JoinHostPort(host, port), name: host})
+		r.hosts = append(r.hosts, rh)
+	}
+	if r.Auth != nil && r.TLS == string(tlsupgrade.LevelNone) {
+		return errors.New("relay: auth needs TLS (credentials are never sent in plaintext), but tls is none")
 	}
 	if r.Auth != nil {
 		repl := caddy.NewReplacer()
@@ -108,6 +109,25 @@ func (r *Relay) Provision(caddy.Context) error {
 		}
 	}
 	return nil
+}
+
+// parseRelayHost reads `host`, `host:port` or `[ipv6]:port`; the port
+// defaults to 25.
+func parseRelayHost(h string) (relayHost, error) {
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		host, port = strings.Trim(h, "[]"), "25"
+		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
+			return relayHost{}, errors.New("want host or host:port")
+		}
+	}
+	if host == "" {
+		return relayHost{}, errors.New("empty host name")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return relayHost{}, fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	return relayHost{addr: net.JoinHostPort(host, port), name: host}, nil
 }
 
 func (r *Relay) setLocalName(name string) { r.localName = name }
