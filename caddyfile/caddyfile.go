@@ -21,6 +21,9 @@
 //				tls {
 //					<connection policy options>
 //				}
+//				route <domain> [<domain>...] {
+//					<target> <args...>
+//				}
 //			}
 //
 //			queue {
@@ -91,6 +94,9 @@
 //     every default.
 //   - outbound holds exactly one target for recipients that no route
 //     accepts (default `mx`); it takes no arguments of its own.
+//   - route inside a server block gives that server its own routes, which
+//     replace the app-level routes for mail it accepts (a gateway and its
+//     backend in one Caddy).
 //   - route takes one or more recipient domains (`*.example.com` matches
 //     subdomains) and a block with exactly one delivery target, e.g.
 //     `maildir /var/mail/{domain}/{local}` or `relay mail.example.com`.
@@ -251,6 +257,11 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 			cp := new(caddytls.ConnectionPolicy)
 			err = cp.UnmarshalCaddyfile(d.NewFromNextSegment())
 			srv.TLSConnectionPolicies = caddytls.ConnectionPolicies{cp}
+		case "route":
+			var r *smtpapp.Route
+			if r, err = parseRoute(d.NewFromNextSegment()); err == nil {
+				srv.Routes = append(srv.Routes, r)
+			}
 		default:
 			return d.Errf("unrecognized smtp server option '%s'", opt)
 		}

@@ -243,8 +243,21 @@ func (a *App) Validate() error {
 			seen[key] = name
 		}
 	}
+	if err := validateRoutes(a.Routes); err != nil {
+		return err
+	}
+	for name, srv := range a.Servers {
+		if err := validateRoutes(srv.Routes); err != nil {
+			return fmt.Errorf("server %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// validateRoutes rejects a domain named by two routes of one set.
+func validateRoutes(routes []*Route) error {
 	doms := make(map[string]int)
-	for i, r := range a.Routes {
+	for i, r := range routes {
 		for _, d := range r.Domains {
 			if j, dup := doms[d]; dup {
 				return fmt.Errorf("route %d: domain %q already routed by route %d", i, d, j)
@@ -310,9 +323,14 @@ func (a *App) automaticCertificates() bool {
 	return a.AutomaticCertificates == nil || *a.AutomaticCertificates
 }
 
-// route returns the route that accepts the domain, or nil.
-func (a *App) route(domain string) *Route {
-	for _, r := range a.Routes {
+// routeFor returns the route that accepts the domain for mail received by
+// srv: srv's own routes when it has any, else the app's. nil if none does.
+func (a *App) routeFor(srv *Server, domain string) *Route {
+	routes := a.Routes
+	if srv != nil && len(srv.Routes) > 0 {
+		routes = srv.Routes
+	}
+	for _, r := range routes {
 		if r.matches(domain) {
 			return r
 		}

@@ -59,6 +59,12 @@ type Server struct {
 	// Default: 1m.
 	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
+	// Routes, when given, replace the app's routes for mail this server
+	// accepts: which recipient domains it takes, and where they go. A
+	// gateway and the backend it relays to can so run in one Caddy.
+	// Default: the app's routes.
+	Routes []*Route `json:"routes,omitempty"`
+
 	// TLSConnectionPolicies configure STARTTLS and implicit TLS the Caddy
 	// way (protocols, cipher suites, curves, client authentication, ...).
 	// Whatever they say, this server always sets `default_sni` to its
@@ -175,6 +181,14 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 			return fmt.Errorf("listen %q: network %q is not a stream network", l.Address, na.Network)
 		}
 		l.addr = na
+	}
+	for i, r := range s.Routes {
+		if r == nil {
+			return fmt.Errorf("route %d: empty definition", i)
+		}
+		if err := r.provision(ctx, app.Hostname); err != nil {
+			return fmt.Errorf("route %d: %w", i, err)
+		}
 	}
 	s.slots = make(chan struct{}, s.MaxConnections)
 	s.conns = make(map[*trackedConn]struct{})

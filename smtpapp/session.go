@@ -86,7 +86,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.logger.Info("rejected recipient: bad address syntax", zap.String("rcpt", to))
 		return errBadAddress
 	}
-	if s.srv.app.route(queue.Domain(to)) == nil {
+	if s.srv.app.routeFor(s.srv, queue.Domain(to)) == nil {
 		s.logger.Info("rejected recipient: relaying denied", zap.String("rcpt", to), zap.String("from", s.from))
 		return errRelayDenied
 	}
@@ -114,6 +114,7 @@ func (s *session) Data(r io.Reader) error {
 		Ret:        s.ret,
 		EnvID:      s.envID,
 		Client:     s.clientInfo(),
+		Server:     s.srv.name,
 	}
 	id := queue.NewID()
 	log := s.logger.With(zap.String("msg_id", id))

@@ -143,10 +143,11 @@ func (a *App) stopQueue() {
 	}
 }
 
-// Route implements queue.Router: recipients of a routed domain go to the
-// route's target, everything else to the outbound target.
-func (a *App) Route(rcpt string) queue.Target {
-	if r := a.route(queue.Domain(rcpt)); r != nil {
+// Route implements queue.Router: recipients of a domain that the routes of
+// the accepting server (or the app's) name go to the route's target;
+// everything else goes to the outbound target.
+func (a *App) Route(m *queue.Message, rcpt string) queue.Target {
+	if r := a.routeFor(a.Servers[m.Server], queue.Domain(rcpt)); r != nil {
 		return r.target
 	}
 	return a.outbound

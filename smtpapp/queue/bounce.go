@@ -75,6 +75,7 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 		Arrived:    now,
 		SMTPUTF8:   m.SMTPUTF8,
 		Client:     ClientInfo{Helo: cfg.Hostname},
+		Server:     m.Server,
 	}
 	if err := q.Commit(w, bounce); err != nil {
 		return err

@@ -41,6 +41,9 @@ type Message struct {
 	EnvID string `json:"envid,omitempty"`
 	// Client describes the peer that handed us the message.
 	Client ClientInfo `json:"client"`
+	// Server names the SMTP server that accepted the message; its routes
+	// decide where the message goes.
+	Server string `json:"server,omitempty"`
 	// Size is the body size in bytes.
 	Size int64 `json:"size"`
 	// Attempts counts delivery attempts so far.

@@ -74,16 +74,16 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Router chooses the target for a recipient.
+// Router chooses the target for a recipient of a message.
 type Router interface {
-	Route(rcpt string) Target
+	Route(m *Message, rcpt string) Target
 }
 
 // RouterFunc adapts a function to Router.
-type RouterFunc func(rcpt string) Target
+type RouterFunc func(m *Message, rcpt string) Target
 
 // Route implements Router.
-func (f RouterFunc) Route(rcpt string) Target { return f(rcpt) }
+func (f RouterFunc) Route(m *Message, rcpt string) Target { return f(m, rcpt) }
 
 // Queue is the scheduler over a Store: one loop picks due messages, groups
 // their pending recipients by destination and hands them to a bounded pool
@@ -361,7 +361,7 @@ func (q *Queue) dispatch(e *entry, b *binding) {
 	groups := make(map[destKey][]*Recipient)
 	var order []destKey
 	for _, r := range e.msg.Pending() {
-		t := b.router.Route(r.Addr)
+		t := b.router.Route(e.msg, r.Addr)
 		k := destKey{target: t, dest: t.Destination(r.Addr)}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)

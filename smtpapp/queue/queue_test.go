@@ -149,7 +149,7 @@ func TestDeliverAndRemove(t *testing.T) {
 	dir := t.TempDir()
 	q := openQueue(t, dir)
 	f := newFake(nil)
-	q.Attach(RouterFunc(func(string) Target { return f }), testConfig(), zaptest.NewLogger(t))
+	q.Attach(RouterFunc(func(*Message, string) Target { return f }), testConfig(), zaptest.NewLogger(t))
 	id := enqueue(t, q, "s@sender.test", "a@example.test", "b@example.test")
 	eventually(t, "delivery", func() bool { return q.Len() == 0 })
 	for _, r := range []string{"a@example.test", "b@example.test"} {
@@ -171,7 +171,7 @@ func TestTemporaryFailureIsRetried(t *testing.T) {
 		}
 		return Result{Reply: "250 ok"}
 	})
-	q.Attach(RouterFunc(func(string) Target { return f }), testConfig(), zaptest.NewLogger(t))
+	q.Attach(RouterFunc(func(*Message, string) Target { return f }), testConfig(), zaptest.NewLogger(t))
 	enqueue(t, q, "s@sender.test", "a@example.test")
 	eventually(t, "delivery after retries", func() bool { return q.Len() == 0 })
 	if n := len(f.delivered("a@example.test")); n != 1 {
@@ -186,7 +186,7 @@ func TestTemporaryFailureIsRetried(t *testing.T) {
 
 // routeBounces sends recipients at sender.test to bounces and the rest to f.
 func routeBounces(f, bounces Target) Router {
-	return RouterFunc(func(rcpt string) Target {
+	return RouterFunc(func(_ *Message, rcpt string) Target {
 		if Domain(rcpt) == "sender.test" {
 			return bounces
 		}
@@ -295,7 +295,7 @@ func TestConnectionReuseAndPerDestinationLimit(t *testing.T) {
 	f.hold = make(chan struct{})
 	cfg := testConfig()
 	cfg.PerDestination = 3
-	q.Attach(RouterFunc(func(string) Target { return f }), cfg, zaptest.NewLogger(t))
+	q.Attach(RouterFunc(func(*Message, string) Target { return f }), cfg, zaptest.NewLogger(t))
 	const n = 60
 	for i := 0; i < n; i++ {
 		enqueue(t, q, "s@sender.test", fmt.Sprintf("r%d@example.test", i))
@@ -337,7 +337,7 @@ func TestRestartPicksUpSpool(t *testing.T) {
 		t.Fatalf("restarted queue has %d messages, want 5", q2.Len())
 	}
 	f := newFake(nil)
-	q2.Attach(RouterFunc(func(string) Target { return f }), testConfig(), zaptest.NewLogger(t))
+	q2.Attach(RouterFunc(func(*Message, string) Target { return f }), testConfig(), zaptest.NewLogger(t))
 	eventually(t, "delivery after restart", func() bool { return q2.Len() == 0 })
 	for i, id := range ids {
 		got := f.delivered(fmt.Sprintf("r%d@example.test", i))
