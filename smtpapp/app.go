@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -288,10 +289,15 @@ func (a *App) Start() error {
 		if err := srv.start(); err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.GracePeriod))
 			for _, s := range started {
-				s.stop(ctx)
+				s.stopAccepting()
+				s.drain(ctx, true)
 			}
 			cancel()
-			a.stopQueue()
+			if a.detachQueue != nil {
+				a.detachQueue()
+				a.detachQueue = nil
+			}
+			a.releaseQueue()
 			return fmt.Errorf("server %q: %w", name, err)
 		}
 		started = append(started, srv)
@@ -301,21 +307,43 @@ func (a *App) Start() error {
 
 // Stop stops accepting connections and drains open sessions within the
 // grace period, then closes whatever is left.
+//
+// On a config reload the new config already serves new connections, so
+// Stop returns at once: open sessions finish under this config in the
+// background (as Postfix's smtpd processes do on `postfix reload`) and are
+// closed when the grace period ends. When Caddy is exiting, Stop waits for
+// them, and a client between transactions gets `421 4.3.2` at its next
+// MAIL.
 func (a *App) Stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.GracePeriod))
-	defer cancel()
-	done := make(chan struct{})
+	// The newest config's routes take over the queue now.
+	if a.detachQueue != nil {
+		a.detachQueue()
+		a.detachQueue = nil
+	}
 	for _, srv := range a.Servers {
-		go func() {
-			srv.stop(ctx)
-			done <- struct{}{}
-		}()
+		srv.stopAccepting()
 	}
-	for range a.Servers {
-		<-done
+	exiting := caddy.Exiting()
+	drain := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.GracePeriod))
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, srv := range a.Servers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				srv.drain(ctx, exiting)
+			}()
+		}
+		wg.Wait()
+		// Sessions are over: nothing more is enqueued by this config.
+		a.releaseQueue()
 	}
-	// Sessions are over: nothing more is enqueued by this config.
-	a.stopQueue()
+	if exiting {
+		drain()
+	} else {
+		go drain()
+	}
 	return nil
 }
 

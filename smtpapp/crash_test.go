@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -170,5 +171,69 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 	// open session (per_destination 4).
 	if dups > 4 {
 		t.Fatalf("%d duplicates; at most 4 deliveries can have been in flight", dups)
+	}
+}
+
+// TestGracefulExitOnSIGTERM: when Caddy exits, an idle client is told to
+// leave (421 4.3.2) at its next MAIL, a message in transfer still gets
+// its 250, and the process exits once the sessions are done.
+func TestGracefulExitOnSIGTERM(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
+	cfg := e.config(map[string]any{
+		"grace_period": "20s",
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": addr, "tls": "off"}},
+		}},
+		"routes": []any{map[string]any{"domains": []string{"example.test"},
+			"deliver": map[string]any{"target": "relay", "hosts": []string{r.addr}}}},
+	})
+	raw, _ := json.Marshal(cfg)
+	cfgPath := filepath.Join(e.dir, "gateway.json")
+	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startGatewayProcess(t, cfgPath, filepath.Join(e.dir, "gateway.log"), addr)
+
+	idle := dial(t, addr)
+	idle.expect("220")
+	idle.cmd("EHLO idle.example", "250")
+	busy := dial(t, addr)
+	busy.expect("220")
+	busy.cmd("EHLO busy.example", "250")
+	busy.cmd("MAIL FROM:<a@sender.test>", "250")
+	busy.cmd("RCPT TO:<u@example.test>", "250")
+	busy.cmd("DATA", "354")
+
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- g.cmd.Wait() }()
+
+	// The idle client is sent away at its next transaction.
+	eventually(t, "421 for the idle client", func() bool {
+		rep := idle.cmd("MAIL FROM:<a@sender.test>", "")
+		if strings.HasPrefix(rep, "421 4.3.2") {
+			return true
+		}
+		idle.cmd("RSET", "250")
+		return false
+	})
+	idle.cmd("QUIT", "221")
+	// The message in transfer is accepted, then the process goes.
+	busy.raw("Subject: during exit\r\n\r\nbody\r\n.\r\n")
+	busy.expect("250 2.0.0")
+	busy.cmd("QUIT", "221")
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("gateway did not exit after its sessions ended")
+	}
+	// What it accepted was queued durably: a restart delivers it.
+	startGatewayProcess(t, cfgPath, filepath.Join(e.dir, "gateway.log"), addr)
+	if m := r.waitMessages(1)[0]; m.header("Subject") != "during exit" {
+		t.Fatalf("relayed %q", m.header("Subject"))
 	}
 }

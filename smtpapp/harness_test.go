@@ -64,6 +64,7 @@ func runChild(path string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	caddy.TrapSignals() // SIGTERM/SIGINT: a graceful exit, as `caddy run`
 	if err := caddy.Load(raw, true); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

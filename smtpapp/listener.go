@@ -1,7 +1,6 @@
 package smtpapp
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -194,16 +193,6 @@ func rejectBusy(c net.Conn, hostname string, implicitTLS bool) {
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, _ = fmt.Fprintf(c, "421 4.7.0 %s Too many connections, try again later\r\n", hostname)
-}
-
-// shutdown stops accepting, then waits for go-smtp to finish its sessions
-// until ctx is done.
-func (l *listener) shutdown(ctx context.Context) {
-	l.sock.unregister(l)
-	releaseSocket(l.sock)
-	if err := l.smtp.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-		l.srv.logger.Debug("smtp shutdown", zap.Error(err))
-	}
 }
 
 // track registers a connection with the server.

@@ -272,16 +272,28 @@ func (s *Server) Addrs() []net.Addr {
 	return out
 }
 
-// stop closes the listeners, lets open sessions finish until ctx is done,
-// then closes the connections that remain.
-func (s *Server) stop(ctx context.Context) {
-	s.draining.Store(true)
+// stopAccepting hands the server's sockets over: new connections go to the
+// newest config that listens on them (or the socket closes).
+func (s *Server) stopAccepting() {
+	for _, rl := range s.running {
+		rl.sock.unregister(rl)
+		releaseSocket(rl.sock)
+	}
+}
+
+// drain lets open sessions finish until ctx is done, then closes the
+// connections that remain. With polite set, a session between transactions
+// is told to leave (421 4.3.2) at its next MAIL.
+func (s *Server) drain(ctx context.Context, polite bool) {
+	s.draining.Store(polite)
 	var wg sync.WaitGroup
 	for _, rl := range s.running {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rl.shutdown(ctx)
+			if err := rl.smtp.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				s.logger.Debug("smtp shutdown", zap.Error(err))
+			}
 		}()
 	}
 	wg.Wait()

@@ -130,14 +130,12 @@ func (a *App) startQueue() error {
 	return nil
 }
 
-// stopQueue withdraws this config's routes and releases the spool; the
-// last config to release it stops the scheduler.
-func (a *App) stopQueue() {
-	if a.detachQueue == nil {
+// releaseQueue releases this config's hold on the spool; the last config
+// to release it stops the scheduler.
+func (a *App) releaseQueue() {
+	if a.queue == nil {
 		return
 	}
-	a.detachQueue()
-	a.detachQueue = nil
 	if _, err := queues.Delete(a.Queue.Path); err != nil {
 		a.logger.Error("closing queue", zap.Error(err))
 	}

@@ -65,7 +65,8 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := dsn.Write(w, report, body, cfg.MaxReturnSize); err != nil {
+	info, err := dsn.WriteInfo(w, report, body, cfg.MaxReturnSize)
+	if err != nil {
 		w.Abort()
 		return fmt.Errorf("writing DSN: %w", err)
 	}
@@ -73,9 +74,12 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 		From:       "",
 		Recipients: []*Recipient{{Addr: m.From, Notify: []string{"NEVER"}}},
 		Arrived:    now,
-		SMTPUTF8:   m.SMTPUTF8,
+		SMTPUTF8:   info.SMTPUTF8,
 		Client:     ClientInfo{Helo: cfg.Hostname},
 		Server:     m.Server,
+	}
+	if info.EightBit {
+		bounce.Body = "8BITMIME"
 	}
 	if err := q.Commit(w, bounce); err != nil {
 		return err
