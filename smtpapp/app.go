@@ -75,6 +75,7 @@ type App struct {
 
 	ctx         caddy.Context
 	logger      *zap.Logger
+	limits      *rateTable
 	tlsApp      *caddytls.TLS
 	names       map[string]struct{} // certificate names to manage
 	outbound    queue.Target
@@ -98,6 +99,7 @@ const (
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
+	a.limits = newRateTable()
 
 	if a.Hostname == "" {
 		h, err := os.Hostname()

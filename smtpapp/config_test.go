@@ -23,7 +23,16 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"no servers", map[string]any{}, "no servers defined"},
-		{"no listen", map[string]any{"servers": map[string]any{"mx": map[string]any{}}}, `server "mx": no listen addresses`},
+		{"auth without tls", map[string]any{"servers": map[string]any{"mx": map[string]any{
+			"listen":         []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"authentication": map[string]any{"provider": "accounts"}}}}, "authentication needs TLS"},
+		{"require_auth without auth", map[string]any{"servers": map[string]any{"mx": map[string]any{
+			"listen": listen("127.0.0.1:0"), "require_auth": true}}}, "require_auth is set but no authentication"},
+		{"bad relay network", map[string]any{"servers": map[string]any{"mx": map[string]any{
+			"listen": listen("127.0.0.1:0"), "relay_networks": []string{"10.0.0.0/33"}}}}, "relay_networks"},
+		{"password not a hash", map[string]any{"servers": map[string]any{"mx": map[string]any{
+			"listen": listen("127.0.0.1:0"), "authentication": map[string]any{"provider": "accounts",
+				"accounts": []any{map[string]any{"username": "u", "password": "plaintext"}}}}}}, "not a bcrypt or argon2id hash"},
 		{"bad tls mode", map[string]any{"servers": map[string]any{"mx": map[string]any{
 			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "always"}}}}}, `unknown tls mode "always"`},
 		{"require_tls without tls", map[string]any{"servers": map[string]any{"mx": map[string]any{"require_tls": true,

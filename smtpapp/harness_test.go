@@ -126,8 +126,18 @@ func (e *testEnv) load(cfg map[string]any) *App {
 	if err := caddy.Load(raw, true); err != nil {
 		e.t.Fatalf("loading config: %v", err)
 	}
-	e.t.Cleanup(func() { _ = caddy.Stop() })
-	return runningApp(e.t)
+	app := runningApp(e.t)
+	spool := app.Queue.Path
+	e.t.Cleanup(func() {
+		_ = caddy.Stop()
+		// A stop lets sessions and deliveries finish in the background;
+		// wait until the queue is closed before the test's files go.
+		eventually(e.t, "queue closed after stop", func() bool {
+			n, _ := queues.References(spool)
+			return n == 0
+		})
+	})
+	return app
 }
 
 // runningApp returns the smtp app of the active config.

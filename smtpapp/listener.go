@@ -1,6 +1,7 @@
 package smtpapp
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -159,68 +160,139 @@ func (l *listener) serve() {
 	l.sock.register(l)
 }
 
-// handle applies the connection limit, tracks the connection and hands it
-// to go-smtp.
-func (l *listener) handle(c net.Conn) {
-	select {
-	case l.srv.slots <- struct{}{}:
-	default:
-		l.srv.logger.Warn("connection refused: too many connections",
-			zap.String("remote_ip", remoteIP(c.RemoteAddr())),
-			zap.Int("max_connections", l.srv.MaxConnections))
-		go rejectBusy(c, l.srv.Hostname, l.cfg.TLS == TLSImplicit)
-		return
+// handle applies the connection limits, tracks the connection and hands
+// it to go-smtp. It returns the tracked connection, or nil if the
+// connection was refused.
+func (l *listener) handle(c net.Conn) *trackedConn {
+	ip := remoteIP(c.RemoteAddr())
+	if reason := l.srv.admit(ip); reason != "" {
+		l.srv.logger.Warn("connection refused", zap.String("remote_ip", ip), zap.String("reason", reason))
+		go rejectBusy(c, l.srv.Hostname, reason, l.cfg.TLS == TLSImplicit)
+		return nil
 	}
-	tc := l.srv.track(c)
-	var conn net.Conn = tc
-	if l.cfg.TLS == TLSImplicit {
-		// go-smtp recognises TLS by the *tls.Conn type and runs the
-		// handshake itself, under its read/write timeouts.
-		conn = tls.Server(tc, l.srv.tlsConfig)
+	tc := l.srv.track(c, ip)
+	if l.cfg.TLS != TLSImplicit {
+		if !l.feed.deliver(tc) {
+			tc.Close()
+		}
+		return tc
 	}
-	if !l.feed.deliver(conn) {
-		conn.Close()
-	}
+	// go-smtp recognises TLS by the *tls.Conn type. The handshake runs
+	// here, bounded by tls_handshake_timeout, off the accept loop.
+	go func() {
+		conn := tls.Server(tc, l.srv.tlsConfig)
+		ctx, cancel := context.WithTimeout(l.srv.app.ctx, time.Duration(l.srv.TLSHandshakeTimeout))
+		err := conn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.srv.logger.Debug("TLS handshake failed", zap.String("remote_ip", ip), zap.Error(err))
+			conn.Close()
+			return
+		}
+		if !l.feed.deliver(conn) {
+			conn.Close()
+		}
+	}()
+	return tc
 }
 
-// rejectBusy tells a client that we are busy and closes the connection. On
-// an implicit TLS listener nothing can be said before the handshake, so the
-// connection is only closed.
-func rejectBusy(c net.Conn, hostname string, implicitTLS bool) {
+// admit applies the connection limits of the server to a new connection
+// from ip and reserves a slot; it returns why the connection is refused,
+// or "" when it is admitted.
+func (s *Server) admit(ip string) string {
+	if !s.app.limits.allow("conn-rate:"+s.name+":"+ip, s.ConnectionRatePerIP, time.Minute) {
+		return "too many connections from your address per minute"
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return "too many connections"
+	}
+	s.perIPMu.Lock()
+	defer s.perIPMu.Unlock()
+	if s.MaxConnectionsPerIP >= 0 && s.perIP[ip] >= s.MaxConnectionsPerIP {
+		<-s.slots
+		return "too many connections from your address"
+	}
+	s.perIP[ip]++
+	return ""
+}
+
+// rejectBusy tells a client why it is refused and closes the connection.
+// On an implicit TLS listener nothing can be said before the handshake, so
+// the connection is only closed.
+func rejectBusy(c net.Conn, hostname, reason string, implicitTLS bool) {
 	defer c.Close()
 	if implicitTLS {
 		return
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = fmt.Fprintf(c, "421 4.7.0 %s Too many connections, try again later\r\n", hostname)
+	_, _ = fmt.Fprintf(c, "421 4.7.0 %s %s, try again later\r\n", hostname, reason)
 }
 
-// track registers a connection with the server.
-func (s *Server) track(c net.Conn) *trackedConn {
-	tc := &trackedConn{Conn: c, srv: s}
+// track registers an admitted connection with the server. Its lifetime is
+// bounded by max_session_duration.
+func (s *Server) track(c net.Conn, ip string) *trackedConn {
+	tc := &trackedConn{Conn: c, srv: s, ip: ip, closed: make(chan struct{})}
 	s.connsMu.Lock()
 	s.conns[tc] = struct{}{}
 	s.connsMu.Unlock()
+	tc.limit = time.AfterFunc(time.Duration(s.MaxSessionDuration), func() {
+		s.logger.Warn("session time limit reached; closing", zap.String("remote_ip", ip),
+			zap.Duration("max_session_duration", time.Duration(s.MaxSessionDuration)))
+		tc.Close()
+	})
 	return tc
 }
 
-// trackedConn is a connection counted against the server's limit until it
-// is closed.
+// trackedConn is an admitted connection: counted against the server's
+// limits until it is closed, with the state its SMTP sessions share.
 type trackedConn struct {
 	net.Conn
-	srv  *Server
-	once sync.Once
+	srv    *Server
+	ip     string
+	state  connState
+	limit  *time.Timer
+	once   sync.Once
+	closed chan struct{}
+}
+
+// Write closes the connection after the reply that carries a 421, when a
+// session asked for that.
+func (c *trackedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.state.closeAfterReply.Load() {
+		c.Close()
+	}
+	return n, err
 }
 
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
+		c.limit.Stop()
 		c.srv.connsMu.Lock()
 		delete(c.srv.conns, c)
 		c.srv.connsMu.Unlock()
+		c.srv.perIPMu.Lock()
+		if c.srv.perIP[c.ip]--; c.srv.perIP[c.ip] <= 0 {
+			delete(c.srv.perIP, c.ip)
+		}
+		c.srv.perIPMu.Unlock()
 		<-c.srv.slots
+		close(c.closed)
 	})
 	return err
+}
+
+// trackedOf finds our tracked connection under what go-smtp holds (the
+// connection itself, or a TLS connection over it).
+func trackedOf(c net.Conn) *trackedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	t, _ := c.(*trackedConn)
+	return t
 }
 
 // chanListener is a net.Listener whose connections come from a channel.

@@ -3,6 +3,7 @@ package smtpapp
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -73,17 +74,84 @@ type Server struct {
 	// Default: one policy with Caddy's defaults.
 	TLSConnectionPolicies caddytls.ConnectionPolicies `json:"tls_connection_policies,omitempty"`
 
+	// Authentication enables SMTP AUTH (PLAIN and LOGIN, offered only over
+	// TLS) with a module in the `smtp.authentication` namespace, e.g.
+	// `{"provider": "accounts", "accounts": [...]}`. Authenticated users
+	// may send to any domain. Default: no AUTH.
+	Authentication json.RawMessage `json:"authentication,omitempty" caddy:"namespace=smtp.authentication inline_key=provider"`
+
+	// RequireAuth refuses MAIL with `530 5.7.0` until the client has
+	// authenticated (a submission-only server). Default: false.
+	RequireAuth bool `json:"require_auth,omitempty"`
+
+	// RelayNetworks are client networks (CIDRs or addresses) that may send
+	// to any domain without authenticating, e.g. an internal application
+	// server. Everyone else may only send to the domains of the routes.
+	// Default: none.
+	RelayNetworks []string `json:"relay_networks,omitempty"`
+
+	// MaxConnectionsPerIP is the most concurrent connections from one
+	// client address (`421 4.7.0` beyond). Negative: no limit.
+	// Default: 50.
+	MaxConnectionsPerIP int `json:"max_connections_per_ip,omitempty"`
+
+	// ConnectionRatePerIP is the most new connections one client address
+	// may open per minute (`421 4.7.0` beyond). Negative: no limit.
+	// Default: 300.
+	ConnectionRatePerIP int `json:"connection_rate_per_ip,omitempty"`
+
+	// MessageRatePerIP is the most messages one client address may start
+	// per minute (MAIL answered `451 4.7.1` beyond). Negative: no limit.
+	// Default: 1000.
+	MessageRatePerIP int `json:"message_rate_per_ip,omitempty"`
+
+	// RecipientRatePerIP is the most recipients one client address may
+	// give per minute (RCPT answered `451 4.7.1` beyond). Negative: no
+	// limit. Default: 5000.
+	RecipientRatePerIP int `json:"recipient_rate_per_ip,omitempty"`
+
+	// MaxMessagesPerConnection is the most transactions on one connection
+	// (`421 4.7.0` and disconnect beyond). Default: 1000.
+	MaxMessagesPerConnection int `json:"max_messages_per_connection,omitempty"`
+
+	// MaxRecipientsPerConnection is the most recipients on one connection
+	// across its transactions (`452 4.5.3` beyond). Default: 10000.
+	MaxRecipientsPerConnection int `json:"max_recipients_per_connection,omitempty"`
+
+	// MaxBadCommands is how many rejected commands (bad addresses, relay
+	// attempts, failed logins) a connection may make before it is closed
+	// with `421 4.7.0`. Default: 20.
+	MaxBadCommands int `json:"max_bad_commands,omitempty"`
+
+	// MaxAuthFailures is how many failed logins one client address may
+	// make in 10 minutes (a username twice as many) before further
+	// attempts are refused with `454 4.7.0`. Default: 5.
+	MaxAuthFailures int `json:"max_auth_failures,omitempty"`
+
+	// MaxSessionDuration limits how long one connection may last, however
+	// busy. Default: 1h.
+	MaxSessionDuration caddy.Duration `json:"max_session_duration,omitempty"`
+
+	// TLSHandshakeTimeout limits the TLS handshake on implicit TLS
+	// listeners. Default: 10s.
+	TLSHandshakeTimeout caddy.Duration `json:"tls_handshake_timeout,omitempty"`
+
 	// CertificateWait is how long a TLS handshake is held when the
 	// certificate for the server's hostname is not available yet (just
 	// after start, or after a reload added the name) before it fails.
 	// Default: 10s.
 	CertificateWait caddy.Duration `json:"certificate_wait,omitempty"`
 
-	name      string
-	app       *App
-	logger    *zap.Logger
-	tlsConfig *tls.Config
-	tlsMin    uint16
+	name          string
+	app           *App
+	logger        *zap.Logger
+	tlsConfig     *tls.Config
+	auth          Authenticator
+	relayNetworks ipNetworks
+	l4            map[string]*listener // go-smtp servers fed by layer4, by TLS mode
+	l4mu          sync.Mutex
+	perIPMu       sync.Mutex
+	perIP         map[string]int
 
 	running  []*listener
 	slots    chan struct{} // one per allowed concurrent connection
@@ -128,7 +196,27 @@ const (
 	defaultReadTimeout     = 5 * time.Minute
 	defaultWriteTimeout    = time.Minute
 	defaultCertificateWait = 10 * time.Second
+
+	defaultMaxConnectionsPerIP        = 50
+	defaultConnectionRatePerIP        = 300
+	defaultMessageRatePerIP           = 1000
+	defaultRecipientRatePerIP         = 5000
+	defaultMaxMessagesPerConnection   = 1000
+	defaultMaxRecipientsPerConnection = 10000
+	defaultMaxBadCommands             = 20
+	defaultMaxAuthFailures            = 5
+	defaultMaxSessionDuration         = time.Hour
+	defaultTLSHandshakeTimeout        = 10 * time.Second
 )
+
+// orDefault returns v, or def when v is zero.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
 
 func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 	s.name = name
@@ -159,6 +247,34 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 	if s.CertificateWait == 0 {
 		s.CertificateWait = caddy.Duration(defaultCertificateWait)
 	}
+	s.MaxConnectionsPerIP = orDefault(s.MaxConnectionsPerIP, defaultMaxConnectionsPerIP)
+	s.ConnectionRatePerIP = orDefault(s.ConnectionRatePerIP, defaultConnectionRatePerIP)
+	s.MessageRatePerIP = orDefault(s.MessageRatePerIP, defaultMessageRatePerIP)
+	s.RecipientRatePerIP = orDefault(s.RecipientRatePerIP, defaultRecipientRatePerIP)
+	s.MaxMessagesPerConnection = orDefault(s.MaxMessagesPerConnection, defaultMaxMessagesPerConnection)
+	s.MaxRecipientsPerConnection = orDefault(s.MaxRecipientsPerConnection, defaultMaxRecipientsPerConnection)
+	s.MaxBadCommands = orDefault(s.MaxBadCommands, defaultMaxBadCommands)
+	s.MaxAuthFailures = orDefault(s.MaxAuthFailures, defaultMaxAuthFailures)
+	s.MaxSessionDuration = orDefault(s.MaxSessionDuration, caddy.Duration(defaultMaxSessionDuration))
+	s.TLSHandshakeTimeout = orDefault(s.TLSHandshakeTimeout, caddy.Duration(defaultTLSHandshakeTimeout))
+	nets, err := parseNetworks(s.RelayNetworks)
+	if err != nil {
+		return fmt.Errorf("relay_networks: %w", err)
+	}
+	s.relayNetworks = nets
+	if s.Authentication != nil {
+		mod, err := ctx.LoadModule(s, "Authentication")
+		if err != nil {
+			return fmt.Errorf("loading authentication: %w", err)
+		}
+		auth, ok := mod.(Authenticator)
+		if !ok {
+			return fmt.Errorf("authentication: module %T is not an authenticator", mod)
+		}
+		s.auth = auth
+	}
+	s.perIP = make(map[string]int)
+	s.l4 = make(map[string]*listener)
 	for _, l := range s.Listen {
 		if l == nil {
 			return errors.New("empty listener")
@@ -201,9 +317,7 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 }
 
 func (s *Server) validate() error {
-	if len(s.Listen) == 0 {
-		return errors.New("no listen addresses")
-	}
+
 	if err := validateHostname(s.Hostname); err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
@@ -213,8 +327,17 @@ func (s *Server) validate() error {
 	if s.MaxMessageSize < 0 || s.MaxRecipients < 0 || s.MaxConnections < 0 || s.MaxLineLength < 0 {
 		return errors.New("limits must not be negative")
 	}
-	if s.ReadTimeout < 0 || s.WriteTimeout < 0 || s.CertificateWait < 0 {
+	if s.ReadTimeout < 0 || s.WriteTimeout < 0 || s.CertificateWait < 0 || s.MaxSessionDuration < 0 || s.TLSHandshakeTimeout < 0 {
 		return errors.New("timeouts must not be negative")
+	}
+	if s.MaxMessagesPerConnection < 0 || s.MaxRecipientsPerConnection < 0 || s.MaxBadCommands < 0 || s.MaxAuthFailures < 0 {
+		return errors.New("per-connection limits must not be negative")
+	}
+	if s.RequireAuth && s.auth == nil {
+		return errors.New("require_auth is set but no authentication is configured")
+	}
+	if s.auth != nil && !s.tlsEnabled() {
+		return errors.New("authentication needs TLS (AUTH is only offered over TLS), but every listener has tls off")
 	}
 	if s.MaxRecipients < 100 {
 		s.logger.Warn("max_recipients is below the 100 that RFC 5321 requires", zap.Int("max_recipients", s.MaxRecipients))
@@ -225,8 +348,12 @@ func (s *Server) validate() error {
 	return nil
 }
 
-// tlsEnabled reports whether any listener uses TLS.
+// tlsEnabled reports whether any listener uses TLS. A server without
+// listeners (served through layer4 only) always has TLS ready.
 func (s *Server) tlsEnabled() bool {
+	if len(s.Listen) == 0 {
+		return true
+	}
 	for _, l := range s.Listen {
 		if l.TLS != TLSOff {
 			return true
@@ -234,6 +361,8 @@ func (s *Server) tlsEnabled() bool {
 	}
 	return false
 }
+
+func (s *Server) maxAuthFailures() int { return s.MaxAuthFailures }
 
 // start binds (or joins) every listener's socket and starts serving.
 func (s *Server) start() error {
@@ -287,7 +416,13 @@ func (s *Server) stopAccepting() {
 func (s *Server) drain(ctx context.Context, polite bool) {
 	s.draining.Store(polite)
 	var wg sync.WaitGroup
-	for _, rl := range s.running {
+	s.l4mu.Lock()
+	all := append([]*listener(nil), s.running...)
+	for _, l := range s.l4 {
+		all = append(all, l)
+	}
+	s.l4mu.Unlock()
+	for _, rl := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

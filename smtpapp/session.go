@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -20,20 +21,28 @@ import (
 type backend struct{ srv *Server }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{srv: b.srv, conn: c}
+	s := &session{srv: b.srv, conn: c, ip: remoteIP(c.Conn().RemoteAddr())}
 	if st, ok := c.TLSConnectionState(); ok {
 		s.tls = &st
 	}
-	s.logger = b.srv.logger.With(zap.String("remote_ip", remoteIP(c.Conn().RemoteAddr())))
+	if tc := trackedOf(c.Conn()); tc != nil {
+		s.cs = &tc.state
+	} else {
+		s.cs = new(connState)
+	}
+	s.logger = b.srv.logger.With(zap.String("remote_ip", s.ip))
 	return s, nil
 }
 
 // session is one SMTP session between EHLO (or STARTTLS) and QUIT.
 type session struct {
-	srv    *Server
-	conn   *smtp.Conn
-	tls    *tls.ConnectionState
-	logger *zap.Logger
+	srv      *Server
+	conn     *smtp.Conn
+	ip       string
+	cs       *connState // shared by the sessions of the connection
+	tls      *tls.ConnectionState
+	identity *Identity // after AUTH
+	logger   *zap.Logger
 
 	// the current transaction
 	from       string
@@ -49,26 +58,71 @@ type session struct {
 // SMTP replies used by sessions. Replies for local failures are 4xx: a
 // client must retry, never give up, when the fault is ours.
 var (
-	errShuttingDown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
-	errTLSRequired  = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
-	errRelayDenied  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied"}
-	errBadAddress   = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad address syntax"}
-	errLocalFailure = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing, try again later"}
-	errBareNewline  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)"}
-	errLineTooLong  = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
-	errIncomplete   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Message data incomplete"}
+	errShuttingDown  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "Service shutting down, try again later"}
+	errTooManyErrors = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many errors, closing connection"}
+	errTooManyMsgs   = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "Too many messages on this connection, reconnect"}
+	errMessageRate   = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Too many messages from your address, try again later"}
+	errRcptRate      = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 7, 1}, Message: "Too many recipients from your address, try again later"}
+	errRcptsPerConn  = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients on this connection"}
+	errTLSRequired   = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Must issue a STARTTLS command first"}
+	errAuthRequired  = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	errRelayDenied   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied"}
+	errRouting       = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied: source routing and %, ! in addresses are not allowed"}
+	errSenderNotOwn  = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not owned by the authenticated user"}
+	errBadAddress    = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad address syntax"}
+	errBadSender     = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "Bad sender address syntax"}
+	errLocalFailure  = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error in processing, try again later"}
+	errBareNewline   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)"}
+	errLineTooLong   = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
+	errIncomplete    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Message data incomplete"}
 )
+
+// reject counts a rejected command against the connection; past
+// max_bad_commands the client gets 421 and the connection is closed.
+func (s *session) reject(err *smtp.SMTPError) error {
+	if s.cs.badCommand() > s.srv.MaxBadCommands {
+		s.logger.Warn("too many rejected commands; closing connection", zap.Int("max_bad_commands", s.srv.MaxBadCommands))
+		return s.closeWith(errTooManyErrors)
+	}
+	return err
+}
+
+// closeWith answers with a 421 reply and closes the connection after it.
+func (s *session) closeWith(err *smtp.SMTPError) error {
+	s.cs.closeAfterReply.Store(true)
+	return err
+}
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.draining.Load() {
 		return errShuttingDown
 	}
 	if s.srv.RequireTLS && s.tls == nil {
-		return errTLSRequired
+		return s.reject(errTLSRequired)
 	}
-	if from != "" && !validAddress(from) {
-		s.logger.Info("rejected sender: bad address syntax", zap.String("from", from))
-		return errBadAddress
+	if s.srv.RequireAuth && s.identity == nil {
+		return s.reject(errAuthRequired)
+	}
+	if int(s.cs.messages.Add(1)) > s.srv.MaxMessagesPerConnection {
+		s.logger.Warn("message limit per connection reached", zap.Int("max_messages_per_connection", s.srv.MaxMessagesPerConnection))
+		return s.closeWith(errTooManyMsgs)
+	}
+	if from != "" {
+		if e := checkAddress(from, false); e != nil {
+			s.logger.Info("rejected sender", zap.String("from", from), zap.String("reason", e.Message))
+			if e == errBadAddress {
+				e = errBadSender
+			}
+			return s.reject(e)
+		}
+	}
+	if s.identity != nil && !s.identity.mayUse(from) {
+		s.logger.Warn("rejected sender: not owned by the authenticated user", zap.String("from", from), zap.String("username", s.identity.Username))
+		return s.reject(errSenderNotOwn)
+	}
+	if !s.srv.app.limits.allow("msg-rate:"+s.srv.name+":"+s.ip, s.srv.MessageRatePerIP, time.Minute) {
+		s.logger.Warn("message rate limit reached", zap.Int("message_rate_per_ip", s.srv.MessageRatePerIP))
+		return errMessageRate
 	}
 	s.from, s.hasFrom = from, true
 	if opts != nil {
@@ -82,13 +136,20 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if !validAddress(to) {
-		s.logger.Info("rejected recipient: bad address syntax", zap.String("rcpt", to))
-		return errBadAddress
+	if e := checkAddress(to, true); e != nil {
+		s.logger.Info("rejected recipient", zap.String("rcpt", to), zap.String("reason", e.Message))
+		return s.reject(e)
 	}
-	if s.srv.app.routeFor(s.srv, queue.Domain(to)) == nil {
+	if !s.mayRelayTo(queue.Domain(to)) {
 		s.logger.Info("rejected recipient: relaying denied", zap.String("rcpt", to), zap.String("from", s.from))
-		return errRelayDenied
+		return s.reject(errRelayDenied)
+	}
+	if int(s.cs.recipients.Add(1)) > s.srv.MaxRecipientsPerConnection {
+		return errRcptsPerConn
+	}
+	if !s.srv.app.limits.allow("rcpt-rate:"+s.srv.name+":"+s.ip, s.srv.RecipientRatePerIP, time.Minute) {
+		s.logger.Warn("recipient rate limit reached", zap.Int("recipient_rate_per_ip", s.srv.RecipientRatePerIP))
+		return errRcptRate
 	}
 	rcpt := &queue.Recipient{Addr: to}
 	if opts != nil {
@@ -102,6 +163,18 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.rcpts = append(s.rcpts, rcpt)
 	return nil
 }
+
+// mayRelayTo is relay control: the domains of the routes are open to
+// anyone; every other domain only to authenticated users and clients in
+// relay_networks.
+func (s *session) mayRelayTo(domain string) bool {
+	if s.srv.app.routeFor(s.srv, domain) != nil {
+		return true
+	}
+	return s.identity != nil || s.srv.relayNetworks.contains(s.ip)
+}
+
+func (s *session) remoteIP() string { return s.ip }
 
 func (s *session) Data(r io.Reader) error {
 	msg := &queue.Message{
@@ -183,8 +256,11 @@ func classifyDataError(err error) error {
 
 func (s *session) clientInfo() queue.ClientInfo {
 	ci := queue.ClientInfo{
-		Addr: remoteIP(s.conn.Conn().RemoteAddr()),
+		Addr: s.ip,
 		Helo: s.conn.Hostname(),
+	}
+	if s.identity != nil {
+		ci.AuthUser = s.identity.Username
 	}
 	if s.tls != nil {
 		ci.TLSVersion = tlsupgrade.VersionName(s.tls.Version)
@@ -200,27 +276,52 @@ func (s *session) Reset() {
 
 func (s *session) Logout() error { return nil }
 
-// validAddress does the checks every address gets: a length limit (RFC 5321
-// 4.5.3.1.3), no control characters or spaces outside quotes, and a local
-// part and a domain.
-func validAddress(addr string) bool {
-	if len(addr) == 0 || len(addr) > 256 {
-		return false
+// checkAddress applies the syntax rules every address must pass (RFC 5321
+// 4.1.2, 4.5.3.1): at most 256 octets, a local part of at most 64 and a
+// domain of at most 255, no control characters, exactly one '@' (quoted
+// local parts that hide another '@' and source routes are refused), a
+// domain that is a host name or a valid address literal. For recipients,
+// '%' and '!' in the local part (the old relay syntaxes) are refused too.
+func checkAddress(addr string, recipient bool) *smtp.SMTPError {
+	if len(addr) > 256 {
+		return errBadAddress
 	}
 	for _, r := range addr {
 		if r < 0x20 || r == 0x7f {
-			return false
+			return errBadAddress
 		}
 	}
-	at := strings.LastIndexByte(addr, '@')
-	if at <= 0 || at == len(addr)-1 {
-		return false
+	if strings.HasPrefix(addr, "@") || strings.Count(addr, "@") != 1 {
+		if strings.Count(addr, "@") > 1 || strings.Contains(addr, ":") {
+			return errRouting
+		}
+		return errBadAddress
 	}
-	domain := addr[at+1:]
-	if strings.HasPrefix(domain, "[") {
-		return strings.HasSuffix(domain, "]")
+	at := strings.IndexByte(addr, '@')
+	local, domain := addr[:at], addr[at+1:]
+	if local == "" || len(local) > 64 || domain == "" || len(domain) > 255 {
+		return errBadAddress
 	}
-	return !strings.ContainsAny(domain, " \t()<>,;:\\\"[]@")
+	if recipient && strings.ContainsAny(local, "%!") {
+		return errRouting
+	}
+	if lit, ok := strings.CutPrefix(domain, "["); ok {
+		lit, ok = strings.CutSuffix(lit, "]")
+		if !ok || net.ParseIP(strings.TrimPrefix(lit, "IPv6:")) == nil {
+			return errBadAddress
+		}
+		return nil
+	}
+	d := strings.TrimSuffix(domain, ".")
+	if d == "" || strings.HasPrefix(d, ".") || strings.Contains(d, "..") {
+		return errBadAddress
+	}
+	for _, r := range d {
+		if r < 0x80 && !(r == '.' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return errBadAddress
+		}
+	}
+	return nil
 }
 
 // Interface guards

@@ -1,0 +1,124 @@
+package smtpapp
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// rateTable counts events per key in fixed windows (connections per IP per
+// minute, failed logins per user, ...). Memory stays bounded: expired
+// windows are swept when the table grows.
+type rateTable struct {
+	mu      sync.Mutex
+	windows map[string]*rateWindow
+}
+
+type rateWindow struct {
+	start time.Time
+	span  time.Duration
+	count int
+}
+
+// maxRateKeys is the table size above which expired windows are swept.
+const maxRateKeys = 100_000
+
+func newRateTable() *rateTable {
+	return &rateTable{windows: make(map[string]*rateWindow)}
+}
+
+func (t *rateTable) window(key string, span time.Duration, now time.Time) *rateWindow {
+	w := t.windows[key]
+	if w == nil || now.Sub(w.start) >= span {
+		if w == nil && len(t.windows) >= maxRateKeys {
+			t.sweep(now)
+		}
+		w = &rateWindow{start: now, span: span}
+		t.windows[key] = w
+	}
+	return w
+}
+
+// sweep drops windows that have ended.
+func (t *rateTable) sweep(now time.Time) {
+	for k, w := range t.windows {
+		if now.Sub(w.start) >= w.span {
+			delete(t.windows, k)
+		}
+	}
+}
+
+// add counts one event and returns the count in the current window.
+func (t *rateTable) add(key string, span time.Duration) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w := t.window(key, span, time.Now())
+	w.count++
+	return w.count
+}
+
+// count returns the events in the current window.
+func (t *rateTable) count(key string, span time.Duration) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.window(key, span, time.Now()).count
+}
+
+// allow counts one event and reports whether it is within limit (a limit
+// below zero means no limit).
+func (t *rateTable) allow(key string, limit int, span time.Duration) bool {
+	if limit < 0 {
+		return true
+	}
+	return t.add(key, span) <= limit
+}
+
+// connState is what a server knows about one connection across its SMTP
+// sessions (go-smtp starts a new session after STARTTLS).
+type connState struct {
+	badCommands atomic.Int32
+	messages    atomic.Int32
+	recipients  atomic.Int32
+	// closeAfterReply makes the connection close once the next reply is
+	// written (after a 421).
+	closeAfterReply atomic.Bool
+}
+
+func (cs *connState) badCommand() int { return int(cs.badCommands.Add(1)) }
+
+// ipNetworks is a parsed list of CIDRs (or single addresses).
+type ipNetworks []*net.IPNet
+
+func parseNetworks(list []string) (ipNetworks, error) {
+	var out ipNetworks
+	for _, s := range list {
+		if ip := net.ParseIP(s); ip != nil {
+			bits := 128
+			if ip.To4() != nil {
+				ip, bits = ip.To4(), 32
+			}
+			out = append(out, &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)})
+			continue
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (ns ipNetworks) contains(ip string) bool {
+	addr := net.ParseIP(ip)
+	if addr == nil {
+		return false
+	}
+	for _, n := range ns {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
