@@ -76,6 +76,7 @@ type App struct {
 	ctx         caddy.Context
 	logger      *zap.Logger
 	limits      *rateTable
+	metrics     *metrics
 	tlsApp      *caddytls.TLS
 	names       map[string]struct{} // certificate names to manage
 	outbound    queue.Target
@@ -100,6 +101,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.limits = newRateTable()
+	a.metrics = newMetrics(ctx, a)
 
 	if a.Hostname == "" {
 		h, err := os.Hostname()
@@ -126,14 +128,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("outbound: module %T is not a delivery target", mod)
 	}
-	setLocalName(outbound, a.Hostname)
+	a.configureTarget(outbound)
 	a.outbound = outbound
 
 	for i, r := range a.Routes {
 		if r == nil {
 			return fmt.Errorf("route %d: empty definition", i)
 		}
-		if err := r.provision(ctx, a.Hostname); err != nil {
+		if err := r.provision(ctx, a); err != nil {
 			return fmt.Errorf("route %d: %w", i, err)
 		}
 	}

@@ -206,7 +206,8 @@ func (s *session) login(username, password string) error {
 	if lim.count(ipKey, authFailureWindow) >= s.srv.maxAuthFailures() ||
 		lim.count(userKey, authFailureWindow) >= 2*s.srv.maxAuthFailures() {
 		s.logger.Warn("authentication refused: too many failures", zap.String("username", username))
-		return errAuthThrottled
+		s.srv.app.metrics.authFailures.WithLabelValues(s.srv.name).Inc()
+		return s.refuse(errAuthThrottled)
 	}
 	id, err := s.srv.auth.Authenticate(s.srv.app.ctx, username, password)
 	if err != nil {
@@ -214,6 +215,7 @@ func (s *session) login(username, password string) error {
 		return errAuthTempFail
 	}
 	if id == nil {
+		s.srv.app.metrics.authFailures.WithLabelValues(s.srv.name).Inc()
 		fails := lim.add(ipKey, authFailureWindow)
 		lim.add(userKey, authFailureWindow)
 		s.logger.Warn("authentication failed", zap.String("username", username), zap.Int("failures_from_ip", fails))
@@ -229,6 +231,7 @@ func (s *session) login(username, password string) error {
 		return smtp.ErrAuthFailed
 	}
 	s.identity = id
+	s.cs.note(func(cs *connState) { cs.authUser = id.Username })
 	s.logger.Info("authenticated", zap.String("username", id.Username))
 	return nil
 }

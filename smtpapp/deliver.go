@@ -19,16 +19,18 @@ import (
 // (opened by tlsupgrade with STARTTLS per policy), one transaction after the
 // other. It is the session of the relay and mx targets.
 type smtpSession struct {
-	conn   *tlsupgrade.Conn
-	host   string // the host we meant to reach, for logs and DSNs
-	addr   string // the address connected to
-	broken bool   // the connection cannot carry another transaction
-	dsn    bool   // the server supports DSN (RFC 3461)
+	conn    *tlsupgrade.Conn
+	metrics *metrics
+	host    string // the host we meant to reach, for logs and DSNs
+	addr    string // the address connected to
+	broken  bool   // the connection cannot carry another transaction
+	dsn     bool   // the server supports DSN (RFC 3461)
 }
 
-func newSMTPSession(conn *tlsupgrade.Conn, host, addr string) *smtpSession {
+func newSMTPSession(conn *tlsupgrade.Conn, host, addr string, m *metrics) *smtpSession {
 	ok, _ := conn.Client.Extension("DSN")
-	return &smtpSession{conn: conn, host: host, addr: addr, dsn: ok}
+	m.countFallback(conn.Result)
+	return &smtpSession{conn: conn, host: host, addr: addr, dsn: ok, metrics: m}
 }
 
 // Usable implements queue.Session.
@@ -65,6 +67,16 @@ func (s *smtpSession) LogFields() []zap.Field {
 // Recipients refused at RCPT get their own reply; the others share the
 // reply to the data.
 func (s *smtpSession) Deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
+	res := s.deliver(ctx, m, rcpts)
+	tlsLabel := "plaintext"
+	if s.conn.Result.TLS {
+		tlsLabel = "tls"
+	}
+	s.metrics.countDeliveries(res, tlsLabel, string(s.conn.Result.Level))
+	return res
+}
+
+func (s *smtpSession) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
 	res := make([]queue.Result, len(rcpts))
 	fail := func(idx []int, err error) {
 		for _, i := range idx {

@@ -83,6 +83,23 @@ type connState struct {
 	// closeAfterReply makes the connection close once the next reply is
 	// written (after a 421).
 	closeAfterReply atomic.Bool
+
+	// for the log line at the end of the connection
+	mu         sync.Mutex
+	helo       string
+	tlsVersion string
+	tlsCipher  string
+	authUser   string
+	accepted   int
+	bytes      int64
+	reason     string // why we closed it, if we did
+}
+
+// note records session facts for the connection's last log line.
+func (cs *connState) note(f func(cs *connState)) {
+	cs.mu.Lock()
+	f(cs)
+	cs.mu.Unlock()
 }
 
 func (cs *connState) badCommand() int { return int(cs.badCommands.Add(1)) }

@@ -165,11 +165,13 @@ func (l *listener) serve() {
 // connection was refused.
 func (l *listener) handle(c net.Conn) *trackedConn {
 	ip := remoteIP(c.RemoteAddr())
-	if reason := l.srv.admit(ip); reason != "" {
+	if reason, label := l.srv.admit(ip); reason != "" {
 		l.srv.logger.Warn("connection refused", zap.String("remote_ip", ip), zap.String("reason", reason))
+		l.srv.app.metrics.connectionsRefused.WithLabelValues(l.srv.name, label).Inc()
 		go rejectBusy(c, l.srv.Hostname, reason, l.cfg.TLS == TLSImplicit)
 		return nil
 	}
+	l.srv.app.metrics.connections.WithLabelValues(l.srv.name, l.cfg.TLS).Inc()
 	tc := l.srv.track(c, ip)
 	if l.cfg.TLS != TLSImplicit {
 		if !l.feed.deliver(tc) {
@@ -197,25 +199,25 @@ func (l *listener) handle(c net.Conn) *trackedConn {
 }
 
 // admit applies the connection limits of the server to a new connection
-// from ip and reserves a slot; it returns why the connection is refused,
-// or "" when it is admitted.
-func (s *Server) admit(ip string) string {
+// from ip and reserves a slot; it returns why the connection is refused
+// (and a metrics label for it), or "" when it is admitted.
+func (s *Server) admit(ip string) (reason, label string) {
 	if !s.app.limits.allow("conn-rate:"+s.name+":"+ip, s.ConnectionRatePerIP, time.Minute) {
-		return "too many connections from your address per minute"
+		return "too many connections from your address per minute", "connection_rate_per_ip"
 	}
 	select {
 	case s.slots <- struct{}{}:
 	default:
-		return "too many connections"
+		return "too many connections", "max_connections"
 	}
 	s.perIPMu.Lock()
 	defer s.perIPMu.Unlock()
 	if s.MaxConnectionsPerIP >= 0 && s.perIP[ip] >= s.MaxConnectionsPerIP {
 		<-s.slots
-		return "too many connections from your address"
+		return "too many connections from your address", "max_connections_per_ip"
 	}
 	s.perIP[ip]++
-	return ""
+	return "", ""
 }
 
 // rejectBusy tells a client why it is refused and closes the connection.
@@ -233,14 +235,14 @@ func rejectBusy(c net.Conn, hostname, reason string, implicitTLS bool) {
 // track registers an admitted connection with the server. Its lifetime is
 // bounded by max_session_duration.
 func (s *Server) track(c net.Conn, ip string) *trackedConn {
-	tc := &trackedConn{Conn: c, srv: s, ip: ip, closed: make(chan struct{})}
+	tc := &trackedConn{Conn: c, srv: s, ip: ip, closed: make(chan struct{}), start: time.Now()}
 	s.connsMu.Lock()
 	s.conns[tc] = struct{}{}
 	s.connsMu.Unlock()
 	tc.limit = time.AfterFunc(time.Duration(s.MaxSessionDuration), func() {
 		s.logger.Warn("session time limit reached; closing", zap.String("remote_ip", ip),
 			zap.Duration("max_session_duration", time.Duration(s.MaxSessionDuration)))
-		tc.Close()
+		tc.closeFor("max_session_duration")
 	})
 	return tc
 }
@@ -255,6 +257,17 @@ type trackedConn struct {
 	limit  *time.Timer
 	once   sync.Once
 	closed chan struct{}
+	start  time.Time
+}
+
+// closeFor closes the connection and records why.
+func (c *trackedConn) closeFor(reason string) {
+	c.state.note(func(cs *connState) {
+		if cs.reason == "" {
+			cs.reason = reason
+		}
+	})
+	c.Close()
 }
 
 // Write closes the connection after the reply that carries a 421, when a
@@ -262,7 +275,7 @@ type trackedConn struct {
 func (c *trackedConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if c.state.closeAfterReply.Load() {
-		c.Close()
+		c.closeFor("limit")
 	}
 	return n, err
 }
@@ -281,8 +294,36 @@ func (c *trackedConn) Close() error {
 		c.srv.perIPMu.Unlock()
 		<-c.srv.slots
 		close(c.closed)
+		c.logEnd()
 	})
 	return err
+}
+
+// logEnd writes the one line that sums up a connection.
+func (c *trackedConn) logEnd() {
+	cs := &c.state
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	reason := cs.reason
+	if reason == "" {
+		reason = "closed" // QUIT, the client went away, or an idle timeout
+	}
+	fields := []zap.Field{
+		zap.String("remote_ip", c.ip),
+		zap.String("helo", cs.helo),
+		zap.Int("messages", cs.accepted),
+		zap.Int64("bytes", cs.bytes),
+		zap.Int32("rejected_commands", cs.badCommands.Load()),
+		zap.Duration("duration", time.Since(c.start)),
+		zap.String("close_reason", reason),
+	}
+	if cs.tlsVersion != "" {
+		fields = append(fields, zap.String("tls_version", cs.tlsVersion), zap.String("tls_cipher", cs.tlsCipher))
+	}
+	if cs.authUser != "" {
+		fields = append(fields, zap.String("auth_user", cs.authUser))
+	}
+	c.srv.logger.Info("connection closed", fields...)
 }
 
 // trackedOf finds our tracked connection under what go-smtp holds (the

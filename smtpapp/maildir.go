@@ -39,6 +39,7 @@ type Maildir struct {
 	Path string `json:"path,omitempty"`
 
 	hostname string
+	metrics  *metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -64,6 +65,8 @@ func (m *Maildir) Provision(caddy.Context) error {
 }
 
 var maildirSeq atomic.Uint64
+
+func (m *Maildir) configure(c targetConfig) { m.metrics = c.metrics }
 
 // Destination implements queue.Target: all recipients are local.
 func (m *Maildir) Destination(string) string { return "" }
@@ -93,6 +96,7 @@ func (s maildirSession) Deliver(ctx context.Context, msg *queue.Message, rcpts [
 		}
 		res[i].Reply, res[i].Action = "250 2.0.0 delivered to maildir", "delivered"
 	}
+	s.m.metrics.countDeliveries(res, "local", "none")
 	return res
 }
 

@@ -50,6 +50,7 @@ type MX struct {
 	Port int `json:"port,omitempty"`
 
 	localName string
+	metrics   *metrics
 	resolver  *resolver.Resolver
 }
 
@@ -86,7 +87,7 @@ func (m *MX) Provision(caddy.Context) error {
 	return nil
 }
 
-func (m *MX) setLocalName(name string) { m.localName = name }
+func (m *MX) configure(c targetConfig) { m.localName, m.metrics = c.localName, c.metrics }
 
 // Destination implements queue.Target: the recipient's domain.
 func (m *MX) Destination(rcpt string) string { return queue.Domain(rcpt) }
@@ -159,7 +160,7 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 		if name == "" {
 			name = ip.String()
 		}
-		return newSMTPSession(conn, name, addr), nil
+		return newSMTPSession(conn, name, addr, m.metrics), nil
 	}
 	if last == nil {
 		last = errors.New("no addresses")

@@ -50,6 +50,7 @@ type Relay struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	localName string
+	metrics   *metrics
 	hosts     []relayHost
 }
 
@@ -130,7 +131,7 @@ func parseRelayHost(h string) (relayHost, error) {
 	return relayHost{addr: net.JoinHostPort(host, port), name: host}, nil
 }
 
-func (r *Relay) setLocalName(name string) { r.localName = name }
+func (r *Relay) configure(c targetConfig) { r.localName, r.metrics = c.localName, c.metrics }
 
 // Destination implements queue.Target: every recipient goes to the same
 // hosts.
@@ -150,7 +151,7 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 			conn.Close()
 			return nil, err
 		}
-		return newSMTPSession(conn, h.name, h.addr), nil
+		return newSMTPSession(conn, h.name, h.addr, r.metrics), nil
 	}
 	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
 		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}

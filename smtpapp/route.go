@@ -26,7 +26,7 @@ type Route struct {
 	target queue.Target
 }
 
-func (r *Route) provision(ctx caddy.Context, localName string) error {
+func (r *Route) provision(ctx caddy.Context, app *App) error {
 	if len(r.Domains) == 0 {
 		return errors.New("no domains")
 	}
@@ -48,15 +48,22 @@ func (r *Route) provision(ctx caddy.Context, localName string) error {
 	if !ok {
 		return fmt.Errorf("module %T is not a delivery target", mod)
 	}
-	setLocalName(t, localName)
+	app.configureTarget(t)
 	r.target = t
 	return nil
 }
 
-// setLocalName tells an SMTP target our hostname (its EHLO name).
-func setLocalName(t queue.Target, name string) {
-	if s, ok := t.(interface{ setLocalName(string) }); ok {
-		s.setLocalName(name)
+// targetConfig is what the app tells the targets it loads: our hostname
+// (the EHLO name of SMTP targets) and where to count deliveries.
+type targetConfig struct {
+	localName string
+	metrics   *metrics
+}
+
+// configureTarget hands a target the app-wide settings it needs.
+func (a *App) configureTarget(t queue.Target) {
+	if c, ok := t.(interface{ configure(targetConfig) }); ok {
+		c.configure(targetConfig{localName: a.Hostname, metrics: a.metrics})
 	}
 }
 

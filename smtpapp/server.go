@@ -302,7 +302,7 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 		if r == nil {
 			return fmt.Errorf("route %d: empty definition", i)
 		}
-		if err := r.provision(ctx, app.Hostname); err != nil {
+		if err := r.provision(ctx, app); err != nil {
 			return fmt.Errorf("route %d: %w", i, err)
 		}
 	}
@@ -446,7 +446,7 @@ func (s *Server) closeAll() int {
 	}
 	s.connsMu.Unlock()
 	for _, c := range conns {
-		c.Conn.Close()
+		c.closeFor("shutdown")
 	}
 	return len(conns)
 }

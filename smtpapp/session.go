@@ -31,6 +31,13 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		s.cs = new(connState)
 	}
 	s.logger = b.srv.logger.With(zap.String("remote_ip", s.ip))
+	s.cs.note(func(cs *connState) {
+		cs.helo = c.Hostname()
+		if s.tls != nil {
+			cs.tlsVersion = tlsupgrade.VersionName(s.tls.Version)
+			cs.tlsCipher = tls.CipherSuiteName(s.tls.CipherSuite)
+		}
+	})
 	return s, nil
 }
 
@@ -77,9 +84,42 @@ var (
 	errIncomplete    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Message data incomplete"}
 )
 
+// rejectReasons label rejections in metrics.
+var rejectReasons = map[*smtp.SMTPError]string{
+	errShuttingDown:      "shutting_down",
+	errTooManyErrors:     "too_many_errors",
+	errTooManyMsgs:       "max_messages_per_connection",
+	errMessageRate:       "message_rate_per_ip",
+	errRcptRate:          "recipient_rate_per_ip",
+	errRcptsPerConn:      "max_recipients_per_connection",
+	errTLSRequired:       "tls_required",
+	errAuthRequired:      "auth_required",
+	errRelayDenied:       "relay_denied",
+	errRouting:           "source_routing",
+	errSenderNotOwn:      "sender_not_owned",
+	errBadAddress:        "bad_address",
+	errBadSender:         "bad_address",
+	errLocalFailure:      "local_failure",
+	errBareNewline:       "bare_newline",
+	errLineTooLong:       "line_too_long",
+	errIncomplete:        "incomplete",
+	smtp.ErrDataTooLarge: "too_big",
+}
+
+// refuse counts a refusal in the metrics and returns it.
+func (s *session) refuse(err *smtp.SMTPError) error {
+	reason, ok := rejectReasons[err]
+	if !ok {
+		reason = "other"
+	}
+	s.srv.app.metrics.commandsRejected.WithLabelValues(s.srv.name, reason).Inc()
+	return err
+}
+
 // reject counts a rejected command against the connection; past
 // max_bad_commands the client gets 421 and the connection is closed.
 func (s *session) reject(err *smtp.SMTPError) error {
+	s.refuse(err)
 	if s.cs.badCommand() > s.srv.MaxBadCommands {
 		s.logger.Warn("too many rejected commands; closing connection", zap.Int("max_bad_commands", s.srv.MaxBadCommands))
 		return s.closeWith(errTooManyErrors)
@@ -90,12 +130,12 @@ func (s *session) reject(err *smtp.SMTPError) error {
 // closeWith answers with a 421 reply and closes the connection after it.
 func (s *session) closeWith(err *smtp.SMTPError) error {
 	s.cs.closeAfterReply.Store(true)
-	return err
+	return s.refuse(err)
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.draining.Load() {
-		return errShuttingDown
+		return s.refuse(errShuttingDown)
 	}
 	if s.srv.RequireTLS && s.tls == nil {
 		return s.reject(errTLSRequired)
@@ -122,7 +162,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if !s.srv.app.limits.allow("msg-rate:"+s.srv.name+":"+s.ip, s.srv.MessageRatePerIP, time.Minute) {
 		s.logger.Warn("message rate limit reached", zap.Int("message_rate_per_ip", s.srv.MessageRatePerIP))
-		return errMessageRate
+		return s.refuse(errMessageRate)
 	}
 	s.from, s.hasFrom = from, true
 	if opts != nil {
@@ -145,11 +185,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.reject(errRelayDenied)
 	}
 	if int(s.cs.recipients.Add(1)) > s.srv.MaxRecipientsPerConnection {
-		return errRcptsPerConn
+		return s.refuse(errRcptsPerConn)
 	}
 	if !s.srv.app.limits.allow("rcpt-rate:"+s.srv.name+":"+s.ip, s.srv.RecipientRatePerIP, time.Minute) {
 		s.logger.Warn("recipient rate limit reached", zap.Int("recipient_rate_per_ip", s.srv.RecipientRatePerIP))
-		return errRcptRate
+		return s.refuse(errRcptRate)
 	}
 	rcpt := &queue.Recipient{Addr: to}
 	if opts != nil {
@@ -195,11 +235,20 @@ func (s *session) Data(r io.Reader) error {
 		var serr *smtp.SMTPError
 		if !errors.As(err, &serr) {
 			log.Error("queueing message failed", zap.Error(err))
-			return errLocalFailure
+			serr = errLocalFailure
+		} else {
+			log.Info("message rejected", zap.Int("code", serr.Code), zap.String("reason", serr.Message))
 		}
-		log.Info("message rejected", zap.Int("code", serr.Code), zap.String("reason", serr.Message))
+		reason, ok := rejectReasons[serr]
+		if !ok {
+			reason = "other"
+		}
+		s.srv.app.metrics.messagesRejected.WithLabelValues(s.srv.name, reason).Inc()
 		return serr
 	}
+	s.cs.note(func(cs *connState) { cs.accepted++; cs.bytes += msg.Size })
+	s.srv.app.metrics.messagesAccepted.WithLabelValues(s.srv.name).Inc()
+	s.srv.app.metrics.bytesReceived.WithLabelValues(s.srv.name).Add(float64(msg.Size))
 	log.Info("message queued",
 		zap.String("from", msg.From),
 		zap.Int("rcpts", len(msg.Recipients)),

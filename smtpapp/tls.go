@@ -8,6 +8,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
 // provisionTLS builds the server's tls.Config from its connection policies.
@@ -48,6 +50,17 @@ func (s *Server) provisionTLS(ctx caddy.Context) error {
 			cfg.MinVersion = tls.VersionTLS12
 		}
 		cfg.GetCertificate = s.waitForCertificate(cfg.GetCertificate, p.DefaultSNI)
+		verify := cfg.VerifyConnection
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if verify != nil {
+				if err := verify(cs); err != nil {
+					return err
+				}
+			}
+			// Called once per completed server handshake.
+			s.app.metrics.tlsHandshakes.WithLabelValues(s.name, tlsupgrade.VersionName(cs.Version)).Inc()
+			return nil
+		}
 	}
 	s.TLSConnectionPolicies = cp
 	s.tlsConfig = cp.TLSConfig(ctx)
@@ -87,10 +100,12 @@ func (s *Server) waitForCertificate(get func(*tls.ClientHelloInfo) (*tls.Certifi
 			case <-deadline.C:
 				s.logger.Error("certificate still not ready; TLS handshake failed",
 					zap.String("server_name", name), zap.Error(err))
+				s.app.metrics.certificateWaits.WithLabelValues(s.name, "timeout").Inc()
 				return nil, err
 			case <-tick.C:
 				if cert, err = get(hello); err == nil {
 					s.logger.Info("certificate became ready", zap.String("server_name", name))
+					s.app.metrics.certificateWaits.WithLabelValues(s.name, "ready").Inc()
 					return cert, nil
 				}
 			}

@@ -1,0 +1,17 @@
+package queue
+
+import "time"
+
+// Stats returns how many messages are queued and when the oldest arrived
+// (zero when the queue is empty). It is cheap enough for every metrics
+// scrape: one pass over the index, no copies.
+func (q *Queue) Stats() (n int, oldest time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, e := range q.entries {
+		if oldest.IsZero() || e.msg.Arrived.Before(oldest) {
+			oldest = e.msg.Arrived
+		}
+	}
+	return len(q.entries), oldest
+}
