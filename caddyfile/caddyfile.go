@@ -24,6 +24,23 @@
 //				route <domain> [<domain>...] {
 //					<target> <args...>
 //				}
+//
+//				authentication [<provider>] {
+//					account <username> <password-hash> [<sender>...]
+//				}
+//				require_auth
+//				relay_networks <ip|cidr> [<ip|cidr>...]
+//
+//				max_connections_per_ip        <n>|off
+//				connection_rate_per_ip        <n>|off
+//				message_rate_per_ip           <n>|off
+//				recipient_rate_per_ip         <n>|off
+//				max_messages_per_connection   <n>
+//				max_recipients_per_connection <n>
+//				max_bad_commands              <n>
+//				max_auth_failures             <n>
+//				max_session_duration          <duration>
+//				tls_handshake_timeout         <duration>
 //			}
 //
 //			queue {
@@ -68,9 +85,10 @@
 //	}
 //
 // Every option maps to the JSON field of the same name in smtpapp.App,
-// smtpapp.Server, smtpapp.QueueConfig, smtpapp.Route or the target
-// (smtpapp.Maildir, smtpapp.Relay, smtpapp.MX), whose docs give meanings
-// and defaults. The parts that differ from a plain copy:
+// smtpapp.Server, smtpapp.QueueConfig, smtpapp.Route, the target
+// (smtpapp.Maildir, smtpapp.Relay, smtpapp.MX) or the authentication
+// provider (smtpapp.Accounts), whose docs give meanings and defaults. The
+// parts that differ from a plain copy:
 //
 //   - automatic_certificates takes `on` or `off` (default on).
 //   - server may be given any number of times, with distinct names.
@@ -106,11 +124,33 @@
 //     replaced when the config is loaded.
 //   - mx takes no arguments; its block is optional. resolvers takes one or
 //     more IP addresses with an optional port.
+//   - authentication turns on SMTP AUTH (offered over TLS only) with a
+//     module in the `smtp.authentication` namespace: `authentication
+//     <provider> <args...> { ... }` hands the provider its name, arguments
+//     and block. Without a provider name it is the built-in `accounts`
+//     provider, whose block lists one `account` line per user: a username,
+//     a password hash from `caddy hash-password` (bcrypt, or argon2id with
+//     `--algorithm argon2id`) or a placeholder holding one such as
+//     `{env.ALICE_HASH}`, and optionally the envelope senders the user may
+//     use (addresses, `@domain` or `*`). Usernames must be distinct.
+//   - require_auth takes no argument and needs an authentication block in
+//     the same server.
+//   - relay_networks takes one or more IP addresses or CIDR networks
+//     (`10.0.0.0/8`, `2001:db8::/32`), checked when the Caddyfile is
+//     adapted.
+//   - max_connections_per_ip, connection_rate_per_ip, message_rate_per_ip
+//     and recipient_rate_per_ip take a count or `off` for no limit (-1 in
+//     the JSON); the three rates are per minute.
 //
-// Options other than server, route and listen may be given once, and so
-// may each option in a queue block or a target's block. The global options
-// block may hold several `smtp` blocks: they are merged as if they were
-// one, so a server name or single-valued option (queue and outbound
+// A server needs no listen addresses when caddy-l4 hands it connections:
+// in the `layer4` global option, the handler `smtp <server> [implicit_tls]`
+// ends a route (after `proxy_protocol`, for clients behind a load
+// balancer), as in examples/proxy-protocol.
+//
+// Options other than server, route, listen and account may be given once,
+// and so may each option in a queue block or a target's block. The global
+// options block may hold several `smtp` blocks: they are merged as if they
+// were one, so a server name or single-valued option (queue and outbound
 // included) may still appear only once across them, and routes keep their
 // order.
 package caddyfile
@@ -119,6 +159,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"strconv"
 	"strings"
 
@@ -136,8 +177,15 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("smtp", parse)
 }
 
-// targetNamespace is the module namespace of route delivery targets.
-const targetNamespace = "smtp.targets"
+// Module namespaces of the smtp app's pluggable parts.
+const (
+	targetNamespace = "smtp.targets"        // route delivery targets
+	authNamespace   = "smtp.authentication" // SMTP AUTH providers
+)
+
+// defaultAuthProvider is the provider of an `authentication` block that
+// names none.
+const defaultAuthProvider = "accounts"
 
 // listenModes maps the Caddyfile listener modes to the JSON ones.
 var listenModes = map[string]string{
@@ -223,6 +271,7 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 
 	const scope = "smtp server"
 	srv := new(smtpapp.Server)
+	var requireAuth caddycf.Token // where require_auth was given
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		var err error
@@ -250,6 +299,39 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 			err = setOnce(d, scope, &srv.WriteTimeout, durationArg)
 		case "certificate_wait":
 			err = setOnce(d, scope, &srv.CertificateWait, durationArg)
+		case "authentication":
+			if srv.Authentication != nil {
+				return duplicateErr(d, scope)
+			}
+			srv.Authentication, err = parseAuthentication(d.NewFromNextSegment())
+		case "require_auth":
+			requireAuth = d.Token()
+			err = setOnce(d, scope, &srv.RequireAuth, flagArg)
+		case "relay_networks":
+			if srv.RelayNetworks != nil {
+				return duplicateErr(d, scope)
+			}
+			srv.RelayNetworks, err = networksArg(d)
+		case "max_connections_per_ip":
+			err = setOnce(d, scope, &srv.MaxConnectionsPerIP, limitArg)
+		case "connection_rate_per_ip":
+			err = setOnce(d, scope, &srv.ConnectionRatePerIP, limitArg)
+		case "message_rate_per_ip":
+			err = setOnce(d, scope, &srv.MessageRatePerIP, limitArg)
+		case "recipient_rate_per_ip":
+			err = setOnce(d, scope, &srv.RecipientRatePerIP, limitArg)
+		case "max_messages_per_connection":
+			err = setOnce(d, scope, &srv.MaxMessagesPerConnection, intArg)
+		case "max_recipients_per_connection":
+			err = setOnce(d, scope, &srv.MaxRecipientsPerConnection, intArg)
+		case "max_bad_commands":
+			err = setOnce(d, scope, &srv.MaxBadCommands, intArg)
+		case "max_auth_failures":
+			err = setOnce(d, scope, &srv.MaxAuthFailures, intArg)
+		case "max_session_duration":
+			err = setOnce(d, scope, &srv.MaxSessionDuration, durationArg)
+		case "tls_handshake_timeout":
+			err = setOnce(d, scope, &srv.TLSHandshakeTimeout, durationArg)
 		case "tls":
 			if len(srv.TLSConnectionPolicies) > 0 {
 				return duplicateErr(d, scope)
@@ -268,6 +350,9 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 		if err != nil {
 			return err
 		}
+	}
+	if srv.RequireAuth && srv.Authentication == nil {
+		return errAt(requireAuth, "smtp server '%s': require_auth needs an authentication block in the same server", name)
 	}
 
 	if app.Servers == nil {
@@ -292,6 +377,32 @@ func listenArgs(d *caddycf.Dispenser) (*smtpapp.Listener, error) {
 		l.TLS = mode
 	}
 	return l, nil
+}
+
+// parseAuthentication parses the `authentication [<provider>] { ... }`
+// segment into a module in the smtp.authentication namespace. The provider
+// gets the tokens from its name on (from `authentication` when none is
+// named, which means the accounts provider), as a route target does.
+func parseAuthentication(d *caddycf.Dispenser) (json.RawMessage, error) {
+	d.Next() // consume "authentication"
+	provider := defaultAuthProvider
+	if d.NextArg() {
+		provider = d.Val()
+	}
+	id := authNamespace + "." + provider
+	if _, err := caddy.GetModule(id); err != nil {
+		return nil, d.Errf("unrecognized authentication provider '%s' (known: %s)", provider, knownModules(authNamespace))
+	}
+	mod, err := caddycf.UnmarshalModule(d, id)
+	if err != nil {
+		return nil, err
+	}
+	var warnings []caddyconfig.Warning
+	raw := caddyconfig.JSONModuleObject(mod, "provider", provider, &warnings)
+	if len(warnings) > 0 {
+		return nil, d.Errf("encoding authentication provider '%s': %s", provider, warnings[0].Message)
+	}
+	return raw, nil
 }
 
 // parseQueue parses the `queue { ... }` segment.
@@ -372,7 +483,7 @@ func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, 
 		}
 		id := targetNamespace + "." + name
 		if _, err := caddy.GetModule(id); err != nil {
-			return nil, d.Errf("unrecognized %s target '%s' (known: %s)", owner, name, knownTargets())
+			return nil, d.Errf("unrecognized %s target '%s' (known: %s)", owner, name, knownModules(targetNamespace))
 		}
 		mod, err := caddycf.UnmarshalModule(d, id)
 		if err != nil {
@@ -393,16 +504,24 @@ func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, 
 	return raw, nil
 }
 
-// knownTargets lists the registered delivery target names.
-func knownTargets() string {
+// knownModules lists the names of the modules registered in namespace.
+func knownModules(namespace string) string {
 	var names []string
-	for _, m := range caddy.GetModules(targetNamespace) {
+	for _, m := range caddy.GetModules(namespace) {
 		names = append(names, m.ID.Name())
 	}
 	if len(names) == 0 {
 		return "none"
 	}
 	return strings.Join(names, ", ")
+}
+
+// errAt returns a parse error positioned at tok, for a mistake found after
+// the dispenser has moved on.
+func errAt(tok caddycf.Token, format string, args ...any) error {
+	d := caddycf.NewDispenser([]caddycf.Token{tok})
+	d.Next()
+	return d.Errf(format, args...)
 }
 
 // setOnce parses the current option with parseArgs into *dst. A non-zero
@@ -503,6 +622,44 @@ func intArg(d *caddycf.Dispenser) (int, error) {
 		return 0, d.Errf("%s: want a positive integer, got '%s'", opt, v)
 	}
 	return n, nil
+}
+
+// limitArg parses the single argument of the current option as a positive
+// integer, or `off` for no limit, which becomes -1 (negative means no
+// limit in the JSON).
+func limitArg(d *caddycf.Dispenser) (int, error) {
+	opt := d.Val()
+	v, err := stringArg(d)
+	if err != nil {
+		return 0, err
+	}
+	if v == "off" {
+		return -1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, d.Errf("%s: want a positive integer or 'off', got '%s'", opt, v)
+	}
+	return n, nil
+}
+
+// networksArg returns the one or more arguments of the current option,
+// each an IP address or a CIDR network.
+func networksArg(d *caddycf.Dispenser) ([]string, error) {
+	opt := d.Val()
+	a, err := args(d, 1, math.MaxInt)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range a {
+		if net.ParseIP(v) != nil {
+			continue
+		}
+		if _, _, err := net.ParseCIDR(v); err != nil {
+			return nil, d.Errf("%s: '%s' is not an IP address or CIDR network", opt, v)
+		}
+	}
+	return a, nil
 }
 
 // sizeArg parses the single argument of the current option as a positive

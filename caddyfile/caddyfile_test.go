@@ -9,10 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/mholt/caddy-l4" // the layer4 global option and its handlers (proxy_protocol)
 
-	_ "github.com/caddy-smtp/caddy-smtp/smtpapp" // registers the smtp app and its targets
+	_ "github.com/caddy-smtp/caddy-smtp/smtpapp" // registers the smtp app, its targets and layer4.handlers.smtp
 )
 
 var update = flag.Bool("update", false, "rewrite the golden JSON files in testdata/")
@@ -27,10 +29,10 @@ func adapt(t *testing.T, filename string, body []byte) ([]byte, []caddyconfig.Wa
 	return adapter.Adapt(body, map[string]any{"filename": filename})
 }
 
-// TestAdaptGolden adapts every testdata/*.caddyfile and compares the JSON
-// with testdata/<name>.json. Run with -update to rewrite the JSON files,
-// then read the diff before committing it.
-func TestAdaptGolden(t *testing.T) {
+// adaptEachInput adapts every testdata/*.caddyfile in a subtest named after
+// the file and hands check the JSON. Errors and warnings fail the subtest.
+func adaptEachInput(t *testing.T, check func(t *testing.T, name string, out []byte)) {
+	t.Helper()
 	inputs, err := filepath.Glob(filepath.Join("testdata", "*.caddyfile"))
 	if err != nil {
 		t.Fatal(err)
@@ -52,28 +54,57 @@ func TestAdaptGolden(t *testing.T) {
 			for _, w := range warnings {
 				t.Errorf("warning: %s", w.String())
 			}
-			var indented bytes.Buffer
-			if err := json.Indent(&indented, out, "", "\t"); err != nil {
-				t.Fatalf("indenting %s: %v", out, err)
-			}
-			indented.WriteByte('\n')
-
-			golden := filepath.Join("testdata", name+".json")
-			if *update {
-				if err := os.WriteFile(golden, indented.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got := indented.String(); got != string(want) {
-				t.Errorf("adapted JSON differs from %s\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			check(t, name, out)
 		})
 	}
+}
+
+// TestAdaptGolden adapts every testdata/*.caddyfile and compares the JSON
+// with testdata/<name>.json. Run with -update to rewrite the JSON files,
+// then read the diff before committing it.
+func TestAdaptGolden(t *testing.T) {
+	adaptEachInput(t, func(t *testing.T, name string, out []byte) {
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, out, "", "\t"); err != nil {
+			t.Fatalf("indenting %s: %v", out, err)
+		}
+		indented.WriteByte('\n')
+
+		golden := filepath.Join("testdata", name+".json")
+		if *update {
+			if err := os.WriteFile(golden, indented.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run with -update to create it)", err)
+		}
+		if got := indented.String(); got != string(want) {
+			t.Errorf("adapted JSON differs from %s\ngot:\n%s\nwant:\n%s", golden, got, want)
+		}
+	})
+}
+
+// TestGoldenConfigsLoad provisions the JSON adapted from every
+// testdata/*.caddyfile (caddy.Validate: provisioned and cleaned up, nothing
+// started), so a golden file cannot show a config that the smtp app, its
+// modules or caddy-l4 would refuse, such as an account whose password is
+// not a hash they accept.
+func TestGoldenConfigsLoad(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("ALICE_HASH", "$2a$14$K5HKQysNvi1ZLVo8rFjHB.2DbJUAC1QSoRCXnaByObXm3yjjTpZHy")
+	adaptEachInput(t, func(t *testing.T, _ string, out []byte) {
+		var cfg caddy.Config
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Validate(&cfg); err != nil {
+			t.Errorf("loading the adapted config: %v", err)
+		}
+	})
 }
 
 // TestAdaptErrors checks that each mistake is refused with a message saying
@@ -790,7 +821,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  `tls: unknown tls level "must" (want "none", "opportunistic" or "required")`,
+			wantErr:  `tls: unknown tls level "must" (want `,
 			wantLine: "Caddyfile:5",
 		},
 		{
@@ -998,12 +1029,435 @@ func TestAdaptErrors(t *testing.T) {
 	smtp {
 		outbound {
 			mx {
-				tls dane
+				tls dnssec
 			}
 		}
 	}
 }`,
-			wantErr:  `tls: unknown tls level "dane"`,
+			wantErr:  `tls: unknown tls level "dnssec"`,
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "authentication without accounts",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+			}
+		}
+	}
+}`,
+			wantErr:  "authentication has no accounts; give them in its block, e.g. 'account alice <password-hash>'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "account with one argument",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'alice'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "account with a plaintext password",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice secret
+			}
+		}
+	}
+}`,
+			wantErr:  "account 'alice': password is not a bcrypt or argon2id hash (make one with `caddy hash-password`)",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "account with a bad sender",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice {env.ALICE_HASH} alice@example.com example.com
+			}
+		}
+	}
+}`,
+			wantErr:  "account 'alice': sender 'example.com': want an address, '@domain' or '*'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "account with a block",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice {env.ALICE_HASH} {
+					sender alice@example.com
+				}
+			}
+		}
+	}
+}`,
+			wantErr:  "authentication option 'account' takes no block",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "duplicate account",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice {env.ALICE_HASH}
+				account bob {env.BOB_HASH}
+				account alice {env.ALICE_HASH2}
+			}
+		}
+	}
+}`,
+			wantErr:  "duplicate account 'alice'",
+			wantLine: "Caddyfile:7",
+		},
+		{
+			name: "unknown authentication option",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				user alice {env.ALICE_HASH}
+			}
+		}
+	}
+}`,
+			wantErr:  "unrecognized authentication option 'user' (want 'account')",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "unknown authentication provider",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication ldap {
+				url ldap://ldap.example.com
+			}
+		}
+	}
+}`,
+			wantErr:  "unrecognized authentication provider 'ldap' (known: accounts, ",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "argument to the accounts provider",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication accounts /etc/smtp/users {
+				account alice {env.ALICE_HASH}
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after '/etc/smtp/users'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate authentication",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice {env.ALICE_HASH}
+			}
+			authentication {
+				account bob {env.BOB_HASH}
+			}
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'authentication'",
+			wantLine: "Caddyfile:7",
+		},
+		{
+			name: "require_auth without authentication",
+			caddyfile: `{
+	smtp {
+		server submission {
+			listen :587
+			require_auth
+		}
+	}
+}`,
+			wantErr:  "smtp server 'submission': require_auth needs an authentication block in the same server",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "argument to require_auth",
+			caddyfile: `{
+	smtp {
+		server submission {
+			require_auth yes
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'yes'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate require_auth",
+			caddyfile: `{
+	smtp {
+		server submission {
+			authentication {
+				account alice {env.ALICE_HASH}
+			}
+			require_auth
+			require_auth
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'require_auth'",
+			wantLine: "Caddyfile:8",
+		},
+		{
+			name: "relay_networks without networks",
+			caddyfile: `{
+	smtp {
+		server mx {
+			relay_networks
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'relay_networks'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "bad relay_networks prefix length",
+			caddyfile: `{
+	smtp {
+		server mx {
+			relay_networks 127.0.0.1 10.0.0.0/33
+		}
+	}
+}`,
+			wantErr:  "relay_networks: '10.0.0.0/33' is not an IP address or CIDR network",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "relay_networks host name",
+			caddyfile: `{
+	smtp {
+		server mx {
+			relay_networks app.internal
+		}
+	}
+}`,
+			wantErr:  "relay_networks: 'app.internal' is not an IP address or CIDR network",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate relay_networks",
+			caddyfile: `{
+	smtp {
+		server mx {
+			relay_networks 10.0.0.0/8
+			relay_networks 192.168.0.0/16
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'relay_networks'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "bad per-ip limit",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_connections_per_ip lots
+		}
+	}
+}`,
+			wantErr:  "max_connections_per_ip: want a positive integer or 'off', got 'lots'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "negative per-ip rate",
+			caddyfile: `{
+	smtp {
+		server mx {
+			connection_rate_per_ip -1
+		}
+	}
+}`,
+			wantErr:  "connection_rate_per_ip: want a positive integer or 'off', got '-1'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "zero per-ip rate",
+			caddyfile: `{
+	smtp {
+		server mx {
+			message_rate_per_ip 0
+		}
+	}
+}`,
+			wantErr:  "message_rate_per_ip: want a positive integer or 'off', got '0'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "missing per-ip rate",
+			caddyfile: `{
+	smtp {
+		server mx {
+			recipient_rate_per_ip
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'recipient_rate_per_ip'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate per-ip limit set off",
+			caddyfile: `{
+	smtp {
+		server mx {
+			recipient_rate_per_ip off
+			recipient_rate_per_ip 100
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'recipient_rate_per_ip'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "per-connection limit off",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_messages_per_connection off
+		}
+	}
+}`,
+			wantErr:  "max_messages_per_connection: want a positive integer, got 'off'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "bad max_recipients_per_connection",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_recipients_per_connection 1e4
+		}
+	}
+}`,
+			wantErr:  "max_recipients_per_connection: want a positive integer, got '1e4'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "zero max_bad_commands",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_bad_commands 0
+		}
+	}
+}`,
+			wantErr:  "max_bad_commands: want a positive integer, got '0'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "negative max_auth_failures",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_auth_failures -5
+		}
+	}
+}`,
+			wantErr:  "max_auth_failures: want a positive integer, got '-5'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate max_auth_failures",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_auth_failures 3
+			max_auth_failures 5
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'max_auth_failures'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "bad max_session_duration",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_session_duration forever
+		}
+	}
+}`,
+			wantErr:  "max_session_duration: invalid duration 'forever'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "zero tls_handshake_timeout",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_handshake_timeout 0s
+		}
+	}
+}`,
+			wantErr:  "tls_handshake_timeout: duration must be greater than zero, got '0s'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate max_session_duration",
+			caddyfile: `{
+	smtp {
+		server mx {
+			max_session_duration 1h
+			max_session_duration 2h
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'max_session_duration'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "layer4 smtp handler without server",
+			caddyfile: `{
+	layer4 {
+		:25 {
+			route {
+				smtp
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count or unexpected line ending after 'smtp'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "layer4 smtp handler with unknown mode",
+			caddyfile: `{
+	layer4 {
+		:587 {
+			route {
+				smtp submission starttls
+			}
+		}
+	}
+}`,
+			wantErr:  "unknown smtp handler option 'starttls' (want implicit_tls)",
 			wantLine: "Caddyfile:5",
 		},
 	} {
