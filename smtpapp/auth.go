@@ -104,6 +104,9 @@ func (a *Accounts) Provision(caddy.Context) error {
 	for i, acct := range a.Accounts {
 		acct.Username = repl.ReplaceKnown(acct.Username, "")
 		acct.Password = repl.ReplaceKnown(acct.Password, "")
+		for j, s := range acct.Senders {
+			acct.Senders[j] = repl.ReplaceKnown(s, "")
+		}
 		if acct.Username == "" {
 			return fmt.Errorf("account %d: empty username", i)
 		}

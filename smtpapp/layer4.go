@@ -14,7 +14,7 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(&L4Handler{})
+	caddy.RegisterModule(L4Handler{})
 }
 
 // L4Handler serves connections routed by caddy-l4 with one of the smtp
@@ -40,7 +40,7 @@ type L4Handler struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*L4Handler) CaddyModule() caddy.ModuleInfo {
+func (L4Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "layer4.handlers.smtp",
 		New: func() caddy.Module { return new(L4Handler) },

@@ -81,7 +81,8 @@ type Server struct {
 	Authentication json.RawMessage `json:"authentication,omitempty" caddy:"namespace=smtp.authentication inline_key=provider"`
 
 	// RequireAuth refuses MAIL with `530 5.7.0` until the client has
-	// authenticated (a submission-only server). Default: false.
+	// authenticated (a submission-only server). Clients in RelayNetworks
+	// are exempt. Default: false.
 	RequireAuth bool `json:"require_auth,omitempty"`
 
 	// RelayNetworks are client networks (CIDRs or addresses) that may send

@@ -140,7 +140,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.RequireTLS && s.tls == nil {
 		return s.reject(errTLSRequired)
 	}
-	if s.srv.RequireAuth && s.identity == nil {
+	if s.srv.RequireAuth && s.identity == nil && !s.srv.relayNetworks.contains(s.ip) {
 		return s.reject(errAuthRequired)
 	}
 	if int(s.cs.messages.Add(1)) > s.srv.MaxMessagesPerConnection {
