@@ -6,5 +6,6 @@ package caddysmtp
 
 import (
 	_ "github.com/caddy-smtp/caddy-smtp/caddyfile"
+	_ "github.com/caddy-smtp/caddy-smtp/cmdsmtp"
 	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )

@@ -50,6 +50,9 @@ type Message struct {
 	Attempts int `json:"attempts,omitempty"`
 	// NextAttempt is when the message is next due.
 	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	// Held is set while an administrator holds the message: it is not
+	// delivered (and does not expire) until released.
+	Held bool `json:"held,omitempty"`
 
 	store Store
 }

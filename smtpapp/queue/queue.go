@@ -106,6 +106,8 @@ type Queue struct {
 	due      dueHeap
 	dests    map[destKey]*dest
 	active   int
+
+	admin adminState // holds, claims and parked messages (admin.go)
 }
 
 type binding struct {
@@ -159,6 +161,7 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 	if loadErr != nil {
 		logger.Error("loading spool", zap.Error(loadErr))
 	}
+	q.initAdmin()
 	now := time.Now()
 	for _, m := range msgs {
 		e := &entry{msg: m, index: -1}
@@ -338,6 +341,9 @@ func (q *Queue) runDue() time.Time {
 	var expired []*entry
 	for q.due.Len() > 0 && !q.due[0].due.After(now) {
 		e := heap.Pop(&q.due).(*entry)
+		if q.park(e) {
+			continue // held or claimed: parked (admin.go)
+		}
 		if now.Sub(e.msg.Arrived) > b.cfg.MaxAge {
 			expired = append(expired, e)
 			continue
@@ -360,7 +366,7 @@ func (q *Queue) runDue() time.Time {
 func (q *Queue) dispatch(e *entry, b *binding) {
 	groups := make(map[destKey][]*Recipient)
 	var order []destKey
-	for _, r := range e.msg.Pending() {
+	for _, r := range q.dispatchable(e.msg) {
 		t := b.router.Route(e.msg, r.Addr)
 		k := destKey{target: t, dest: t.Destination(r.Addr)}
 		if _, ok := groups[k]; !ok {
@@ -587,7 +593,7 @@ func describeError(err error) (reply, enhanced string) {
 func (q *Queue) expire(e *entry, cfg Config) {
 	m := e.msg
 	q.mu.Lock()
-	pending := m.Pending()
+	pending := q.dispatchable(m)
 	for _, r := range pending {
 		r.Status = Failed
 		last := r.LastReply
@@ -607,6 +613,7 @@ func (q *Queue) expire(e *entry, cfg Config) {
 // duplicate but never lose them; then the message is removed when nothing
 // is left to do, or saved and rescheduled with backoff.
 func (q *Queue) finish(e *entry, cfg Config) {
+	defer q.roundEnded()
 	m := e.msg
 	q.mu.Lock()
 	var report []*Recipient

@@ -49,6 +49,7 @@ type BodyWriter interface {
 // committed when its .json exists: Commit fsyncs the body, writes and
 // fsyncs the JSON, renames both into msg/ (body first) and fsyncs msg/.
 // Directory syncs of concurrent commits are combined (group commit).
+// held-domains.json keeps the recipient domains whose delivery is held.
 type DirStore struct {
 	dir  string
 	lock *os.File

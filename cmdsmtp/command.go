@@ -1,0 +1,96 @@
+// Package cmdsmtp adds the `caddy smtp` command to Caddy's CLI: queue
+// administration through the admin API of a running instance (`caddy smtp
+// queue ...`, like `caddy reload` talks to it) and a test submission client
+// (`caddy smtp send`). See docs/admin-api.md.
+//
+// Each subcommand lives in its own file and adds its constructor to
+// subcommands in an init function.
+package cmdsmtp
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+)
+
+// subcommands build the subcommands of `caddy smtp`. RegisterCommand runs
+// its CobraFunc when the CLI is built, after every init.
+var subcommands []func() *cobra.Command
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "smtp",
+		Usage: "<command> [args]",
+		Short: "Administers the smtp app: the mail queue, held domains, test messages",
+		Long: `
+Commands for the caddy-smtp gateway.
+
+"caddy smtp queue ..." lists and changes the mail queue of a running Caddy
+through its admin API, the way "caddy reload" does: the admin address comes
+from --address, else from the config named by --config (and --adapter), else
+Caddy's default (localhost:2019).
+
+"caddy smtp send ..." submits a test message to an SMTP server.
+`,
+		CobraFunc: func(cmd *cobra.Command) {
+			for _, sub := range subcommands {
+				cmd.AddCommand(sub())
+			}
+		},
+	})
+}
+
+// adminFlags adds the flags that find the admin endpoint.
+func adminFlags(cmd *cobra.Command) {
+	cmd.PersistentFlags().String("address", "", "The address of the admin API endpoint, if not the default")
+	cmd.PersistentFlags().StringP("config", "c", "", "Configuration file to read the admin address from, if --address is not used")
+	cmd.PersistentFlags().StringP("adapter", "a", "", "Name of the config adapter (when --config is used)")
+	cmd.PersistentFlags().Bool("json", false, "Print the API's JSON response instead of a table")
+}
+
+// adminRequest calls the admin API of the running instance and returns the
+// response body. API errors come back as errors carrying the status and
+// message.
+func adminRequest(fl caddycmd.Flags, method, uri string) ([]byte, error) {
+	addr, err := caddycmd.DetermineAdminAPIAddress(fl.String("address"), nil, fl.String("config"), fl.String("adapter"))
+	if err != nil {
+		return nil, fmt.Errorf("couldn't determine admin API address: %v", err)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading response: %v", err)
+	}
+	return body, nil
+}
+
+// call runs one admin request and prints the response: raw with --json,
+// otherwise decoded into out and shown by human.
+func call[T any](fl caddycmd.Flags, method, uri string, human func(T)) (int, error) {
+	body, err := adminRequest(fl, method, uri)
+	if err != nil {
+		return 1, err
+	}
+	if fl.Bool("json") {
+		if !bytes.HasSuffix(body, []byte("\n")) {
+			body = append(body, '\n')
+		}
+		_, err := os.Stdout.Write(body)
+		return 0, err
+	}
+	var out T
+	if err := json.Unmarshal(body, &out); err != nil {
+		return 1, fmt.Errorf("decoding response of %s %s: %v", method, uri, err)
+	}
+	human(out)
+	return 0, nil
+}
