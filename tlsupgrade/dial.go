@@ -110,6 +110,14 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	}
 	d := &dialer{addr: addr, opts: o, policy: o.Policy}
 	d.res.Level = o.Policy.level()
+	d.res.Policy = o.Policy.name()
+	if sts := d.policy.sts(); sts != nil && !sts.Matches(o.ServerName) {
+		pe := &PolicyError{ResultType: ResultValidationFailure, Err: ErrMXNotInPolicy}
+		d.res.fail(pe)
+		if d.policy.level() == LevelMTASTS {
+			return nil, d.fail(ctx, StagePolicy, pe)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, d.fail(ctx, StageDial, err)
 	}
@@ -122,24 +130,30 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	switch {
 	case !d.policy.wantsTLS():
 		d.res.Fallback = fallbackPolicy
+		d.shortfall(ctx, ResultValidationFailure, errors.New(fallbackPolicy))
 		return d.handover(ctx, p, nil)
-	case !p.offered && d.policy.requiresTLS():
-		return nil, d.abort(ctx, p, StageSTARTTLS, ErrSTARTTLSNotOffered)
 	case !p.offered:
+		d.shortfall(ctx, ResultSTARTTLSNotSupported, ErrSTARTTLSNotOffered)
+		if d.policy.requiresTLS() {
+			return nil, d.abort(ctx, p, StageSTARTTLS, ErrSTARTTLSNotOffered)
+		}
 		d.res.Fallback = fallbackNotOffered
 		return d.handover(ctx, p, nil)
 	}
 
 	refused, err := p.startTLS()
 	switch {
-	case refused != nil && d.policy.requiresTLS():
-		return nil, d.abort(ctx, p, StageSTARTTLS, refused)
 	case refused != nil:
+		d.shortfall(ctx, ResultSTARTTLSNotSupported, refused)
+		if d.policy.requiresTLS() {
+			return nil, d.abort(ctx, p, StageSTARTTLS, refused)
+		}
 		// The server stays in plaintext after a 4xx/5xx (RFC 3207).
 		d.res.Fallback = "starttls refused: " + formatReply(refused)
 		return d.handover(ctx, p, nil)
 	case err != nil:
 		p.close()
+		d.shortfall(ctx, ResultValidationFailure, fmt.Errorf("starttls failed: %w", err))
 		if d.policy.requiresTLS() || ctx.Err() != nil {
 			return nil, d.fail(ctx, StageSTARTTLS, err)
 		}
@@ -149,12 +163,23 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	tc, err := d.handshake(p)
 	if err != nil {
 		p.close()
+		// A certificate rejected by the policy is recorded already.
+		d.shortfall(ctx, ResultValidationFailure, fmt.Errorf("handshake failed: %w", err))
 		if d.policy.requiresTLS() || ctx.Err() != nil {
 			return nil, d.fail(ctx, StageHandshake, err)
 		}
 		return d.redial(ctx, "handshake failed: "+err.Error())
 	}
 	return d.handover(ctx, p, tc)
+}
+
+// shortfall records a way in which the session falls short of the policy,
+// when the policy asks for more than opportunistic TLS (see Result.Failure).
+// An ended context is no TLS failure.
+func (d *dialer) shortfall(ctx context.Context, resultType string, err error) {
+	if d.policy.reportsFailures() && ctx.Err() == nil {
+		d.res.fail(&PolicyError{ResultType: resultType, Err: err})
+	}
 }
 
 // dialer holds the state of one Dial call.
@@ -180,6 +205,7 @@ func (d *dialer) fail(ctx context.Context, stage string, err error) *DialError {
 		Fallback:  d.retry,
 		Temporary: stage != StageOptions,
 		Err:       err,
+		Result:    d.res,
 	}
 }
 
@@ -235,7 +261,9 @@ func (d *dialer) open(ctx context.Context) (*prelude, error) {
 // new connection.
 func (d *dialer) redial(ctx context.Context, reason string) (*Conn, error) {
 	d.retry = reason
-	d.res = Result{Level: d.res.Level, Offered: d.res.Offered, Fallback: reason}
+	r := d.res
+	d.res = Result{Level: r.Level, Policy: r.Policy, Offered: r.Offered, Fallback: reason,
+		Failure: r.Failure, FailureReason: r.FailureReason}
 	p, err := d.open(ctx)
 	if err != nil {
 		return nil, err
@@ -245,7 +273,9 @@ func (d *dialer) redial(ctx context.Context, reason string) (*Conn, error) {
 
 // handshake runs the TLS client handshake on p's connection. The certificate
 // is checked and recorded in d.res during the handshake; the policy decides
-// whether a failed check aborts it.
+// whether a failed check (PKIX or DANE) aborts it. The SNI is the server name
+// (RFC 7672 section 8.1 wants the TLSA base domain, which is the MX host name
+// unless the caller followed a CNAME).
 func (d *dialer) handshake(p *prelude) (*tls.Conn, error) {
 	cfg := &tls.Config{
 		ServerName: sniName(d.opts.ServerName),
@@ -255,8 +285,8 @@ func (d *dialer) handshake(p *prelude) (*tls.Conn, error) {
 		// fail on a certificate nobody could check (RFC 7435).
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			d.res.recordPeer(cs, d.opts.ServerName, d.opts.RootCAs)
-			return d.policy.checkPeer(&d.res)
+			verifyErr := d.res.recordPeer(cs, d.opts.ServerName, d.opts.RootCAs)
+			return d.policy.checkPeer(cs, d.opts.ServerName, &d.res, verifyErr)
 		},
 	}
 	tc := tls.Client(p.conn, cfg)

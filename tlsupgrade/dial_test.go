@@ -50,6 +50,7 @@ func TestSTARTTLSVerified(t *testing.T) {
 			}
 			want := Result{
 				Level:    LevelOpportunistic,
+				Policy:   "opportunistic",
 				Offered:  true,
 				TLS:      true,
 				Version:  tc.version,
@@ -130,7 +131,7 @@ func TestSTARTTLSNotOffered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Result{Level: LevelOpportunistic, Fallback: "starttls not offered"}
+		want := Result{Level: LevelOpportunistic, Policy: "opportunistic", Fallback: "starttls not offered"}
 		if c.Result != want {
 			t.Errorf("Result = %+v, want %+v", c.Result, want)
 		}
@@ -210,7 +211,7 @@ func TestSTARTTLSRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := Result{Level: LevelOpportunistic, Offered: true, Fallback: "starttls refused: 454 4.7.0 TLS not available due to temporary reason"}
+		want := Result{Level: LevelOpportunistic, Policy: "opportunistic", Offered: true, Fallback: "starttls refused: 454 4.7.0 TLS not available due to temporary reason"}
 		if c.Result != want {
 			t.Errorf("Result = %+v\nwant     %+v", c.Result, want)
 		}
@@ -241,7 +242,7 @@ func TestLevelNone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Result{Level: LevelNone, Offered: true, Fallback: "tls disabled by policy"}
+	want := Result{Level: LevelNone, Policy: "none", Offered: true, Fallback: "tls disabled by policy"}
 	if c.Result != want {
 		t.Errorf("Result = %+v, want %+v", c.Result, want)
 	}
@@ -562,7 +563,10 @@ func TestOptionsErrors(t *testing.T) {
 		{},
 		{LocalName: "gw example"},
 		{LocalName: "gw.example\r\nRSET"},
-		{LocalName: localName, Policy: Policy{Level: "verify"}},
+		{LocalName: localName, Policy: Policy{Level: "secure"}},
+		{LocalName: localName, Policy: Policy{Level: LevelMTASTS}},
+		{LocalName: localName, Policy: Policy{Level: LevelMTASTS, MTASTS: &MTASTSPolicy{Version: "STSv1", Mode: MTASTSNone}}},
+		{LocalName: localName, Policy: Policy{Level: LevelDANE}},
 	} {
 		_, err := Dial(context.Background(), "127.0.0.1:25", opts)
 		de := dialError(t, err, StageOptions)

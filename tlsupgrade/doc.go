@@ -34,6 +34,26 @@
 //     unknown state, so close it, connect again and continue in plaintext
 //     without trying STARTTLS.
 //
-// [Result.Fallback] records why a session ended in plaintext. At the
-// required level each of these is an error instead.
+// [Result.Fallback] records why a session ended in plaintext. At the levels
+// that require TLS (required, verify, mta-sts, dane) each of these is a
+// temporary error instead, and so is a certificate that the level rejects:
+// the queue defers the message and bounces it only at its maximum age.
+//
+// # Policies for MX delivery
+//
+// Besides the levels an operator configures, the package implements the
+// standards that let a recipient domain ask for authenticated TLS:
+//
+//   - MTA-STS (RFC 8461): [MTASTSCache] discovers (TXT _mta-sts.<domain>),
+//     fetches ([MTASTSFetcher]) and caches policies ([MTASTSPolicy]);
+//   - DANE (RFC 7672): [DANEVerify] matches a chain against TLSA records
+//     that the caller looked up with the AD bit (resolver.LookupTLSA);
+//   - [SelectPolicy] picks the [Policy] for one MX host: DANE, else an
+//     enforced MTA-STS policy, else the configured level;
+//   - REQUIRETLS (RFC 8689): [RequireTLSSatisfied] says whether a flagged
+//     message may use a session;
+//   - TLS-RPT (RFC 8460): [Result.Failure] and [DialError] classify each
+//     shortfall with the RFC's result types, [TLSRPTRecorder] adds them up
+//     into [TLSRPTReport] values, and [LookupTLSRPT] finds where to send
+//     them.
 package tlsupgrade

@@ -17,6 +17,10 @@ import (
 const (
 	// StageOptions: the Options were invalid; nothing was sent.
 	StageOptions = "options"
+	// StagePolicy: the policy forbids this host (an MTA-STS policy in
+	// enforce mode does not list it); nothing was sent. The cause is a
+	// *PolicyError wrapping ErrMXNotInPolicy.
+	StagePolicy = "policy"
 	// StageDial: the TCP connection could not be made.
 	StageDial = "dial"
 	// StageGreeting: no 220 greeting (another code, a timeout, a closed
@@ -44,12 +48,14 @@ var ErrSTARTTLSNotOffered = errors.New("STARTTLS not offered")
 //
 // Temporary is true for everything that happens on the wire: connection
 // refused, reset or timed out, any reply code at the greeting, EHLO or
-// STARTTLS, handshake failures, and TLS required but not available (as
-// Postfix defers at its "encrypt" level). In particular a 5xx greeting such as
-// "554 no SMTP service here" is temporary: it speaks for this host only, so
-// the caller should try the next MX and otherwise retry later, the way
-// Postfix does with smtp_skip_5xx_greeting (its default). Only invalid
-// Options are not temporary.
+// STARTTLS, handshake failures (a certificate rejected by the policy
+// included), TLS required but not available (as Postfix defers at its
+// "encrypt" level) and a host refused by an MTA-STS policy (RFC 8461 section
+// 4.2: no permanent failure before the policy has been looked up again). In
+// particular a 5xx greeting such as "554 no SMTP service here" is temporary:
+// it speaks for this host only, so the caller should try the next MX and
+// otherwise retry later, the way Postfix does with smtp_skip_5xx_greeting
+// (its default). Only invalid Options are not temporary.
 type DialError struct {
 	// Addr is the address that was dialled.
 	Addr string
@@ -62,6 +68,10 @@ type DialError struct {
 	Temporary bool
 	// Err is the cause.
 	Err error
+	// Result is what had happened to TLS when the dial failed; its Failure
+	// says (as an RFC 8460 result type) how the policy was not met, e.g.
+	// "starttls-not-supported" at a level that requires TLS.
+	Result Result
 }
 
 // Error formats the error as "tlsupgrade: ADDR: STAGE: CAUSE", with server

@@ -197,7 +197,8 @@ type testServer struct {
 }
 
 // startServer starts a go-smtp server; tlsConfig nil means no STARTTLS.
-func startServer(t testing.TB, tlsConfig *tls.Config, refuseSTARTTLS bool) *testServer {
+// configure, if given, adjusts the server before it starts.
+func startServer(t testing.TB, tlsConfig *tls.Config, refuseSTARTTLS bool, configure ...func(*smtp.Server)) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -210,6 +211,9 @@ func startServer(t testing.TB, tlsConfig *tls.Config, refuseSTARTTLS bool) *test
 	s.ReadTimeout = 10 * time.Second
 	s.WriteTimeout = 10 * time.Second
 	s.ErrorLog = log.New(io.Discard, "", 0)
+	for _, f := range configure {
+		f(s)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -217,6 +221,9 @@ func startServer(t testing.TB, tlsConfig *tls.Config, refuseSTARTTLS bool) *test
 	}()
 	t.Cleanup(func() {
 		s.Close()
+		// Close misses a listener that Serve has not registered yet (a
+		// test that never connects can end that early).
+		l.Close()
 		<-done
 	})
 	return ts
@@ -272,42 +279,60 @@ type scriptServer struct {
 
 func startScript(t testing.TB, greeting string, reply func(n int, line string) string) *scriptServer {
 	t.Helper()
+	ss := &scriptServer{lines: make(chan string, 100)}
+	ss.addr = serveLoopback(t, func(_ *connGroup, c net.Conn) {
+		defer c.Close()
+		ss.serve(c, int(ss.accepts.Add(1)), greeting, reply)
+	})
+	return ss
+}
+
+// connGroup is the connections and goroutines of a loopback test server.
+type connGroup struct {
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+// track makes c closed when the test ends.
+func (g *connGroup) track(c net.Conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.conns = append(g.conns, c)
+}
+
+// serveLoopback listens on 127.0.0.1 and runs handle in a goroutine of its
+// own for each connection until the test ends; then it closes the listener
+// and every tracked connection (accepted ones are tracked) and waits for
+// the goroutines, including those that handle starts with g.wg.Go. It
+// returns the address.
+func serveLoopback(t testing.TB, handle func(g *connGroup, c net.Conn)) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ss := &scriptServer{addr: l.Addr().String(), lines: make(chan string, 100)}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	wg.Go(func() {
+	g := &connGroup{}
+	g.wg.Go(func() {
 		for {
 			c, err := l.Accept()
 			if err != nil {
 				return
 			}
-			n := int(ss.accepts.Add(1))
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				ss.serve(c, n, greeting, reply)
-			})
+			g.track(c)
+			g.wg.Go(func() { handle(g, c) })
 		}
 	})
 	t.Cleanup(func() {
 		l.Close()
-		mu.Lock()
-		for _, c := range conns {
+		g.mu.Lock()
+		for _, c := range g.conns {
 			c.Close()
 		}
-		mu.Unlock()
-		wg.Wait()
+		g.mu.Unlock()
+		g.wg.Wait()
 	})
-	return ss
+	return l.Addr().String()
 }
 
 func (ss *scriptServer) serve(c net.Conn, n int, greeting string, reply func(n int, line string) string) {

@@ -11,10 +11,15 @@ import (
 )
 
 // Result says what happened to TLS on one connection, for logs, Received
-// headers and metrics.
+// headers, metrics and TLS-RPT.
 type Result struct {
-	// Level is the effective policy level.
+	// Level is the effective level: the requirement that was enforced.
 	Level Level
+	// Policy names the policy that applied, for logs and metric labels:
+	// "none", "opportunistic", "required", "verify", "mta-sts" or "dane".
+	// It is the Level, except that an MTA-STS policy in testing mode
+	// checked at another level makes it "mta-sts" (see Policy.MTASTS).
+	Policy string
 	// Offered reports whether the server advertised STARTTLS in its (first)
 	// EHLO reply.
 	Offered bool
@@ -28,12 +33,15 @@ type Result struct {
 	// without TLS.
 	Cipher string
 	// Verified reports whether the server certificate chains to the trusted
-	// roots and is valid for the server name. At the current levels it is
-	// only recorded.
+	// roots and is valid for the server name (PKIX). It is recorded at
+	// every level; verify and mta-sts require it.
 	Verified bool
 	// VerifyError says why the certificate did not verify; empty when it did
 	// or without TLS.
 	VerifyError string
+	// DANEVerified reports whether the certificate chain matched a usable
+	// TLSA record of the policy (level dane).
+	DANEVerified bool
 	// PeerName is the first DNS name of the server certificate (or its
 	// common name when it has none), for logs.
 	PeerName string
@@ -43,6 +51,30 @@ type Result struct {
 	// "handshake failed: ...". The last two mean the session runs on a second
 	// connection.
 	Fallback string
+	// Failure is empty when the session met the policy, and otherwise the
+	// RFC 8460 result type of the first shortfall (one of the Result*
+	// constants, e.g. "starttls-not-supported" or
+	// "certificate-host-mismatch"). A shortfall that the level enforces
+	// ends the Dial with an error whose [DialError.Result] carries it; one
+	// that only an MTA-STS policy in testing mode would have refused lets
+	// the session go on, and this is the failure to report. Always empty
+	// at the levels none and opportunistic without an MTA-STS policy.
+	Failure string
+	// FailureReason says in words why Failure happened.
+	FailureReason string
+}
+
+// PolicyType returns the TLS-RPT policy type of the session (RFC 8460
+// section 4.4): "tlsa" for DANE, "sts" for MTA-STS, "no-policy-found"
+// otherwise.
+func (res Result) PolicyType() string {
+	switch Level(res.Policy) {
+	case LevelDANE:
+		return PolicyTypeTLSA
+	case LevelMTASTS:
+		return PolicyTypeSTS
+	}
+	return PolicyTypeNoPolicy
 }
 
 // Fallback reasons that have no details.
@@ -50,6 +82,13 @@ const (
 	fallbackPolicy     = "tls disabled by policy"
 	fallbackNotOffered = "starttls not offered"
 )
+
+// fail records the first policy failure.
+func (res *Result) fail(pe *PolicyError) {
+	if res.Failure == "" {
+		res.Failure, res.FailureReason = pe.ResultType, pe.Err.Error()
+	}
+}
 
 // recordTLS fills the TLS fields of res from a connection state; the
 // certificate fields are filled by recordPeer during the handshake.
@@ -60,13 +99,14 @@ func (res *Result) recordTLS(cs tls.ConnectionState) {
 }
 
 // recordPeer checks the server certificate of cs against roots (nil: the
-// system roots) and name, and records the outcome in res. It never fails: the
-// decision is the policy's.
-func (res *Result) recordPeer(cs tls.ConnectionState, name string, roots *x509.CertPool) {
+// system roots) and name, records the outcome in res and returns the error
+// of the check. The decision is the policy's.
+func (res *Result) recordPeer(cs tls.ConnectionState, name string, roots *x509.CertPool) error {
 	res.Verified, res.VerifyError, res.PeerName = false, "", ""
 	if len(cs.PeerCertificates) == 0 {
-		res.VerifyError = "no server certificate"
-		return
+		err := errors.New("no server certificate")
+		res.VerifyError = err.Error()
+		return err
 	}
 	leaf := cs.PeerCertificates[0]
 	res.PeerName = leaf.Subject.CommonName
@@ -75,9 +115,28 @@ func (res *Result) recordPeer(cs tls.ConnectionState, name string, roots *x509.C
 	}
 	if err := verifyChain(cs.PeerCertificates, name, roots, time.Now()); err != nil {
 		res.VerifyError = err.Error()
-		return
+		return err
 	}
 	res.Verified = true
+	return nil
+}
+
+// certResultType classifies a failed certificate check with the RFC 8460
+// result types.
+func certResultType(err error) string {
+	if errors.Is(err, errNoServerName) {
+		return ResultCertificateHostMismatch
+	}
+	if _, ok := errors.AsType[x509.HostnameError](err); ok {
+		return ResultCertificateHostMismatch
+	}
+	if ce, ok := errors.AsType[x509.CertificateInvalidError](err); ok && ce.Reason == x509.Expired {
+		return ResultCertificateExpired
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return ResultCertificateNotTrusted
+	}
+	return ResultValidationFailure
 }
 
 // errNoServerName is recorded when there is no name to check a certificate
