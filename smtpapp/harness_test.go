@@ -17,6 +17,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddypki"
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
 // testHost is the server hostname used by tests: an internal name, so the
@@ -133,8 +135,14 @@ func (e *testEnv) load(cfg map[string]any) *App {
 		// A stop lets sessions and deliveries finish in the background;
 		// wait until the queue is closed before the test's files go.
 		eventually(e.t, "queue closed after stop", func() bool {
-			n, _ := queues.References(spool)
-			return n == 0
+			// The spool's lock is free once the scheduler has stopped
+			// and its last delivery has returned.
+			s, err := queue.OpenDirStore(spool)
+			if err != nil {
+				return false
+			}
+			s.Close()
+			return true
 		})
 	})
 	return app
