@@ -69,6 +69,11 @@ type App struct {
 	// delivery to the recipient domain's MX hosts).
 	Outbound json.RawMessage `json:"outbound,omitempty" caddy:"namespace=smtp.targets inline_key=target"`
 
+	// TLSReporting turns on the daily TLS-RPT reports (RFC 8460) to the
+	// domains we deliver to that publish a `_smtp._tls` record. Outcomes
+	// are recorded whether or not reports are sent. Default: no reports.
+	TLSReporting *TLSReporting `json:"tls_reporting,omitempty"`
+
 	// Queue configures the durable queue: every accepted message is
 	// written there (and fsynced) before the client gets its 250.
 	Queue *QueueConfig `json:"queue,omitempty"`
@@ -231,6 +236,9 @@ func (a *App) Validate() error {
 	if a.GracePeriod < 0 {
 		return errors.New("grace_period must not be negative")
 	}
+	if r := a.TLSReporting; r != nil && (r.Organization == "" || r.Contact == "") {
+		return errors.New("tls_reporting needs organization and contact")
+	}
 	seen := make(map[string]string)
 	for name, srv := range a.Servers {
 		if err := srv.validate(); err != nil {
@@ -287,6 +295,9 @@ func (a *App) Start() error {
 	}
 	if err := a.startQueue(); err != nil {
 		return err
+	}
+	if a.TLSReporting != nil {
+		go a.tlsrptLoop(a.ctx)
 	}
 	var started []*Server
 	for name, srv := range a.Servers {

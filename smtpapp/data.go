@@ -9,6 +9,39 @@ import (
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
+// tlsRequiredScanner watches the header section of a message for the
+// field "TLS-Required: No" (RFC 8689 section 5) as it streams past.
+type tlsRequiredScanner struct {
+	line   []byte
+	done   bool // the header section is over
+	optout bool
+}
+
+func (t *tlsRequiredScanner) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if t.done {
+			break
+		}
+		if b != '\n' {
+			if len(t.line) < 256 {
+				t.line = append(t.line, b)
+			}
+			continue
+		}
+		line := strings.TrimRight(string(t.line), "\r")
+		t.line = t.line[:0]
+		if line == "" {
+			t.done = true
+			break
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if ok && strings.EqualFold(strings.TrimSpace(name), "TLS-Required") && strings.EqualFold(strings.TrimSpace(value), "No") {
+			t.optout = true
+		}
+	}
+	return len(p), nil
+}
+
 // crlfChecker passes message data through to w and fails on the first bare
 // CR or bare LF. Lines must end with CRLF (RFC 5321 2.3.8); accepting bare
 // line endings is what makes SMTP smuggling possible, because a next hop

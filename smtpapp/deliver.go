@@ -2,6 +2,7 @@ package smtpapp
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,16 +22,20 @@ import (
 type smtpSession struct {
 	conn    *tlsupgrade.Conn
 	metrics *metrics
-	host    string // the host we meant to reach, for logs and DSNs
-	addr    string // the address connected to
-	broken  bool   // the connection cannot carry another transaction
-	dsn     bool   // the server supports DSN (RFC 3461)
+	// requireTLSOK: the host came from a DNSSEC-validated MX answer, an
+	// MTA-STS policy lists it, or it is configured (a relay): RFC 8689's
+	// condition on how the next hop was found.
+	requireTLSOK bool
+	host         string // the host we meant to reach, for logs and DSNs
+	addr         string // the address connected to
+	broken       bool   // the connection cannot carry another transaction
+	dsn          bool   // the server supports DSN (RFC 3461)
 }
 
-func newSMTPSession(conn *tlsupgrade.Conn, host, addr string, m *metrics) *smtpSession {
+func newSMTPSession(conn *tlsupgrade.Conn, host, addr string, m *metrics, requireTLSOK bool) *smtpSession {
 	ok, _ := conn.Client.Extension("DSN")
 	m.countFallback(conn.Result)
-	return &smtpSession{conn: conn, host: host, addr: addr, dsn: ok, metrics: m}
+	return &smtpSession{conn: conn, host: host, addr: addr, dsn: ok, metrics: m, requireTLSOK: requireTLSOK}
 }
 
 // Usable implements queue.Session.
@@ -45,8 +50,14 @@ func (s *smtpSession) LogFields() []zap.Field {
 	fields := []zap.Field{
 		zap.String("mx", s.host),
 		zap.String("addr", s.addr),
-		zap.String("tls_policy", string(r.Level)),
+		zap.String("tls_policy", r.Policy),
 		zap.Bool("tls", r.TLS),
+	}
+	if r.DANEVerified {
+		fields = append(fields, zap.Bool("dane_verified", true))
+	}
+	if r.Failure != "" {
+		fields = append(fields, zap.String("tls_policy_failure", r.Failure), zap.String("tls_policy_failure_reason", r.FailureReason))
 	}
 	if r.TLS {
 		fields = append(fields,
@@ -72,7 +83,7 @@ func (s *smtpSession) Deliver(ctx context.Context, m *queue.Message, rcpts []*qu
 	if s.conn.Result.TLS {
 		tlsLabel = "tls"
 	}
-	s.metrics.countDeliveries(res, tlsLabel, string(s.conn.Result.Level))
+	s.metrics.countDeliveries(res, tlsLabel, s.conn.Result.Policy)
 	return res
 }
 
@@ -102,8 +113,10 @@ func (s *smtpSession) deliver(ctx context.Context, m *queue.Message, rcpts []*qu
 		return res
 	}
 	if m.RequireTLS {
-		if err := s.checkRequireTLS(); err != nil {
-			fail(all, err)
+		// RFC 8689 4.2.1: verified TLS to a properly found host that
+		// itself supports REQUIRETLS; otherwise the message bounces.
+		if err := s.conn.CheckRequireTLS(s.requireTLSOK); err != nil {
+			fail(all, requireTLSError(err))
 			return res
 		}
 	}
@@ -177,21 +190,14 @@ func (s *smtpSession) deliver(ctx context.Context, m *queue.Message, rcpts []*qu
 	return res
 }
 
-// checkRequireTLS applies RFC 8689 at the level this hop can check: the
-// session must be TLS with a verified certificate and the server must
-// offer REQUIRETLS. Failing that the message bounces (5.7.10).
-func (s *smtpSession) checkRequireTLS() error {
-	r := s.conn.Result
-	ok, _ := s.conn.Client.Extension("REQUIRETLS")
-	switch {
-	case !r.TLS:
-		return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: the next hop offers no TLS"}
-	case !r.Verified:
-		return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: the next hop's certificate did not verify: " + r.VerifyError}
-	case !ok:
-		return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: the next hop does not support REQUIRETLS"}
+// requireTLSError turns a REQUIRETLS refusal into a permanent delivery
+// error with the RFC 8689 reply.
+func requireTLSError(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &queue.DeliveryError{Code: se.Code, Enhanced: fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2]), Message: se.Message}
 	}
-	return nil
+	return &queue.DeliveryError{Code: 550, Enhanced: "5.7.10", Message: "REQUIRETLS: " + err.Error()}
 }
 
 // reset ends a failed transaction; a connection that cannot even do that
@@ -248,13 +254,14 @@ func isASCII(s string) bool {
 	return true
 }
 
-// dialOutbound opens one outbound connection with the target's TLS policy.
-// Zero timeouts take tlsupgrade's defaults.
-func dialOutbound(ctx context.Context, addr, serverName, localName string, level tlsupgrade.Level, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
+// dialOutbound opens one outbound connection with a TLS policy. Zero
+// timeouts take tlsupgrade's defaults; nil roots are the system roots.
+func dialOutbound(ctx context.Context, addr, serverName, localName string, policy tlsupgrade.Policy, roots *x509.CertPool, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
 	return tlsupgrade.Dial(ctx, addr, tlsupgrade.Options{
 		LocalName:      localName,
 		ServerName:     serverName,
-		Policy:         tlsupgrade.Policy{Level: level},
+		Policy:         policy,
+		RootCAs:        roots,
 		ConnectTimeout: connectTimeout,
 		CommandTimeout: commandTimeout,
 	})

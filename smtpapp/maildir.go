@@ -69,7 +69,7 @@ var maildirSeq atomic.Uint64
 func (m *Maildir) configure(c targetConfig) { m.metrics = c.metrics }
 
 // Destination implements queue.Target: all recipients are local.
-func (m *Maildir) Destination(string) string { return "" }
+func (m *Maildir) Destination(*queue.Message, string) string { return "" }
 
 // Open implements queue.Target.
 func (m *Maildir) Open(context.Context, string) (queue.Session, error) {

@@ -2,6 +2,7 @@ package smtpapp
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
@@ -25,14 +27,44 @@ func init() {
 // it has no MX, RFC 5321 5.1) and tries them in preference order. A null MX
 // (RFC 7505) or a domain that does not exist bounces; DNS trouble and
 // unreachable hosts defer. All recipients of one domain share connections.
+//
+// The TLS policy of each MX host is chosen in this order: DANE (RFC 7672)
+// when the MX and TLSA answers are DNSSEC-authenticated (this needs a
+// validating resolver: see `resolvers`); else the domain's MTA-STS policy
+// (RFC 8461) in enforce mode; else the configured level (`tls`, or
+// `domain_tls` for the domain), with a testing-mode MTA-STS policy checked
+// and reported. A policy that cannot be met defers the message (it bounces
+// only at the queue's max_age); it never falls back to plaintext. Results
+// are recorded for TLS-RPT (RFC 8460).
 type MX struct {
 	// Resolvers are the DNS servers to ask (`host:port`, port 53 when
-	// omitted). Default: the servers in /etc/resolv.conf.
+	// omitted). DANE trusts only answers with the AD bit, so for DANE
+	// these must be validating resolvers you trust (a local unbound, for
+	// example). Default: the servers in /etc/resolv.conf.
 	Resolvers []string `json:"resolvers,omitempty"`
 
-	// TLS is the STARTTLS policy: `opportunistic` (default), `required` or
-	// `none` (see the relay target).
+	// TLS is the STARTTLS level for domains without DANE or an enforced
+	// MTA-STS policy: `opportunistic` (default), `required`, `verify`
+	// (certificate valid for the MX host name), `none`, or `dane` /
+	// `mta-sts` to require that standard for every domain.
 	TLS string `json:"tls,omitempty"`
+
+	// DomainTLS sets the level per recipient domain, overriding TLS, e.g.
+	// `{"partner.example": "verify"}`.
+	DomainTLS map[string]string `json:"domain_tls,omitempty"`
+
+	// MTASTS looks up and applies the MTA-STS policies of recipient
+	// domains, cached in Caddy's storage. Default: true.
+	MTASTS *bool `json:"mta_sts,omitempty"`
+
+	// DANE looks up TLSA records of DNSSEC-signed MX hosts and, where
+	// there are usable ones, authenticates the hosts with them. Default:
+	// true.
+	DANE *bool `json:"dane,omitempty"`
+
+	// CAFile is a PEM bundle of extra roots to trust at the verify level,
+	// on top of the system roots. Default: the system roots only.
+	CAFile string `json:"ca_file,omitempty"`
 
 	// ConnectTimeout limits connecting to one address. Default: 30s.
 	ConnectTimeout caddy.Duration `json:"connect_timeout,omitempty"`
@@ -51,7 +83,10 @@ type MX struct {
 
 	localName string
 	metrics   *metrics
+	logger    *zap.Logger
 	resolver  *resolver.Resolver
+	roots     *x509.CertPool
+	sts       *tlsupgrade.MTASTSCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -62,10 +97,15 @@ func (MX) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the resolver.
-func (m *MX) Provision(caddy.Context) error {
+// Provision sets up the resolver, the trust roots and the MTA-STS cache.
+func (m *MX) Provision(ctx caddy.Context) error {
 	if err := tlsupgrade.Level(m.TLS).Validate(); err != nil {
 		return fmt.Errorf("mx: %w", err)
+	}
+	for d, l := range m.DomainTLS {
+		if err := tlsupgrade.Level(l).Validate(); err != nil {
+			return fmt.Errorf("mx: domain_tls %q: %w", d, err)
+		}
 	}
 	if m.ConnectTimeout < 0 || m.Timeout < 0 || m.MaxAddresses < 0 || m.Port < 0 || m.Port > 65535 {
 		return errors.New("mx: connect_timeout, timeout, max_addresses and port must be valid non-negative values")
@@ -84,25 +124,53 @@ func (m *MX) Provision(caddy.Context) error {
 		return fmt.Errorf("mx: resolvers: %w", err)
 	}
 	m.resolver = r
+	m.logger = ctx.Logger()
+	if m.roots, err = loadRoots(m.CAFile); err != nil {
+		return fmt.Errorf("mx: %w", err)
+	}
+	if m.MTASTS == nil || *m.MTASTS {
+		m.sts = &tlsupgrade.MTASTSCache{Resolver: r, Store: storageStore{ctx: ctx, s: ctx.Storage()}}
+	}
 	return nil
 }
 
 func (m *MX) configure(c targetConfig) { m.localName, m.metrics = c.localName, c.metrics }
 
-// Destination implements queue.Target: the recipient's domain.
-func (m *MX) Destination(rcpt string) string { return queue.Domain(rcpt) }
+// tlsOptionalSuffix marks the destination key of messages whose sender
+// said "TLS-Required: No": they get sessions of their own, without DANE
+// and MTA-STS enforcement.
+const tlsOptionalSuffix = "\x00tls-optional"
 
-// Open implements queue.Target: connect to the first MX host that answers.
-func (m *MX) Open(ctx context.Context, domain string) (queue.Session, error) {
+// Destination implements queue.Target: the recipient's domain.
+func (m *MX) Destination(msg *queue.Message, rcpt string) string {
+	if msg != nil && msg.TLSOptional && !msg.RequireTLS {
+		return queue.Domain(rcpt) + tlsOptionalSuffix
+	}
+	return queue.Domain(rcpt)
+}
+
+// levelFor returns the configured level for a domain.
+func (m *MX) levelFor(domain string) tlsupgrade.Level {
+	if l, ok := m.DomainTLS[domain]; ok {
+		return tlsupgrade.Level(l)
+	}
+	return tlsupgrade.Level(m.TLS)
+}
+
+// Open implements queue.Target: connect to the first MX host that answers
+// and meets the domain's TLS policy.
+func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
+	domain, tlsOptional := strings.CutSuffix(dest, tlsOptionalSuffix)
 	port := strconv.Itoa(m.Port)
+	level := m.levelFor(domain)
 	if lit, ok := strings.CutPrefix(domain, "["); ok {
 		ip := net.ParseIP(strings.TrimPrefix(strings.TrimSuffix(lit, "]"), "IPv6:"))
 		if ip == nil {
 			return nil, &queue.DeliveryError{Code: 550, Enhanced: "5.1.2", Message: "bad address literal " + domain}
 		}
-		return m.dialHost(ctx, "", []net.IP{ip}, port)
+		return m.dialHost(ctx, "", []net.IP{ip}, port, tlsupgrade.Policy{Level: level}, false)
 	}
-	hosts, _, err := m.resolver.MXHosts(ctx, domain)
+	hosts, mxAuth, err := m.resolver.MXHosts(ctx, domain)
 	if err != nil {
 		return nil, mxLookupError(domain, err)
 	}
@@ -121,11 +189,47 @@ func (m *MX) Open(ctx context.Context, domain string) (queue.Session, error) {
 			break
 		}
 	}
+	useStandards := level != tlsupgrade.LevelNone && !tlsOptional
+	if tlsOptional {
+		level = tlsupgrade.LevelOpportunistic
+	}
+	var sts *tlsupgrade.MTASTSPolicy
+	if m.sts != nil && useStandards {
+		var stsErr error
+		sts, stsErr = m.sts.Lookup(ctx, domain)
+		if stsErr != nil {
+			// RFC 8461 3.3: deliver as if there were no policy.
+			m.logger.Warn("MTA-STS policy discovery failed", zap.String("domain", domain), zap.Error(stsErr))
+		}
+	}
 	var errs []string
-	tried := 0
+	tried, policyFailures := 0, 0
 	for _, h := range hosts {
 		if tried >= m.MaxAddresses {
 			break
+		}
+		d := tlsupgrade.Destination{Configured: level, MXAuthenticated: mxAuth, MTASTS: sts}
+		if useStandards && (m.DANE == nil || *m.DANE) && mxAuth {
+			recs, tlsaAuth, err := m.resolver.LookupTLSA(ctx, "_25._tcp."+h.Host)
+			if err != nil && !resolver.IsNotFound(err) {
+				// RFC 7672 2.1.1: a signed MX whose TLSA lookup fails
+				// must not be used without DANE.
+				errs = append(errs, err.Error())
+				recordTLSRPT(domain, tlsupgrade.Result{Policy: "dane", Failure: tlsupgrade.ResultDNSSECInvalid, FailureReason: err.Error()}, nil, h.Host)
+				policyFailures++
+				continue
+			}
+			d.TLSA, d.TLSAAuthenticated = recs, tlsaAuth
+		}
+		policy, err := tlsupgrade.SelectPolicy(h.Host, d)
+		if err != nil {
+			errs = append(errs, h.Host+": "+err.Error())
+			var pe *tlsupgrade.PolicyError
+			if errors.As(err, &pe) {
+				recordTLSRPT(domain, tlsupgrade.Result{Policy: string(d.Configured), Failure: pe.ResultType, FailureReason: pe.Err.Error()}, sts, h.Host)
+			}
+			policyFailures++
+			continue
 		}
 		ips, err := m.resolver.LookupIP(ctx, h.Host)
 		if err != nil {
@@ -136,22 +240,33 @@ func (m *MX) Open(ctx context.Context, domain string) (queue.Session, error) {
 			ips = ips[:m.MaxAddresses-tried]
 		}
 		tried += len(ips)
-		sess, err := m.dialHost(ctx, h.Host, ips, port)
+		requireTLSOK := mxAuth || sts.Matches(h.Host)
+		sess, err := m.dialHost(ctx, h.Host, ips, port, policy, requireTLSOK)
 		if err == nil {
+			recordTLSRPT(domain, sess.(*smtpSession).conn.Result, sts, h.Host)
 			return sess, nil
+		}
+		var de *tlsupgrade.DialError
+		if errors.As(err, &de) && de.Result.Failure != "" {
+			recordTLSRPT(domain, de.Result, sts, h.Host)
+			policyFailures++
 		}
 		errs = append(errs, err.Error())
 	}
-	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
-		Message: "no MX host of " + domain + " answered", Err: errors.New(strings.Join(errs, "; "))}
+	enhanced := "4.4.1"
+	if policyFailures > 0 && policyFailures == len(errs) {
+		enhanced = "4.7.5" // only TLS policy failures: a cryptographic failure
+	}
+	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: enhanced,
+		Message: "no MX host of " + domain + " answered within its TLS policy", Err: errors.New(strings.Join(errs, "; "))}
 }
 
 // dialHost tries the addresses of one host in order.
-func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port string) (queue.Session, error) {
+func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port string, policy tlsupgrade.Policy, requireTLSOK bool) (queue.Session, error) {
 	var last error
 	for _, ip := range ips {
 		addr := net.JoinHostPort(ip.String(), port)
-		conn, err := dialOutbound(ctx, addr, host, m.localName, tlsupgrade.Level(m.TLS), time.Duration(m.ConnectTimeout), time.Duration(m.Timeout))
+		conn, err := dialOutbound(ctx, addr, host, m.localName, policy, m.roots, time.Duration(m.ConnectTimeout), time.Duration(m.Timeout))
 		if err != nil {
 			last = err
 			continue
@@ -160,7 +275,7 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 		if name == "" {
 			name = ip.String()
 		}
-		return newSMTPSession(conn, name, addr, m.metrics), nil
+		return newSMTPSession(conn, name, addr, m.metrics, requireTLSOK), nil
 	}
 	if last == nil {
 		last = errors.New("no addresses")

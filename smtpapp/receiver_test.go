@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"math/big"
 	"net"
@@ -203,6 +204,14 @@ func (m receivedMsg) header(name string) string {
 // returns the server's tls.Config and a pool trusting the CA.
 func testCertificate(t *testing.T, names ...string) (*tls.Config, *x509.CertPool) {
 	t.Helper()
+	cfg, pool, _ := testCertificateWithCA(t, names...)
+	return cfg, pool
+}
+
+// testCertificateWithCA is testCertificate that also returns the CA
+// certificate as PEM (for ca_file options).
+func testCertificateWithCA(t *testing.T, names ...string) (*tls.Config, *x509.CertPool, []byte) {
+	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "receiver test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
@@ -222,5 +231,7 @@ func testCertificate(t *testing.T, names ...string) (*tls.Config, *x509.CertPool
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pool
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	leafCert, _ := x509.ParseCertificate(der)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leafCert}}}, pool, caPEM
 }

@@ -2,6 +2,7 @@ package smtpapp
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -31,12 +32,17 @@ type Relay struct {
 
 	// TLS is the STARTTLS policy towards the hosts:
 	//
-	// | level           | meaning                                               |
-	// |-----------------|-------------------------------------------------------|
-	// | `opportunistic` | STARTTLS when offered, else plaintext (the default)   |
-	// | `required`      | TLS or no delivery (the message waits and is retried) |
-	// | `none`          | never STARTTLS                                        |
+	// | level           | meaning                                                      |
+	// |-----------------|--------------------------------------------------------------|
+	// | `opportunistic` | STARTTLS when offered, else plaintext (the default)          |
+	// | `required`      | TLS or no delivery (the message waits and is retried)        |
+	// | `verify`        | TLS with a certificate valid for the host name (see ca_file) |
+	// | `none`          | never STARTTLS                                               |
 	TLS string `json:"tls,omitempty"`
+
+	// CAFile is a PEM bundle of extra roots to trust at the verify level,
+	// e.g. a customer's private CA. Default: the system roots only.
+	CAFile string `json:"ca_file,omitempty"`
 
 	// Auth logs in to the relay with SMTP AUTH (PLAIN, or LOGIN if the
 	// server offers only that). Credentials are only ever sent over TLS.
@@ -51,6 +57,7 @@ type Relay struct {
 
 	localName string
 	metrics   *metrics
+	roots     *x509.CertPool
 	hosts     []relayHost
 }
 
@@ -82,6 +89,14 @@ func (r *Relay) Provision(caddy.Context) error {
 		return errors.New("relay: at least one host is required")
 	}
 	if err := tlsupgrade.Level(r.TLS).Validate(); err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	switch tlsupgrade.Level(r.TLS) {
+	case tlsupgrade.LevelDANE, tlsupgrade.LevelMTASTS:
+		return fmt.Errorf("relay: tls %s applies to MX delivery; use verify for a relay", r.TLS)
+	}
+	var err error
+	if r.roots, err = loadRoots(r.CAFile); err != nil {
 		return fmt.Errorf("relay: %w", err)
 	}
 	if r.ConnectTimeout < 0 || r.Timeout < 0 {
@@ -135,14 +150,14 @@ func (r *Relay) configure(c targetConfig) { r.localName, r.metrics = c.localName
 
 // Destination implements queue.Target: every recipient goes to the same
 // hosts.
-func (r *Relay) Destination(string) string { return "" }
+func (r *Relay) Destination(*queue.Message, string) string { return "" }
 
 // Open implements queue.Target: the first host that answers gets the
 // session.
 func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 	var errs []string
 	for _, h := range r.hosts {
-		conn, err := dialOutbound(ctx, h.addr, h.name, r.localName, tlsupgrade.Level(r.TLS), time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
+		conn, err := dialOutbound(ctx, h.addr, h.name, r.localName, tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)}, r.roots, time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue
@@ -151,7 +166,7 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 			conn.Close()
 			return nil, err
 		}
-		return newSMTPSession(conn, h.name, h.addr, r.metrics), nil
+		return newSMTPSession(conn, h.name, h.addr, r.metrics, true), nil
 	}
 	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
 		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}

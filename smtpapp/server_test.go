@@ -310,6 +310,9 @@ func TestQueueFailureAnswers451(t *testing.T) {
 	if n := len(e.mailFiles("example.test", "ok")); n != 0 {
 		t.Fatalf("message delivered although it was refused")
 	}
+	// Repair the spool so that it can be closed and checked at the end.
+	os.Remove(msgDir)
+	os.Mkdir(msgDir, 0o700)
 }
 
 func TestTargetFailureKeepsMessageQueued(t *testing.T) {

@@ -272,7 +272,8 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 		w.Abort()
 		return err
 	}
-	check := &crlfChecker{w: w}
+	scan := &tlsRequiredScanner{}
+	check := &crlfChecker{w: io.MultiWriter(w, scan)}
 	if _, err := io.Copy(check, r); err != nil {
 		w.Abort()
 		return classifyDataError(err)
@@ -281,6 +282,8 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 		w.Abort()
 		return err
 	}
+	// RFC 8689 section 5: with REQUIRETLS the header field is ignored.
+	msg.TLSOptional = scan.optout && !msg.RequireTLS
 	return q.Commit(w, msg)
 }
 

@@ -33,6 +33,10 @@ type Message struct {
 	RequireTLS bool `json:"require_tls,omitempty"`
 	// SMTPUTF8 records the SMTPUTF8 MAIL parameter (RFC 6531).
 	SMTPUTF8 bool `json:"smtputf8,omitempty"`
+	// TLSOptional records a "TLS-Required: No" header field (RFC 8689
+	// section 5): the sender prefers delivery over TLS policy. Never set
+	// together with RequireTLS.
+	TLSOptional bool `json:"tls_optional,omitempty"`
 	// Body is the BODY MAIL parameter: "7BIT", "8BITMIME" or "" (not given).
 	Body string `json:"body,omitempty"`
 	// Ret and EnvID are the DSN MAIL parameters RET (FULL or HDRS) and
@@ -125,10 +129,11 @@ func (m *Message) Pending() []*Recipient {
 // delivery). Recipients that share a destination key can go over one
 // session (one SMTP connection), one message after the other.
 type Target interface {
-	// Destination returns the key of the destination for a recipient,
-	// e.g. its domain for MX delivery, or "" when all recipients go to
-	// the same place.
-	Destination(rcpt string) string
+	// Destination returns the key of the destination for a recipient of
+	// a message, e.g. its domain for MX delivery, or "" when all
+	// recipients go to the same place. Messages that need a different
+	// kind of session (another TLS policy) get another key.
+	Destination(m *Message, rcpt string) string
 	// Open starts a delivery session to a destination. An error means no
 	// message can be delivered there now; it should be a *DeliveryError.
 	Open(ctx context.Context, dest string) (Session, error)

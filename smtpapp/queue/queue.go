@@ -368,7 +368,7 @@ func (q *Queue) dispatch(e *entry, b *binding) {
 	var order []destKey
 	for _, r := range q.dispatchable(e.msg) {
 		t := b.router.Route(e.msg, r.Addr)
-		k := destKey{target: t, dest: t.Destination(r.Addr)}
+		k := destKey{target: t, dest: t.Destination(e.msg, r.Addr)}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}

@@ -34,7 +34,7 @@ func newFake(outcome func(rcpt string, attempt int) Result) *fakeTarget {
 	return &fakeTarget{outcome: outcome, attempts: map[string]int{}, got: map[string][]string{}}
 }
 
-func (f *fakeTarget) Destination(rcpt string) string { return Domain(rcpt) }
+func (f *fakeTarget) Destination(_ *Message, rcpt string) string { return Domain(rcpt) }
 
 func (f *fakeTarget) Open(context.Context, string) (Session, error) {
 	f.mu.Lock()
