@@ -59,6 +59,13 @@
 //				<target> <args...>
 //			}
 //
+//			tls_reporting {
+//				organization <name>
+//				contact      <address or URL>
+//				from         <address>
+//				resolvers    <ip[:port]>...
+//			}
+//
 //			route <domain> [<domain>...] {
 //				<target> <args...>
 //			}
@@ -236,6 +243,11 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 				return nil, duplicateErr(d, "smtp")
 			}
 			app.Outbound, err = parseOutbound(d.NewFromNextSegment())
+		case "tls_reporting":
+			if app.TLSReporting != nil {
+				return nil, duplicateErr(d, "smtp")
+			}
+			app.TLSReporting, err = parseTLSReporting(d.NewFromNextSegment())
 		case "server":
 			err = parseServer(d.NewFromNextSegment(), app)
 		case "route":
@@ -443,6 +455,48 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 		}
 	}
 	return q, nil
+}
+
+// parseTLSReporting parses the `tls_reporting { ... }` segment.
+func parseTLSReporting(d *caddycf.Dispenser) (*smtpapp.TLSReporting, error) {
+	d.Next() // consume "tls_reporting"
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	r := new(smtpapp.TLSReporting)
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("duplicate smtp tls_reporting option '%s'", opt)
+		}
+		seen[opt] = true
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return nil, d.ArgErr()
+		}
+		switch opt {
+		case "organization":
+			r.Organization = strings.Join(args, " ")
+		case "contact", "from":
+			if len(args) != 1 {
+				return nil, d.ArgErr()
+			}
+			if opt == "contact" {
+				r.Contact = args[0]
+			} else {
+				r.From = args[0]
+			}
+		case "resolvers":
+			r.Resolvers = args
+		default:
+			return nil, d.Errf("unrecognized smtp tls_reporting option '%s'", opt)
+		}
+	}
+	if r.Organization == "" || r.Contact == "" {
+		return nil, d.Err("tls_reporting needs organization and contact")
+	}
+	return r, nil
 }
 
 // parseOutbound parses the `outbound { <target> <args...> }` segment.

@@ -933,12 +933,12 @@ func TestAdaptErrors(t *testing.T) {
 	smtp {
 		outbound {
 			mx {
-				dane on
+				dnssec on
 			}
 		}
 	}
 }`,
-			wantErr:  "unrecognized mx option 'dane'",
+			wantErr:  "unrecognized mx option 'dnssec'",
 			wantLine: "Caddyfile:5",
 		},
 		{

@@ -3,6 +3,7 @@ package smtpapp
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,7 +42,8 @@ func (m *Maildir) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Syntax:
 //
 //	relay <host[:port]>... {
-//		tls             none|opportunistic|required
+//		tls             none|opportunistic|required|verify
+//		ca_file         <pem file>
 //		auth            <username> <password>
 //		connect_timeout <duration>
 //		timeout         <duration>
@@ -81,6 +83,10 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.Timeout, err = positiveDuration(a[0])
 			return err
 		}},
+		"ca_file": {1, 1, func(a []string) error {
+			r.CAFile = a[0]
+			return nil
+		}},
 	})
 }
 
@@ -89,7 +95,11 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //
 //	mx {
 //		resolvers       <ip[:port]>...
-//		tls             none|opportunistic|required
+//		tls             none|opportunistic|required|verify|mta-sts|dane
+//		domain_tls      <domain> <level>      # repeatable
+//		mta_sts         on|off
+//		dane            on|off
+//		ca_file         <pem file>
 //		connect_timeout <duration>
 //		timeout         <duration>
 //		max_addresses   <n>
@@ -131,7 +141,47 @@ func (m *MX) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			m.Port, err = positiveInt(a[0], 65535)
 			return err
 		}},
-	})
+		"domain_tls": {2, 2, func(a []string) error {
+			lvl, err := tlsLevel(a[1])
+			if err != nil {
+				return err
+			}
+			domain := strings.ToLower(strings.TrimSuffix(a[0], "."))
+			if _, dup := m.DomainTLS[domain]; dup {
+				return fmt.Errorf("domain '%s' given twice", domain)
+			}
+			if m.DomainTLS == nil {
+				m.DomainTLS = map[string]string{}
+			}
+			m.DomainTLS[domain] = lvl
+			return nil
+		}},
+		"mta_sts": {1, 1, func(a []string) (err error) {
+			m.MTASTS, err = onOff(a[0])
+			return err
+		}},
+		"dane": {1, 1, func(a []string) (err error) {
+			m.DANE, err = onOff(a[0])
+			return err
+		}},
+		"ca_file": {1, 1, func(a []string) error {
+			m.CAFile = a[0]
+			return nil
+		}},
+	}, "domain_tls")
+}
+
+// onOff parses "on" or "off".
+func onOff(v string) (*bool, error) {
+	switch v {
+	case "on":
+		b := true
+		return &b, nil
+	case "off":
+		b := false
+		return &b, nil
+	}
+	return nil, fmt.Errorf("want on or off, got '%s'", v)
 }
 
 // UnmarshalCaddyfile sets up the accounts authentication provider from
@@ -218,10 +268,10 @@ type targetOption struct {
 }
 
 // targetBlock parses the optional block after a target's arguments. Every
-// option must be known, given at most once, with the right number of
+// option must be known, given at most once (unless listed as repeatable), with the right number of
 // arguments and without a block of its own. An error from an option's set
 // function is reported with the option's name and position.
-func targetBlock(d *caddyfile.Dispenser, target string, opts map[string]targetOption) error {
+func targetBlock(d *caddyfile.Dispenser, target string, opts map[string]targetOption, repeatable ...string) error {
 	seen := make(map[string]bool)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
@@ -229,7 +279,7 @@ func targetBlock(d *caddyfile.Dispenser, target string, opts map[string]targetOp
 		if !ok {
 			return d.Errf("unrecognized %s option '%s'", target, name)
 		}
-		if seen[name] {
+		if seen[name] && !slices.Contains(repeatable, name) {
 			return d.Errf("duplicate %s option '%s'", target, name)
 		}
 		seen[name] = true
