@@ -17,6 +17,20 @@ import (
 	"time"
 )
 
+// writeConfig writes a config for a gateway process and returns its path.
+func (e *testEnv) writeConfig(cfg map[string]any) string {
+	e.t.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	path := filepath.Join(e.dir, "gateway.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
 // gatewayProcess is the gateway running as a separate process (this test
 // binary in child mode), so that it can be killed with SIGKILL.
 type gatewayProcess struct {
@@ -72,11 +86,7 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 		"routes": []any{map[string]any{"domains": []string{"example.test"},
 			"deliver": map[string]any{"target": "relay", "hosts": []string{r.addr}}}},
 	})
-	raw, _ := json.Marshal(cfg)
-	cfgPath := filepath.Join(e.dir, "gateway.json")
-	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := e.writeConfig(cfg)
 	logPath := filepath.Join(e.dir, "gateway.log")
 	g := startGatewayProcess(t, cfgPath, logPath, addr)
 
@@ -189,11 +199,7 @@ func TestGracefulExitOnSIGTERM(t *testing.T) {
 		"routes": []any{map[string]any{"domains": []string{"example.test"},
 			"deliver": map[string]any{"target": "relay", "hosts": []string{r.addr}}}},
 	})
-	raw, _ := json.Marshal(cfg)
-	cfgPath := filepath.Join(e.dir, "gateway.json")
-	if err := os.WriteFile(cfgPath, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgPath := e.writeConfig(cfg)
 	g := startGatewayProcess(t, cfgPath, filepath.Join(e.dir, "gateway.log"), addr)
 
 	idle := dial(t, addr)

@@ -18,6 +18,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/caddytls"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -216,15 +217,7 @@ func (e *testEnv) waitMail(domain, local string, n int) []string {
 // eventually polls cond until it holds, failing the test after 15s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testutil.Eventually(t, 15*time.Second, what, cond)
 }
 
 // dialog is a line-oriented SMTP client for tests: it sends raw commands

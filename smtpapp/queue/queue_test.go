@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
 )
 
@@ -125,18 +126,10 @@ func enqueue(t *testing.T, q *Queue, from string, rcpts ...string) string {
 	return id
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds, failing the test after 10s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	testutil.Eventually(t, 10*time.Second, what, cond)
 }
 
 func spoolFiles(t *testing.T, dir string) []string {
