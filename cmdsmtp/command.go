@@ -1,7 +1,8 @@
 // Package cmdsmtp adds the `caddy smtp` command to Caddy's CLI: queue
 // administration through the admin API of a running instance (`caddy smtp
-// queue ...`, like `caddy reload` talks to it) and a test submission client
-// (`caddy smtp send`). See docs/admin-api.md.
+// queue ...`, like `caddy reload` talks to it), a test submission client
+// (`caddy smtp send`) and a TLS checker for a mail domain (`caddy smtp
+// check-tls`). See docs/admin-api.md.
 //
 // Each subcommand lives in its own file and adds its constructor to
 // subcommands in an init function.
@@ -26,7 +27,7 @@ func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "smtp",
 		Usage: "<command> [args]",
-		Short: "Administers the smtp app: the mail queue, held domains, test messages",
+		Short: "Administers the smtp app: the mail queue, held domains, test messages, TLS checks",
 		Long: `
 Commands for the caddy-smtp gateway.
 
@@ -36,6 +37,10 @@ from --address, else from the config named by --config (and --adapter), else
 Caddy's default (localhost:2019).
 
 "caddy smtp send ..." submits a test message to an SMTP server.
+
+"caddy smtp check-tls <domain>" shows the MX hosts of a domain, its MTA-STS
+policy, TLSA records and TLS-RPT record, and tries STARTTLS on each MX under
+the policy that delivery would apply, like Postfix's posttls-finger.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			for _, sub := range subcommands {

@@ -240,7 +240,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			ips = ips[:m.MaxAddresses-tried]
 		}
 		tried += len(ips)
-		requireTLSOK := mxAuth || sts.Matches(h.Host)
+		requireTLSOK := mxAuth || sts != nil && sts.Mode != tlsupgrade.MTASTSNone && sts.Matches(h.Host)
 		sess, err := m.dialHost(ctx, h.Host, ips, port, policy, requireTLSOK)
 		if err == nil {
 			recordTLSRPT(domain, sess.(*smtpSession).conn.Result, sts, h.Host)
