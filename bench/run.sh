@@ -46,6 +46,8 @@
 #              with git archive so that uncommitted edits in the work tree
 #              do not leak in; "worktree" builds the work tree as it is.
 #              The load tools are always built from this bench/ directory.
+#   GATEWAY_SRC  build caddy-smtp from this directory instead (a patched
+#              copy of the repository, to measure a candidate change)
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-3000}
@@ -61,6 +63,7 @@ POSTFIX_TLS_REUSE=${POSTFIX_TLS_REUSE:-0}
 PROFILE=${PROFILE:-0}
 KEEP=${KEEP:-0}
 GATEWAY_REV=${GATEWAY_REV:-HEAD}
+GATEWAY_SRC=${GATEWAY_SRC:-}
 SPOOL_FS=${SPOOL_FS:-}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-/tmp/smtpbench-results.$STAMP}
@@ -238,7 +241,10 @@ load() {
 }
 
 #### build
-if [[ $GATEWAY_REV == worktree ]]; then
+if [[ -n $GATEWAY_SRC ]]; then
+	SRC=$(cd "$GATEWAY_SRC" && pwd)
+	REV="src:$SRC"
+elif [[ $GATEWAY_REV == worktree ]]; then
 	SRC=$REPO
 	REV="worktree@$(git -C "$REPO" rev-parse --short HEAD)"
 else
