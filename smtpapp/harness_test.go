@@ -250,7 +250,7 @@ func dialTLS(t *testing.T, addr string, cfg *tls.Config) *dialog {
 }
 
 func newDialog(t *testing.T, c net.Conn) *dialog {
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(3 * time.Minute))
 	return &dialog{t: t, conn: c, r: bufio.NewReader(c)}
 }
 

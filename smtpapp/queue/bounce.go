@@ -81,6 +81,7 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 	if info.EightBit {
 		bounce.Body = "8BITMIME"
 	}
+	bounce.Arrived = time.Now() // its own age starts when it is queued
 	if err := q.Commit(w, bounce); err != nil {
 		return err
 	}

@@ -269,7 +269,7 @@ func TestExpiryBounces(t *testing.T) {
 	})
 	bounces := newFake(nil)
 	cfg := testConfig()
-	cfg.MaxAge = 100 * time.Millisecond
+	cfg.MaxAge = 500 * time.Millisecond
 	q.Attach(routeBounces(f, bounces), cfg, zaptest.NewLogger(t))
 	enqueue(t, q, "s@sender.test", "slow@example.test")
 	eventually(t, "expiry DSN", func() bool { return len(bounces.delivered("s@sender.test")) == 1 && q.Len() == 0 })
