@@ -140,6 +140,9 @@ type dest struct {
 type job struct {
 	e     *entry
 	rcpts []*Recipient
+	// retried is set when the job goes back to its destination's queue
+	// because a reused session turned out dead.
+	retried bool
 }
 
 // New loads every message in the store and starts the scheduler. Nothing
@@ -489,9 +492,29 @@ func (q *Queue) work(d *dest, cfg Config) {
 				res[i] = Result{Err: TempFail("internal error", err)}
 			}
 		}
+		if n > 0 && !j.retried && !sess.Usable() && noneDone(res) {
+			// A reused session died under us (the server closed it while
+			// it was idle): that says nothing about this message. Try it
+			// again at once on a new session instead of deferring it.
+			j.retried = true
+			q.mu.Lock()
+			d.jobs = append([]*job{j}, d.jobs...)
+			q.mu.Unlock()
+			return
+		}
 		q.logAttempt(j, res, sess.LogFields())
 		q.complete(j, res, cfg)
 	}
+}
+
+// noneDone reports whether no recipient got a final answer (all deferred).
+func noneDone(res []Result) bool {
+	for _, r := range res {
+		if r.Err == nil || !IsTemporary(r.Err) {
+			return false
+		}
+	}
+	return true
 }
 
 // logAttempt writes one line per delivery attempt.

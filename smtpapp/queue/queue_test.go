@@ -22,6 +22,9 @@ import (
 type fakeTarget struct {
 	outcome func(rcpt string, attempt int) Result
 	hold    chan struct{} // when set, Deliver waits on it
+	// dieOnReuse makes a session's second delivery fail as a connection
+	// that the server closed while idle.
+	dieOnReuse bool
 
 	mu        sync.Mutex
 	opens     int
@@ -46,9 +49,13 @@ func (f *fakeTarget) Open(context.Context, string) (Session, error) {
 	return &fakeSession{f: f}, nil
 }
 
-type fakeSession struct{ f *fakeTarget }
+type fakeSession struct {
+	f      *fakeTarget
+	uses   int
+	broken bool
+}
 
-func (s *fakeSession) Usable() bool           { return true }
+func (s *fakeSession) Usable() bool           { return !s.broken }
 func (s *fakeSession) LogFields() []zap.Field { return nil }
 func (s *fakeSession) Close() error {
 	s.f.mu.Lock()
@@ -60,6 +67,14 @@ func (s *fakeSession) Close() error {
 func (s *fakeSession) Deliver(ctx context.Context, m *Message, rcpts []*Recipient) []Result {
 	if s.f.hold != nil {
 		<-s.f.hold
+	}
+	if s.uses++; s.f.dieOnReuse && s.uses == 2 {
+		s.broken = true
+		out := make([]Result, len(rcpts))
+		for i := range out {
+			out[i] = Result{Err: &DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.2", Message: "connection lost: EOF"}}
+		}
+		return out
 	}
 	b, err := m.OpenBody()
 	if err != nil {
@@ -407,5 +422,25 @@ func TestBackoff(t *testing.T) {
 		if got < want*8/10 || got > want*12/10 {
 			t.Errorf("backoff(%d) = %v, want %v ±20%%", n, got, want)
 		}
+	}
+}
+
+func TestDeadReusedSessionRetriesAtOnce(t *testing.T) {
+	q := openQueue(t, t.TempDir())
+	f := newFake(nil)
+	f.dieOnReuse = true
+	cfg := testConfig()
+	cfg.RetryInitial, cfg.RetryMax = time.Hour, time.Hour // only an immediate retry can deliver
+	cfg.PerDestination = 1
+	q.Attach(RouterFunc(func(*Message, string) Target { return f }), cfg, zaptest.NewLogger(t))
+	enqueue(t, q, "s@sender.test", "a@example.test")
+	eventually(t, "first delivery", func() bool { return len(f.delivered("a@example.test")) == 1 })
+	// The second message goes over the idle session, which is dead.
+	enqueue(t, q, "s@sender.test", "b@example.test")
+	eventually(t, "second delivery on a new session", func() bool { return len(f.delivered("b@example.test")) == 1 })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.opens != 2 {
+		t.Fatalf("%d sessions opened, want 2", f.opens)
 	}
 }
