@@ -817,8 +817,15 @@ type heldDomainsJSON struct {
 }
 
 // LoadHeldDomains implements DomainHoldStore.
-func (s *DirStore) LoadHeldDomains() ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(s.dir, heldDomainsFile))
+func (s *DirStore) LoadHeldDomains() ([]string, error) { return loadHeldDomains(s.dir) }
+
+// SaveHeldDomains implements DomainHoldStore: the file is replaced
+// atomically (write, fsync, rename, directory fsync).
+func (s *DirStore) SaveHeldDomains(domains []string) error { return saveHeldDomains(s.dir, domains) }
+
+// loadHeldDomains reads dir/held-domains.json (shared by the stores).
+func loadHeldDomains(dir string) ([]string, error) {
+	data, err := os.ReadFile(filepath.Join(dir, heldDomainsFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -832,22 +839,21 @@ func (s *DirStore) LoadHeldDomains() ([]string, error) {
 	return v.Domains, nil
 }
 
-// SaveHeldDomains implements DomainHoldStore: the file is replaced
-// atomically (write, fsync, rename, directory fsync).
-func (s *DirStore) SaveHeldDomains(domains []string) error {
+// saveHeldDomains atomically replaces dir/held-domains.json, using dir/tmp.
+func saveHeldDomains(dir string, domains []string) error {
 	if domains == nil {
 		domains = []string{}
 	}
-	tmp := filepath.Join(s.dir, "tmp", heldDomainsFile)
+	tmp := filepath.Join(dir, "tmp", heldDomainsFile)
 	if err := writeFileSync(tmp, heldDomainsJSON{Domains: domains}); err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, heldDomainsFile)); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, heldDomainsFile)); err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(s.dir)
+	return syncDir(dir)
 }
 
 // Interface guards

@@ -39,7 +39,7 @@ func tempFailFirst(_ string, attempt int) Result {
 
 func TestHoldStopsDeliveryAcrossRestartAndReleaseDelivers(t *testing.T) {
 	dir := t.TempDir()
-	store, err := OpenDirStore(dir)
+	store, err := openTestStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestHoldWaitsForRunningDelivery(t *testing.T) {
 
 func TestHoldDomainPersistsAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	store, err := OpenDirStore(dir)
+	store, err := openTestStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func testConfig() Config {
 
 func openQueue(t *testing.T, dir string) *Queue {
 	t.Helper()
-	store, err := OpenDirStore(dir)
+	store, err := openTestStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestConnectionReuseAndPerDestinationLimit(t *testing.T) {
 
 func TestRestartPicksUpSpool(t *testing.T) {
 	dir := t.TempDir()
-	store, err := OpenDirStore(dir)
+	store, err := openTestStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestRestartPicksUpSpool(t *testing.T) {
 	if err := q1.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := OpenDirStore(dir); err != nil {
+	if s, err := openTestStore(dir); err != nil {
 		t.Fatalf("spool not released after Close: %v", err)
 	} else {
 		s.Close()

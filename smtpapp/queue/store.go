@@ -319,6 +319,7 @@ func validID(id string) bool {
 // so N concurrent commits cost about two directory syncs instead of N.
 type dirSyncer struct {
 	dir string
+	fn  func() error // what to sync instead of dir (SegmentStore: the active segment)
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -348,7 +349,12 @@ func (d *dirSyncer) sync() error {
 			d.started++
 			gen := d.started
 			d.mu.Unlock()
-			err := syncDir(d.dir)
+			var err error
+			if d.fn != nil {
+				err = d.fn()
+			} else {
+				err = syncDir(d.dir)
+			}
 			d.mu.Lock()
 			d.running = false
 			d.done, d.err = gen, err

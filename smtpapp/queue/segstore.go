@@ -1,0 +1,704 @@
+package queue
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// SegmentStore is a log-structured spool: committed messages are appended
+// to large segment files instead of creating two files per message.
+//
+// Layout (under the same root as DirStore): lock (flock, one owner),
+// tmp/ (bodies too big to buffer, held-domains.json being replaced),
+// held-domains.json, and segments/<16 hex digits>.seg, numbered in order.
+//
+// A segment is a sequence of records:
+//
+//	magic u32 | type u8 | idLen u8 | envLen u32 | bodyLen u64 | id | env | body | crc32 u32
+//
+// (big endian; the CRC-32C covers everything before it). Types: msg (the
+// envelope JSON and the body), env (a new envelope for a message, no body)
+// and done (the message is gone).
+//
+// Durability: Commit and Save append their record under a mutex and then
+// wait for an fdatasync of the active segment that started after their
+// write (group commit: concurrent callers share one fdatasync). Commit
+// returns only once its record is covered by such a sync, so a 250 reply
+// means the message is on disk. Remove appends a done record without
+// syncing: after a power loss a removed message may come back and be
+// delivered once more.
+//
+// Bodies up to segMemBody bytes are buffered in memory; bigger ones spill
+// to a file in tmp/ and are copied into the segment at Commit (under the
+// append mutex, so a very large body delays the commits queued behind it).
+//
+// Loading scans the segments in order and checks every record's CRC. A
+// torn or corrupt record in the last segment ends the log: the segment is
+// truncated there (only records never acknowledged, or damaged, are lost).
+// Corruption in an older segment (which was fsynced in full when it was
+// rotated) stops the scan of that segment and is reported.
+//
+// Rotation and deletion: a new segment starts once the active one would
+// exceed segLimit; the old one is fdatasynced before the switch. Segments
+// are deleted oldest first only (so that done and env records in a newer
+// segment always outlive the records they cancel): the oldest non-active
+// segment is deleted once no live message has its body there. If it still
+// holds live messages but they take at most a quarter of segLimit, or more
+// than segMaxOld non-active segments pile up behind it, those messages
+// (body and latest envelope) are copied forward into the active segment,
+// the copy is fdatasynced, and the old segment is deleted. On Load a later
+// msg record for an id replaces an earlier one, and env/done records for
+// ids without a msg record (their segment is gone) are ignored.
+type SegmentStore struct {
+	dir  string
+	lock *os.File
+	sync *dirSyncer
+
+	// fsync makes a segment's data durable (fdatasync); tests wrap it.
+	fsync func(*os.File) error
+
+	mu      sync.Mutex
+	segs    []*segment // oldest first; the last is active
+	off     int64      // end of the active segment
+	index   map[string]*segEntry
+	err     error // sticky: set when a sync or a failed write leaves the log in doubt
+	loadErr error // damage found by scan, reported by Load
+	limit   int64
+	memBody int
+}
+
+type segment struct {
+	seq       uint64
+	path      string
+	f         *os.File // open for writing while active
+	live      int      // live messages whose body is here
+	liveBytes int64
+	size      int64
+}
+
+type segEntry struct {
+	seg     *segment
+	bodyOff int64
+	bodyLen int64
+	env     []byte // latest envelope
+}
+
+const (
+	segMagic   = 0x534d5451 // "SMTQ"
+	segHdrLen  = 4 + 1 + 1 + 4 + 8
+	segTypeMsg = 1
+	segTypeEnv = 2
+	segTypeEnd = 3 // done
+
+	segLimit   = 64 << 20
+	segMemBody = 256 << 10
+	segMaxOld  = 8
+)
+
+var segCRC = crc32.MakeTable(crc32.Castagnoli)
+
+// OpenSegmentStore opens (creating if needed) a segment spool, takes its
+// lock and reads the segments (see SegmentStore).
+func OpenSegmentStore(dir string) (*SegmentStore, error) {
+	return openSegmentStore(dir, segLimit, segMemBody)
+}
+
+func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, error) {
+	for _, sub := range []string{"tmp", "segments"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("creating spool: %w", err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool %s is in use by another process: %w", dir, err)
+	}
+	if left, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+		for _, e := range left {
+			os.Remove(filepath.Join(dir, "tmp", e.Name()))
+		}
+	}
+	s := &SegmentStore{
+		dir: dir, lock: lock, index: make(map[string]*segEntry),
+		limit: limit, memBody: memBody,
+		fsync: func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
+	}
+	s.sync = &dirSyncer{fn: s.syncActive}
+	s.sync.cond = sync.NewCond(&s.sync.mu)
+	if err := s.scan(); err != nil {
+		s.closeFiles()
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dir returns the spool directory.
+func (s *SegmentStore) Dir() string { return s.dir }
+
+func (s *SegmentStore) segPath(seq uint64) string {
+	return filepath.Join(s.dir, "segments", fmt.Sprintf("%016x.seg", seq))
+}
+
+// scan reads every segment, rebuilds the index and opens the last segment
+// for appending (creating the first one).
+func (s *SegmentStore) scan() error {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "segments"))
+	if err != nil {
+		return err
+	}
+	var seqs []uint64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok {
+			continue
+		}
+		seq, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			continue
+		}
+		seqs = append(seqs, seq)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	var bad []string
+	for i, seq := range seqs {
+		last := i == len(seqs)-1
+		seg := &segment{seq: seq, path: s.segPath(seq)}
+		s.segs = append(s.segs, seg)
+		end, size, err := s.scanSegment(seg)
+		if err != nil && !last {
+			bad = append(bad, fmt.Sprintf("%s at %d: %v", filepath.Base(seg.path), end, err))
+		}
+		if last {
+			f, ferr := os.OpenFile(seg.path, os.O_RDWR, 0o600)
+			if ferr != nil {
+				return ferr
+			}
+			seg.f = f
+			if end < size {
+				// Torn or corrupt tail: never acknowledged (or damaged).
+				if terr := f.Truncate(end); terr != nil {
+					return terr
+				}
+				if serr := s.fsync(f); serr != nil {
+					return serr
+				}
+			}
+			s.off = end
+		}
+		seg.size = end
+	}
+	if len(s.segs) == 0 {
+		if err := s.newSegment(1); err != nil {
+			return err
+		}
+	}
+	if len(bad) > 0 {
+		s.loadErr = fmt.Errorf("damaged spool segments (messages after the damage may be lost): %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// scanSegment applies the records of one segment to the index. It returns
+// the offset after the last good record, the file size and why it stopped
+// early (nil at a clean end).
+func (s *SegmentStore) scanSegment(seg *segment) (end, size int64, err error) {
+	f, err := os.Open(seg.path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	size = st.Size()
+	r := bufio.NewReaderSize(f, 256<<10)
+	hdr := make([]byte, segHdrLen)
+	for end < size {
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			return end, size, errors.New("torn record header")
+		}
+		typ, idLen := hdr[4], int64(hdr[5])
+		envLen := int64(binary.BigEndian.Uint32(hdr[6:]))
+		bodyLen := int64(binary.BigEndian.Uint64(hdr[10:]))
+		if binary.BigEndian.Uint32(hdr) != segMagic || typ < segTypeMsg || typ > segTypeEnd ||
+			bodyLen < 0 || end+segHdrLen+idLen+envLen+bodyLen+4 > size {
+			return end, size, errors.New("bad or torn record")
+		}
+		crc := crc32.Update(0, segCRC, hdr)
+		meta := make([]byte, idLen+envLen)
+		if _, err := io.ReadFull(r, meta); err != nil {
+			return end, size, err
+		}
+		crc = crc32.Update(crc, segCRC, meta)
+		h := crc32.New(segCRC)
+		if _, err := io.CopyN(h, r, bodyLen); err != nil {
+			return end, size, err
+		}
+		var tail [4]byte
+		if _, err := io.ReadFull(r, tail[:]); err != nil {
+			return end, size, err
+		}
+		if binary.BigEndian.Uint32(tail[:]) != recordCRC(crc, h.Sum32()) {
+			return end, size, errors.New("checksum mismatch")
+		}
+		id := string(meta[:idLen])
+		bodyOff := end + segHdrLen + idLen + envLen
+		s.apply(seg, typ, id, meta[idLen:], bodyOff, bodyLen)
+		end = bodyOff + bodyLen + 4
+	}
+	return end, size, nil
+}
+
+// recordCRC is what a record's trailer holds: the CRC of header, id and
+// envelope, chained with the CRC of the body (computed separately so the
+// body can be streamed).
+func recordCRC(metaCRC, bodyCRC uint32) uint32 {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], bodyCRC)
+	return crc32.Update(metaCRC, segCRC, b[:])
+}
+
+// apply updates the index with one record. Caller holds mu (or is scan).
+func (s *SegmentStore) apply(seg *segment, typ byte, id string, env []byte, bodyOff, bodyLen int64) {
+	old := s.index[id]
+	switch typ {
+	case segTypeMsg:
+		if old != nil {
+			old.seg.live--
+			old.seg.liveBytes -= old.bodyLen
+		}
+		s.index[id] = &segEntry{seg: seg, bodyOff: bodyOff, bodyLen: bodyLen, env: env}
+		seg.live++
+		seg.liveBytes += bodyLen
+	case segTypeEnv:
+		if old != nil {
+			old.env = env
+		}
+	case segTypeEnd:
+		if old != nil {
+			old.seg.live--
+			old.seg.liveBytes -= old.bodyLen
+			delete(s.index, id)
+		}
+	}
+}
+
+// newSegment creates segment seq, makes its directory entry durable and
+// makes it active. Caller holds mu (or is scan).
+func (s *SegmentStore) newSegment(seq uint64) error {
+	seg := &segment{seq: seq, path: s.segPath(seq)}
+	f, err := os.OpenFile(seg.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Join(s.dir, "segments")); err != nil {
+		f.Close()
+		os.Remove(seg.path)
+		return err
+	}
+	seg.f = f
+	s.segs = append(s.segs, seg)
+	s.off = 0
+	return nil
+}
+
+func (s *SegmentStore) active() *segment { return s.segs[len(s.segs)-1] }
+
+// rotate syncs the active segment in full and starts the next. Caller
+// holds mu.
+func (s *SegmentStore) rotate() error {
+	cur := s.active()
+	if err := s.fsync(cur.f); err != nil {
+		s.err = fmt.Errorf("syncing segment: %w", err)
+		return s.err
+	}
+	if err := s.newSegment(cur.seq + 1); err != nil {
+		return err
+	}
+	// Everything in cur is durable, so a group sync still holding it may
+	// find it closed and ignore that (see syncActive).
+	cur.f.Close()
+	cur.f = nil
+	return nil
+}
+
+// syncActive is the group-commit sync: fdatasync of the active segment.
+// Bytes written to an older segment were synced when it was rotated.
+func (s *SegmentStore) syncActive() error {
+	s.mu.Lock()
+	f := s.active().f
+	s.mu.Unlock()
+	err := s.fsync(f)
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	if err != nil {
+		s.mu.Lock()
+		if s.err == nil {
+			s.err = fmt.Errorf("syncing segment: %w", err)
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// appendRecord writes one record at the end of the active segment
+// (rotating first if it would not fit) and returns where its body starts.
+// body, if not nil, supplies bodyLen bytes. Caller holds mu.
+func (s *SegmentStore) appendRecord(typ byte, id string, env []byte, body io.Reader, bodyLen int64) (*segment, int64, error) {
+	if s.err != nil {
+		return nil, 0, s.err
+	}
+	total := segHdrLen + int64(len(id)) + int64(len(env)) + bodyLen + 4
+	if s.off > 0 && s.off+total > s.limit {
+		if err := s.rotate(); err != nil {
+			return nil, 0, err
+		}
+	}
+	seg := s.active()
+	start := s.off
+	buf := make([]byte, segHdrLen, segHdrLen+len(id)+len(env)+4+int(min(bodyLen, int64(s.memBody))))
+	binary.BigEndian.PutUint32(buf, segMagic)
+	buf[4], buf[5] = typ, byte(len(id))
+	binary.BigEndian.PutUint32(buf[6:], uint32(len(env)))
+	binary.BigEndian.PutUint64(buf[10:], uint64(bodyLen))
+	buf = append(buf, id...)
+	buf = append(buf, env...)
+	metaCRC := crc32.Update(0, segCRC, buf)
+	bodyOff := start + int64(len(buf))
+	var bodyCRC uint32
+	err := func() error {
+		if mb, ok := body.(*bytes.Reader); body == nil || ok && bodyLen <= int64(s.memBody) {
+			// Small body: one write for the whole record.
+			n := len(buf)
+			buf = buf[:n+int(bodyLen)]
+			if bodyLen > 0 {
+				if _, err := io.ReadFull(mb, buf[n:]); err != nil {
+					return err
+				}
+			}
+			bodyCRC = crc32.Checksum(buf[n:], segCRC)
+			buf = binary.BigEndian.AppendUint32(buf, recordCRC(metaCRC, bodyCRC))
+			_, err := seg.f.WriteAt(buf, start)
+			return err
+		}
+		if _, err := seg.f.WriteAt(buf, start); err != nil {
+			return err
+		}
+		h := crc32.New(segCRC)
+		w := io.NewOffsetWriter(seg.f, bodyOff)
+		if bodyLen > 0 {
+			if _, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(body, bodyLen), make([]byte, 1<<20)); err != nil {
+				return err
+			}
+		}
+		if off, _ := w.Seek(0, io.SeekCurrent); off != bodyLen {
+			return fmt.Errorf("body shorter than %d bytes", bodyLen)
+		}
+		_, err := seg.f.WriteAt(binary.BigEndian.AppendUint32(nil, recordCRC(metaCRC, h.Sum32())), bodyOff+bodyLen)
+		return err
+	}()
+	if err != nil {
+		// Leave no garbage before the next record: it would end the log.
+		if terr := seg.f.Truncate(start); terr != nil {
+			s.err = fmt.Errorf("segment left in doubt: %w", terr)
+		}
+		return nil, 0, err
+	}
+	s.off = start + total
+	seg.size = s.off
+	return seg, bodyOff, nil
+}
+
+// Create implements Store.
+func (s *SegmentStore) Create(id string) (BodyWriter, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("invalid message id %q", id)
+	}
+	return &segBody{s: s, id: id}, nil
+}
+
+type segBody struct {
+	s     *SegmentStore
+	id    string
+	buf   bytes.Buffer
+	spill *os.File
+	w     *bufio.Writer
+	n     int64
+	done  bool
+}
+
+func (b *segBody) Write(p []byte) (int, error) {
+	if b.done {
+		return 0, errors.New("queue: body already committed or aborted")
+	}
+	if b.spill == nil && b.buf.Len()+len(p) > b.s.memBody {
+		f, err := os.OpenFile(filepath.Join(b.s.dir, "tmp", b.id+".eml"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return 0, err
+		}
+		b.spill, b.w = f, bufio.NewWriterSize(f, 64<<10)
+		if _, err := b.w.Write(b.buf.Bytes()); err != nil {
+			return 0, err
+		}
+		b.buf = bytes.Buffer{}
+	}
+	var n int
+	var err error
+	if b.spill != nil {
+		n, err = b.w.Write(p)
+	} else {
+		n, err = b.buf.Write(p)
+	}
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *segBody) Commit(m *Message) error {
+	if b.done {
+		return errors.New("queue: body already committed or aborted")
+	}
+	defer b.Abort()
+	var body io.Reader = bytes.NewReader(b.buf.Bytes())
+	if b.spill != nil {
+		if err := b.w.Flush(); err != nil {
+			return err
+		}
+		body = io.NewSectionReader(b.spill, 0, b.n)
+	}
+	m.ID, m.Size, m.store = b.id, b.n, b.s
+	env, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s := b.s
+	s.mu.Lock()
+	seg, off, err := s.appendRecord(segTypeMsg, b.id, env, body, b.n)
+	if err == nil {
+		s.apply(seg, segTypeMsg, b.id, env, off, b.n)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := s.sync.sync(); err != nil {
+		// Not known to be durable: forget it, the client will retry.
+		s.mu.Lock()
+		s.apply(nil, segTypeEnd, b.id, nil, 0, 0)
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (b *segBody) Abort() {
+	if b.done {
+		return
+	}
+	b.done = true
+	b.buf = bytes.Buffer{}
+	if b.spill != nil {
+		b.spill.Close()
+		os.Remove(b.spill.Name())
+	}
+}
+
+// Load implements Store.
+func (s *SegmentStore) Load() ([]*Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var msgs []*Message
+	var bad []string
+	for id, e := range s.index {
+		m := new(Message)
+		if err := json.Unmarshal(e.env, m); err != nil || m.ID != id {
+			bad = append(bad, fmt.Sprintf("%s: unreadable envelope", id))
+			continue
+		}
+		m.store = s
+		msgs = append(msgs, m)
+	}
+	sort.Slice(msgs, func(i, j int) bool { return msgs[i].Arrived.Before(msgs[j].Arrived) })
+	err := s.loadErr
+	if len(bad) > 0 {
+		err = errors.Join(err, fmt.Errorf("skipped %d messages: %s", len(bad), strings.Join(bad, "; ")))
+	}
+	return msgs, err
+}
+
+// Save implements Store: an env record, synced like a commit.
+func (s *SegmentStore) Save(m *Message) error {
+	env, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if _, ok := s.index[m.ID]; !ok {
+		s.mu.Unlock()
+		return fmt.Errorf("message %s: %w", m.ID, os.ErrNotExist)
+	}
+	seg, off, err := s.appendRecord(segTypeEnv, m.ID, env, nil, 0)
+	if err == nil {
+		s.apply(seg, segTypeEnv, m.ID, env, off, 0)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.sync.sync()
+}
+
+// Remove implements Store: a done record, not synced (a power loss may
+// bring the message back for one more delivery).
+func (s *SegmentStore) Remove(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.index[id]; !ok {
+		return nil
+	}
+	if _, _, err := s.appendRecord(segTypeEnd, id, nil, nil, 0); err != nil {
+		return err
+	}
+	s.apply(nil, segTypeEnd, id, nil, 0, 0)
+	return s.compact()
+}
+
+// compact deletes, oldest first, non-active segments without live bodies,
+// copying forward the few live messages that pin the oldest (see
+// SegmentStore). Caller holds mu.
+func (s *SegmentStore) compact() error {
+	// Bounded: copying forward may itself rotate.
+	for n := len(s.segs) - 1; n > 0 && len(s.segs) > 1; n-- {
+		old := s.segs[0]
+		if old.live > 0 {
+			var size, live int64
+			for _, seg := range s.segs[:len(s.segs)-1] {
+				size += seg.size
+				live += seg.liveBytes
+			}
+			mostlyDead := len(s.segs)-1 > segMaxOld && live*2 < size
+			if old.liveBytes > s.limit/4 && !mostlyDead {
+				return nil
+			}
+			if err := s.copyForward(old); err != nil {
+				return err
+			}
+		}
+		if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		s.segs = s.segs[1:]
+	}
+	return nil
+}
+
+// copyForward appends msg records for the live messages whose body is in
+// old to the active segment and syncs them. Caller holds mu.
+func (s *SegmentStore) copyForward(old *segment) error {
+	f, err := os.Open(old.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var ids []string
+	for id, e := range s.index {
+		if e.seg == old {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		e := s.index[id]
+		seg, off, err := s.appendRecord(segTypeMsg, id, e.env, io.NewSectionReader(f, e.bodyOff, e.bodyLen), e.bodyLen)
+		if err != nil {
+			return err
+		}
+		s.apply(seg, segTypeMsg, id, e.env, off, e.bodyLen)
+	}
+	// The copies must be durable before the original goes. Earlier
+	// segments written by this loop were synced when rotated.
+	if err := s.fsync(s.active().f); err != nil {
+		s.err = fmt.Errorf("syncing segment: %w", err)
+		return s.err
+	}
+	return nil
+}
+
+// OpenBody implements Store: a reader over the body's region of its
+// segment, on a descriptor of its own (so it outlives the segment's
+// deletion).
+func (s *SegmentStore) OpenBody(id string) (io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.index[id]
+	if !ok {
+		return nil, fmt.Errorf("message %s: %w", id, os.ErrNotExist)
+	}
+	f, err := os.Open(e.seg.path)
+	if err != nil {
+		return nil, err
+	}
+	return &segReader{SectionReader: io.NewSectionReader(f, e.bodyOff, e.bodyLen), f: f}, nil
+}
+
+type segReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r *segReader) Close() error { return r.f.Close() }
+
+// LoadHeldDomains implements DomainHoldStore (the same file as DirStore).
+func (s *SegmentStore) LoadHeldDomains() ([]string, error) { return loadHeldDomains(s.dir) }
+
+// SaveHeldDomains implements DomainHoldStore.
+func (s *SegmentStore) SaveHeldDomains(domains []string) error {
+	return saveHeldDomains(s.dir, domains)
+}
+
+func (s *SegmentStore) closeFiles() {
+	for _, seg := range s.segs {
+		if seg.f != nil {
+			seg.f.Close()
+			seg.f = nil
+		}
+	}
+}
+
+// Close implements Store.
+func (s *SegmentStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var err error
+	if a := s.active(); a.f != nil {
+		err = s.fsync(a.f) // done records too
+	}
+	s.closeFiles()
+	s.err = errors.New("queue: store closed")
+	return errors.Join(err, s.lock.Close())
+}
+
+// Interface guards
+var (
+	_ Store           = (*SegmentStore)(nil)
+	_ DomainHoldStore = (*SegmentStore)(nil)
+)
