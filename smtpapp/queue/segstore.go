@@ -138,7 +138,7 @@ func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, erro
 	s := &SegmentStore{
 		dir: dir, lock: lock, index: make(map[string]*segEntry),
 		limit: limit, memBody: memBody,
-		fsync: func(f *os.File) error { return syscall.Fdatasync(int(f.Fd())) },
+		fsync: fdatasync,
 	}
 	s.sync = &dirSyncer{fn: s.syncActive}
 	s.sync.cond = sync.NewCond(&s.sync.mu)
@@ -348,17 +348,32 @@ func (s *SegmentStore) syncActive() error {
 	f := s.active().f
 	s.mu.Unlock()
 	err := s.fsync(f)
-	if errors.Is(err, os.ErrClosed) {
-		return nil
-	}
 	if err != nil {
 		s.mu.Lock()
+		defer s.mu.Unlock()
+		if f.Fd() == ^uintptr(0) || s.active().f != f {
+			// Rotated (and closed) meanwhile: rotate synced it in full.
+			return nil
+		}
 		if s.err == nil {
 			s.err = fmt.Errorf("syncing segment: %w", err)
 		}
-		s.mu.Unlock()
 	}
 	return err
+}
+
+// fdatasync syncs a file's data (and size), holding a reference to the
+// descriptor so a concurrent Close cannot hand its number to another file.
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = syscall.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	return serr
 }
 
 // appendRecord writes one record at the end of the active segment

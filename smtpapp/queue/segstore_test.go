@@ -416,3 +416,39 @@ func TestQueueWithSegmentStore(t *testing.T) {
 		t.Run(tc.name, tc.fn)
 	}
 }
+
+func TestSegmentStoreConcurrentCommitsAcrossRotations(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, 16<<10, 2048)
+	var wg sync.WaitGroup
+	for g := 0; g < 20; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				id := fmt.Sprintf("G%02dM%02d", g, i)
+				segCommit(t, s, id, bodyFor(id, 1000+g*100), "a@example.test")
+				if i%2 == 1 {
+					if err := s.Remove(id); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	s.Close()
+	s = openSeg(t, dir, 16<<10, 2048)
+	defer s.Close()
+	got := segLoad(t, s)
+	if len(got) != 100 {
+		t.Fatalf("loaded %d, want 100", len(got))
+	}
+	for id := range got {
+		var g, i int
+		fmt.Sscanf(id, "G%02dM%02d", &g, &i)
+		if !bytes.Equal(segBodyOf(t, s, id), bodyFor(id, 1000+g*100)) {
+			t.Fatalf("%s body differs", id)
+		}
+	}
+}
