@@ -3,6 +3,7 @@ package smtpapp
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -51,6 +52,14 @@ type QueueConfig struct {
 	// sender asked for RET=FULL; larger ones return headers only.
 	// Default: 1048576 (1 MiB).
 	MaxReturnSize int64 `json:"max_return_size,omitempty"`
+
+	// Store is the spool format: "files" (two files per message) or
+	// "segments" (messages appended to 64 MiB segment files with group
+	// commit; fewer file creations and fsyncs). A spool that still holds
+	// messages in the other format is refused (a segment spool whose
+	// segments are not empty counts as holding messages: after draining
+	// it, remove segments/ to switch back). Default: "files".
+	Store string `json:"store,omitempty"`
 }
 
 // queues holds one queue per spool directory. A reload acquires the queue
@@ -108,7 +117,7 @@ func (a *App) queueConfig() queue.Config {
 func (a *App) startQueue() error {
 	logger := a.logger.Named("queue")
 	val, _, err := queues.LoadOrNew(a.Queue.Path, func() (caddy.Destructor, error) {
-		store, err := queue.OpenDirStore(a.Queue.Path)
+		store, err := openStore(a.Queue.Path, a.Queue.Store)
 		if err != nil {
 			return nil, err
 		}
@@ -153,3 +162,27 @@ func (a *App) Route(m *queue.Message, rcpt string) queue.Target {
 
 // Interface guards
 var _ queue.Router = (*App)(nil)
+
+// openStore opens the spool in the configured format, refusing one that
+// holds messages in the other format (they would be stranded).
+func openStore(dir, kind string) (queue.Store, error) {
+	other := map[string]string{"files": "segments/*.seg", "segments": "msg/*.json"}
+	if kind == "" {
+		kind = "files"
+	}
+	pattern, ok := other[kind]
+	if !ok {
+		return nil, fmt.Errorf("queue store %q: want \"files\" or \"segments\"", kind)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, pattern))
+	for _, p := range left {
+		// An empty segment is what a drained segment spool keeps.
+		if st, err := os.Stat(p); err == nil && st.Size() > 0 {
+			return nil, fmt.Errorf("queue store %q: spool %s still holds messages in the other format (%s)", kind, dir, p)
+		}
+	}
+	if kind == "segments" {
+		return queue.OpenSegmentStore(dir)
+	}
+	return queue.OpenDirStore(dir)
+}
