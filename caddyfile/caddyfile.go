@@ -53,6 +53,7 @@
 //				messages_per_connection <n>
 //				max_return_size         <size>
 //				idle_timeout            <duration>
+//				store                   segments|files
 //			}
 //
 //			outbound {
@@ -447,6 +448,14 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 			err = setOnce(d, scope, &q.MaxReturnSize, sizeArg)
 		case "idle_timeout":
 			err = setOnce(d, scope, &q.IdleTimeout, durationArg)
+		case "store":
+			err = setOnce(d, scope, &q.Store, func(d *caddycf.Dispenser) (string, error) {
+				v, err := stringArg(d)
+				if err == nil && v != "segments" && v != "files" {
+					err = d.Errf("queue store must be segments or files, not '%s'", v)
+				}
+				return v, err
+			})
 		default:
 			return nil, d.Errf("unrecognized smtp queue option '%s'", opt)
 		}

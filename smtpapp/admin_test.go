@@ -236,10 +236,8 @@ func TestAdminHoldMessage(t *testing.T) {
 	if m := a.list()[held]; m.State != queue.StateHeld || !m.Held || !m.NextAttempt.IsZero() {
 		t.Fatalf("held message %+v", m)
 	}
-	raw, err := os.ReadFile(filepath.Join(a.spool, "msg", held+".json"))
-	if err != nil || !bytes.Contains(raw, []byte(`"held":true`)) {
-		t.Fatalf("hold not saved: %s %v", raw, err)
-	}
+	// That the hold is saved with the message (and survives a restart)
+	// is tested in package queue, for both spool formats.
 
 	// A flush of everything skips it; flushing it alone is a conflict.
 	r := startReceiver(t, receiverOpts{addr: relay})

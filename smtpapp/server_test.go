@@ -277,7 +277,13 @@ func TestBDATAndSizeLimit(t *testing.T) {
 
 func TestQueueFailureAnswers451(t *testing.T) {
 	e := newTestEnv(t)
-	addr := e.start(map[string]any{})[0]
+	// The failures are injected through the files spool's directories;
+	// the reply mapping does not depend on the spool format.
+	app := e.load(e.config(map[string]any{
+		"queue":   map[string]any{"path": e.spool, "store": "files"},
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+	}))
+	addr := addrsOf(app, "mx")[0]
 	d := dial(t, addr)
 	d.expect("220")
 	d.cmd("EHLO client.example", "250")

@@ -53,12 +53,12 @@ type QueueConfig struct {
 	// Default: 1048576 (1 MiB).
 	MaxReturnSize int64 `json:"max_return_size,omitempty"`
 
-	// Store is the spool format: "files" (two files per message) or
-	// "segments" (messages appended to 64 MiB segment files with group
-	// commit; fewer file creations and fsyncs). A spool that still holds
-	// messages in the other format is refused (a segment spool whose
+	// Store is the spool format: "segments" (messages appended to 64 MiB
+	// segment files, one group-committed fdatasync for many messages) or
+	// "files" (two files per message, each fsynced). A spool that still
+	// holds messages in the other format is refused (a segment spool whose
 	// segments are not empty counts as holding messages: after draining
-	// it, remove segments/ to switch back). Default: "files".
+	// it, remove segments/ to switch back). Default: "segments".
 	Store string `json:"store,omitempty"`
 }
 
@@ -168,7 +168,7 @@ var _ queue.Router = (*App)(nil)
 func openStore(dir, kind string) (queue.Store, error) {
 	other := map[string]string{"files": "segments/*.seg", "segments": "msg/*.json"}
 	if kind == "" {
-		kind = "files"
+		kind = "segments"
 	}
 	pattern, ok := other[kind]
 	if !ok {
