@@ -211,6 +211,28 @@ func (g *gateway) reload(cfg map[string]any) {
 	}
 }
 
+// queueLen asks the admin API how many messages are queued (-1 on error).
+func (g *gateway) queueLen() int {
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", g.admin)
+		}},
+	}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://localhost/smtp/queue")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var msgs []json.RawMessage
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&msgs) != nil {
+		return -1
+	}
+	return len(msgs)
+}
+
 // rootPath is the internal CA's root certificate in the gateway's storage.
 func (g *gateway) rootPath() string {
 	return filepath.Join(g.storage, "pki", "authorities", "local", "root.crt")

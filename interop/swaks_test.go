@@ -311,11 +311,11 @@ func TestClientMatrix(t *testing.T) {
 		assertNoMail(t, s.gateway, s.starttls, "midquit")
 	})
 
-	// Everything accepted was delivered: the spool holds nothing, and no
-	// half-received body was left behind.
-	testutil.Eventually(t, 30*time.Second, "an empty spool", func() bool {
-		left, _ := filepath.Glob(filepath.Join(s.spool, "*", "*"))
-		return len(left) == 0
+	// Everything accepted was delivered: the queue holds nothing, and no
+	// half-received body was left behind in the spool's tmp/.
+	testutil.Eventually(t, 30*time.Second, "an empty queue and spool tmp/", func() bool {
+		left, _ := filepath.Glob(filepath.Join(s.spool, "tmp", "*"))
+		return len(left) == 0 && s.gateway.queueLen() == 0
 	})
 }
 
