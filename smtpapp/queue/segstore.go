@@ -117,23 +117,9 @@ func OpenSegmentStore(dir string) (*SegmentStore, error) {
 }
 
 func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, error) {
-	for _, sub := range []string{"tmp", "segments"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
-			return nil, fmt.Errorf("creating spool: %w", err)
-		}
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockSpool(dir, "segments")
 	if err != nil {
-		return nil, fmt.Errorf("opening spool lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("spool %s is in use by another process: %w", dir, err)
-	}
-	if left, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
-		for _, e := range left {
-			os.Remove(filepath.Join(dir, "tmp", e.Name()))
-		}
+		return nil, err
 	}
 	s := &SegmentStore{
 		dir: dir, lock: lock, index: make(map[string]*segEntry),

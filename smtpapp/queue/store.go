@@ -59,7 +59,18 @@ type DirStore struct {
 // OpenDirStore opens (creating if needed) a spool directory and takes its
 // lock. It fails if another process holds the spool.
 func OpenDirStore(dir string) (*DirStore, error) {
-	for _, sub := range []string{"tmp", "msg"} {
+	lock, err := lockSpool(dir, "msg")
+	if err != nil {
+		return nil, err
+	}
+	return &DirStore{dir: dir, lock: lock, sync: newDirSyncer(filepath.Join(dir, "msg"))}, nil
+}
+
+// lockSpool creates the spool directory with tmp/ and data/, takes the
+// spool's exclusive lock (one owning process), and clears tmp/: bodies
+// left there by a crash were never acknowledged.
+func lockSpool(dir, data string) (*os.File, error) {
+	for _, sub := range []string{"tmp", data} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("creating spool: %w", err)
 		}
@@ -72,13 +83,12 @@ func OpenDirStore(dir string) (*DirStore, error) {
 		lock.Close()
 		return nil, fmt.Errorf("spool %s is in use by another process: %w", dir, err)
 	}
-	// Bodies left in tmp/ by a crash were never acknowledged.
 	if left, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
 		for _, e := range left {
 			os.Remove(filepath.Join(dir, "tmp", e.Name()))
 		}
 	}
-	return &DirStore{dir: dir, lock: lock, sync: newDirSyncer(filepath.Join(dir, "msg"))}, nil
+	return lock, nil
 }
 
 // Dir returns the spool directory.
