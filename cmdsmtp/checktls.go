@@ -124,7 +124,7 @@ func parseCheckFlags(fl caddycmd.Flags) (*checkOptions, error) {
 			o.helo = "localhost"
 		}
 	}
-	if o.roots, err = extraRoots(fl.String("ca")); err != nil {
+	if o.roots, err = tlsupgrade.LoadRoots(fl.String("ca")); err != nil {
 		return nil, fmt.Errorf("--ca: %v", err)
 	}
 	return o, nil
@@ -142,26 +142,6 @@ func checkDomain(arg string) (string, error) {
 		return "", fmt.Errorf("%q: not a domain name: %v", arg, err)
 	}
 	return strings.ToLower(a), nil
-}
-
-// extraRoots returns the system roots plus the PEM certificates in file;
-// nil (the system roots) when file is empty.
-func extraRoots(file string) (*x509.CertPool, error) {
-	if file == "" {
-		return nil, nil
-	}
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("no PEM certificate in %s", file)
-	}
-	return pool, nil
 }
 
 func cmdCheckTLS(fl caddycmd.Flags) (int, error) {

@@ -109,17 +109,8 @@ func parseSendFlags(fl caddycmd.Flags) (*sendOptions, error) {
 	if o.timeout <= 0 {
 		return nil, errors.New("--timeout must be positive")
 	}
-	if ca := fl.String("ca"); ca != "" {
-		pem, err := os.ReadFile(ca)
-		if err != nil {
-			return nil, fmt.Errorf("--ca: %v", err)
-		}
-		if o.roots, err = x509.SystemCertPool(); err != nil {
-			o.roots = x509.NewCertPool()
-		}
-		if !o.roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca: no PEM certificate in %s", ca)
-		}
+	if o.roots, err = tlsupgrade.LoadRoots(fl.String("ca")); err != nil {
+		return nil, fmt.Errorf("--ca: %v", err)
 	}
 	return o, nil
 }

@@ -125,8 +125,8 @@ func (m *MX) Provision(ctx caddy.Context) error {
 	}
 	m.resolver = r
 	m.logger = ctx.Logger()
-	if m.roots, err = loadRoots(m.CAFile); err != nil {
-		return fmt.Errorf("mx: %w", err)
+	if m.roots, err = tlsupgrade.LoadRoots(m.CAFile); err != nil {
+		return fmt.Errorf("mx: ca_file: %w", err)
 	}
 	if m.MTASTS == nil || *m.MTASTS {
 		m.sts = &tlsupgrade.MTASTSCache{Resolver: r, Store: storageStore{ctx: ctx, s: ctx.Storage()}}

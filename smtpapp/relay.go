@@ -96,8 +96,8 @@ func (r *Relay) Provision(caddy.Context) error {
 		return fmt.Errorf("relay: tls %s applies to MX delivery; use verify for a relay", r.TLS)
 	}
 	var err error
-	if r.roots, err = loadRoots(r.CAFile); err != nil {
-		return fmt.Errorf("relay: %w", err)
+	if r.roots, err = tlsupgrade.LoadRoots(r.CAFile); err != nil {
+		return fmt.Errorf("relay: ca_file: %w", err)
 	}
 	if r.ConnectTimeout < 0 || r.Timeout < 0 {
 		return errors.New("relay: timeouts must not be negative")

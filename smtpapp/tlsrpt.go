@@ -3,14 +3,12 @@ package smtpapp
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
 	"mime"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -201,24 +199,4 @@ func (s storageStore) Get(key string) ([]byte, error) {
 
 func (s storageStore) Put(key string, value []byte) error {
 	return s.s.Store(s.ctx, "smtp/"+key, value)
-}
-
-// loadRoots returns the system roots plus the certificates of a PEM file;
-// nil (the system roots) when no file is given.
-func loadRoots(file string) (*x509.CertPool, error) {
-	if file == "" {
-		return nil, nil
-	}
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("ca_file: %w", err)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("ca_file %s: no PEM certificates", file)
-	}
-	return pool, nil
 }
