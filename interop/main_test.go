@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )
 
 // caddyBin is the Caddy binary with this plugin, built once by TestMain.
@@ -64,34 +65,10 @@ func buildCaddy(out string) error {
 }
 
 // inCI reports whether missing tools must fail tests instead of skipping.
-func inCI() bool { return os.Getenv("CI") == "true" }
+func inCI() bool { return testutil.InCI() }
 
-// requireTool returns the path of an external program. Locally a missing
-// program skips the test; under CI=true it fails it, so that CI never
-// passes with skipped interop tests. Besides $PATH it looks in the sbin
-// directories (Postfix's commands live in /usr/sbin, which a non-login
-// PATH may lack) and in $(go env GOPATH)/bin (Pebble).
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	dirs := []string{"/usr/sbin", "/sbin", "/usr/local/sbin"}
-	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		dirs = append(dirs, filepath.Join(strings.TrimSpace(string(gopath)), "bin"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	if inCI() {
-		t.Fatalf("%s is not installed; .ci/run must install it", name)
-	}
-	t.Skipf("%s is not installed (install it to run this test; CI does)", name)
-	return ""
-}
+// requireTool: see testutil.RequireTool (skips locally, fails in CI).
+func requireTool(t *testing.T, name string) string { return testutil.RequireTool(t, name) }
 
 // requireRoot: a private Postfix instance needs root (its master process
 // drops privileges to the postfix user itself).
@@ -106,17 +83,7 @@ func requireRoot(t *testing.T) {
 	t.Skip("the Postfix tests need root")
 }
 
-// freePort returns a loopback TCP port that was free a moment ago, for
-// programs that cannot report the port they bound.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
@@ -135,28 +102,10 @@ func requireAnyTool(t *testing.T, names ...string) string {
 	return requireTool(t, names[0])
 }
 
-// childAttr puts a long-running child in its own process group and asks
-// the kernel to kill it should the test binary die without its cleanups
-// (a go test timeout, for example).
-func childAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-}
+func childAttr() *syscall.SysProcAttr { return testutil.ChildAttr() }
 
-// waitForPort waits until something accepts TCP connections on addr.
 func waitForPort(t *testing.T, addr string, limit time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing listening on %s after %s: %v", addr, limit, err)
-		}
-		pause(50 * time.Millisecond)
-	}
+	testutil.WaitForPort(t, addr, limit)
 }
 
 func pause(d time.Duration) {
