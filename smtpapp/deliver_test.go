@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/internal/dsntest"
+
 	"github.com/emersion/go-smtp"
 
+	"github.com/caddy-smtp/caddy-smtp/dsn"
 	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -50,14 +52,14 @@ func submit(t *testing.T, addr, from, body string, rcpts ...string) {
 }
 
 // readDSN waits for the DSN in sender.test's maildir and parses it.
-func (e *testEnv) readDSN(local string) *dsn.Parsed {
+func (e *testEnv) readDSN(local string) *dsntest.Parsed {
 	e.t.Helper()
 	files := e.waitMail("sender.test", local, 1)
 	data, err := os.ReadFile(files[0])
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	p, err := dsn.Parse(strings.NewReader(string(data)))
+	p, err := dsntest.Parse(strings.NewReader(string(data)))
 	if err != nil {
 		e.t.Fatalf("parsing DSN: %v\n%s", err, data)
 	}

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/internal/dsntest"
+
 	"go.uber.org/zap/zaptest"
 
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
+	"github.com/caddy-smtp/caddy-smtp/dsn"
 )
 
 // quiet is how long a test watches for a delivery that must not happen.
@@ -278,7 +280,7 @@ func TestDeleteWithBounceQueuesDSN(t *testing.T) {
 			t.Fatalf("%s still in the spool", p)
 		}
 	}
-	p, err := dsn.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
+	p, err := dsntest.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

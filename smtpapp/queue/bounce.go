@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
+	"github.com/caddy-smtp/caddy-smtp/dsn"
 )
 
 // notify queues one DSN to the sender of m about the given recipients

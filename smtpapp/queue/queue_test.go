@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/internal/dsntest"
+
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/caddy-smtp/caddy-smtp/dsn"
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/dsn"
 )
 
 // fakeTarget records deliveries; outcome decides each recipient's result.
@@ -217,7 +219,7 @@ func TestPermanentFailureBouncesPartialResult(t *testing.T) {
 	if n := len(f.delivered("good@example.test")); n != 1 {
 		t.Fatalf("good recipient delivered %d times", n)
 	}
-	p, err := dsn.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
+	p, err := dsntest.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +269,7 @@ func TestSuccessDSNWhenAsked(t *testing.T) {
 	q.Commit(w, &Message{From: "s@sender.test", Arrived: time.Now(), EnvID: "env-1",
 		Recipients: []*Recipient{{Addr: "a@example.test", Notify: []string{"SUCCESS"}, ORCPT: "rfc822;orig@example.test"}}})
 	eventually(t, "success DSN", func() bool { return len(bounces.delivered("s@sender.test")) == 1 })
-	p, err := dsn.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
+	p, err := dsntest.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +290,7 @@ func TestExpiryBounces(t *testing.T) {
 	q.Attach(routeBounces(f, bounces), cfg, zaptest.NewLogger(t))
 	enqueue(t, q, "s@sender.test", "slow@example.test")
 	eventually(t, "expiry DSN", func() bool { return len(bounces.delivered("s@sender.test")) == 1 && q.Len() == 0 })
-	p, err := dsn.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
+	p, err := dsntest.Parse(strings.NewReader(bounces.delivered("s@sender.test")[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

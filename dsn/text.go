@@ -67,11 +67,11 @@ func recipientText(b *strings.Builder, rc *Recipient) {
 	}
 	wrapText(b, line+": "+string(rc.Action)+", status "+rc.status(), "", "        ")
 	if m := clean(rc.RemoteMTA); m != "" {
-		_, name, _ := typed(mtaName(m))
+		_, name, _ := SplitTyped(mtaName(m))
 		wrapText(b, name, "    Remote server: ", "        ")
 	}
 	if d := clean(rc.Diagnostic); d != "" {
-		_, text, _ := typed(diagnostic(d))
+		_, text, _ := SplitTyped(diagnostic(d))
 		wrapText(b, text, "    Reason: ", "        ")
 	}
 	if rc.Action == Delayed && !rc.WillRetryUntil.IsZero() {

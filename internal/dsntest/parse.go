@@ -1,6 +1,10 @@
-package dsn
+// Package dsntest reads Delivery Status Notifications back, so that tests
+// can check what the dsn package wrote (and what other MTAs write).
+package dsntest
 
 import (
+	"github.com/caddy-smtp/caddy-smtp/dsn"
+
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -52,7 +56,7 @@ type Parsed struct {
 	//     Return "FULL" when the whole message came back, "HDRS" when only
 	//     its header did, "" when neither.
 	// Unparsable dates are left zero.
-	Report Report
+	Report dsn.Report
 	// MessageFields and RecipientFields are the status part's field groups
 	// as read, extension fields included.
 	MessageFields   []Field
@@ -174,30 +178,30 @@ func headerAddress(v string) string {
 // Parsed fields and the Report.
 func (p *Parsed) parseStatus(body []byte) {
 	groups := splitFields(body)
-	if len(groups) > 0 && (lookup(groups[0], "Reporting-MTA") != "" || lookup(groups[0], "Final-Recipient") == "") {
+	if len(groups) > 0 && (Lookup(groups[0], "Reporting-MTA") != "" || Lookup(groups[0], "Final-Recipient") == "") {
 		p.MessageFields, groups = groups[0], groups[1:]
 	}
 	p.RecipientFields = groups
 
 	rep := &p.Report
-	rep.EnvelopeID = lookup(p.MessageFields, "Original-Envelope-Id")
-	rep.ReportingMTA = lookup(p.MessageFields, "Reporting-MTA")
-	if typ, name, ok := typed(rep.ReportingMTA); ok && strings.EqualFold(typ, "dns") {
+	rep.EnvelopeID = Lookup(p.MessageFields, "Original-Envelope-Id")
+	rep.ReportingMTA = Lookup(p.MessageFields, "Reporting-MTA")
+	if typ, name, ok := dsn.SplitTyped(rep.ReportingMTA); ok && strings.EqualFold(typ, "dns") {
 		rep.ReportingMTA = name
 	}
-	rep.ReceivedFromMTA = lookup(p.MessageFields, "Received-From-MTA")
-	rep.ArrivalDate = parseDate(lookup(p.MessageFields, "Arrival-Date"))
+	rep.ReceivedFromMTA = Lookup(p.MessageFields, "Received-From-MTA")
+	rep.ArrivalDate = parseDate(Lookup(p.MessageFields, "Arrival-Date"))
 
 	for _, g := range groups {
-		rc := Recipient{
-			Final:          parseAddress(lookup(g, "Final-Recipient"), false),
-			Original:       parseAddress(lookup(g, "Original-Recipient"), true),
-			Action:         Action(strings.ToLower(firstWord(lookup(g, "Action")))),
-			Status:         firstWord(lookup(g, "Status")),
-			RemoteMTA:      lookup(g, "Remote-MTA"),
-			Diagnostic:     lookup(g, "Diagnostic-Code"),
-			LastAttempt:    parseDate(lookup(g, "Last-Attempt-Date")),
-			WillRetryUntil: parseDate(lookup(g, "Will-Retry-Until")),
+		rc := dsn.Recipient{
+			Final:          parseAddress(Lookup(g, "Final-Recipient"), false),
+			Original:       parseAddress(Lookup(g, "Original-Recipient"), true),
+			Action:         dsn.Action(strings.ToLower(firstWord(Lookup(g, "Action")))),
+			Status:         firstWord(Lookup(g, "Status")),
+			RemoteMTA:      Lookup(g, "Remote-MTA"),
+			Diagnostic:     Lookup(g, "Diagnostic-Code"),
+			LastAttempt:    parseDate(Lookup(g, "Last-Attempt-Date")),
+			WillRetryUntil: parseDate(Lookup(g, "Will-Retry-Until")),
 		}
 		rep.Recipients = append(rep.Recipients, rc)
 	}
@@ -218,7 +222,7 @@ func splitFields(body []byte) [][]Field {
 				groups = append(groups, cur)
 				cur = nil
 			}
-		case isWSP(line[0]):
+		case isBlank(line[0]):
 			if len(cur) > 0 {
 				cur[len(cur)-1].Value += line
 			}
@@ -240,8 +244,8 @@ func splitFields(body []byte) [][]Field {
 	return groups
 }
 
-// lookup returns the value of the first field called name, or "".
-func lookup(fields []Field, name string) string {
+// Lookup returns the value of the first field called name, or "".
+func Lookup(fields []Field, name string) string {
 	for _, f := range fields {
 		if strings.EqualFold(f.Name, name) {
 			return f.Value
@@ -254,12 +258,12 @@ func lookup(fields []Field, name string) string {
 // utf-8 type's \x{HEX} escapes. It returns the bare address, or with
 // withType "type;address" (the form of Recipient.Original).
 func parseAddress(v string, withType bool) string {
-	typ, addr, ok := typed(v)
+	typ, addr, ok := dsn.SplitTyped(v)
 	if !ok {
 		return v
 	}
 	if strings.EqualFold(typ, "utf-8") {
-		addr = decodeUTF8Addr(addr)
+		addr = dsn.DecodeUTF8Addr(addr)
 	}
 	if withType {
 		return typ + ";" + addr
@@ -287,3 +291,5 @@ func parseDate(v string) time.Time {
 	}
 	return t
 }
+
+func isBlank(c byte) bool { return c == ' ' || c == '\t' }

@@ -132,9 +132,9 @@ func (rc *Recipient) status() string {
 
 func formatDate(t time.Time) string { return t.Format(time.RFC1123Z) }
 
-// typed splits "type; value" where type is an atom (RFC 3464 address,
+// SplitTyped splits "type; value" where type is an atom (RFC 3464 address,
 // MTA name and diagnostic types). ok is false when s has no such prefix.
-func typed(s string) (typ, value string, ok bool) {
+func SplitTyped(s string) (typ, value string, ok bool) {
 	typ, value, ok = strings.Cut(s, ";")
 	typ = strings.TrimSpace(typ)
 	if !ok || !isAtom(typ) {
@@ -145,7 +145,7 @@ func typed(s string) (typ, value string, ok bool) {
 
 // mtaName gives an MTA name the "dns" type unless it has a type.
 func mtaName(s string) string {
-	if _, _, ok := typed(s); ok {
+	if _, _, ok := SplitTyped(s); ok {
 		return s
 	}
 	return "dns; " + s
@@ -154,7 +154,7 @@ func mtaName(s string) string {
 // diagnostic gives a diagnostic text a type unless it has one: "smtp" for
 // an SMTP reply, "x-local" for anything else.
 func diagnostic(s string) string {
-	if _, _, ok := typed(s); ok {
+	if _, _, ok := SplitTyped(s); ok {
 		return s
 	}
 	if len(s) >= 3 && strings.IndexByte("245", s[0]) >= 0 && isDigits(s[1:3]) &&
@@ -199,10 +199,10 @@ func utf8AddrXtext(s string) string {
 	return b.String()
 }
 
-// decodeUTF8Addr undoes utf8AddrXtext, and reads the utf-8-addr-unitext
+// DecodeUTF8Addr undoes utf8AddrXtext, and reads the utf-8-addr-unitext
 // form too: each well-formed \x{HEX} becomes its character. Anything else is
 // kept as it is.
-func decodeUTF8Addr(s string) string {
+func DecodeUTF8Addr(s string) string {
 	if !strings.Contains(s, `\x{`) {
 		return s
 	}

@@ -1,9 +1,13 @@
-package dsn
+package dsn_test
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/caddy-smtp/caddy-smtp/dsn"
+)
 
 func TestShouldNotify(t *testing.T) {
-	all := []Action{Failed, Delayed, Delivered, Relayed, Expanded, "bounced"}
+	all := []dsn.Action{dsn.Failed, dsn.Delayed, dsn.Delivered, dsn.Relayed, dsn.Expanded, "bounced"}
 	for _, tc := range []struct {
 		notify []string
 		want   []bool // in the order of all
@@ -22,7 +26,7 @@ func TestShouldNotify(t *testing.T) {
 		{[]string{"BOGUS"}, []bool{false, false, false, false, false, false}},
 	} {
 		for i, a := range all {
-			if got := ShouldNotify(tc.notify, a); got != tc.want[i] {
+			if got := dsn.ShouldNotify(tc.notify, a); got != tc.want[i] {
 				t.Errorf("ShouldNotify(%q, %s) = %v, want %v", tc.notify, a, got, tc.want[i])
 			}
 		}

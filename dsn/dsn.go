@@ -1,4 +1,4 @@
-// Package dsn builds and parses Delivery Status Notifications: the
+// Package dsn builds Delivery Status Notifications: the
 // multipart/report messages (RFC 6522) with a message/delivery-status part
 // (RFC 3464) that an MTA sends back to the envelope sender when a message
 // fails, is delayed, or (when asked for with the RFC 3461 NOTIFY parameter)

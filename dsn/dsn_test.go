@@ -1,4 +1,4 @@
-package dsn
+package dsn_test
 
 import (
 	"bytes"
@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-smtp/caddy-smtp/dsn"
+	"github.com/caddy-smtp/caddy-smtp/internal/dsntest"
 )
 
 var (
@@ -30,8 +33,8 @@ const origHeader = "Received: from client.example.com (client.example.com [192.0
 const origMessage = origHeader + "\r\n" + "Hi Bob,\r\n\r\nthe numbers are attached.\r\n"
 
 // baseReport returns a failure report about two recipients, one with ORCPT.
-func baseReport() *Report {
-	return &Report{
+func baseReport() *dsn.Report {
+	return &dsn.Report{
 		ReportingMTA:    "mx.example.org",
 		EnvelopeID:      "QQ314159",
 		ArrivalDate:     arrived,
@@ -39,11 +42,11 @@ func baseReport() *Report {
 		Sender:          "alice@example.com",
 		MessageID:       "dsn-1@mx.example.org",
 		Date:            now,
-		Recipients: []Recipient{
+		Recipients: []dsn.Recipient{
 			{
 				Final:       "bob@example.net",
 				Original:    "rfc822;robert@example.com",
-				Action:      Failed,
+				Action:      dsn.Failed,
 				Status:      "5.1.1",
 				RemoteMTA:   "dns; mx1.example.net",
 				Diagnostic:  "smtp; 550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown",
@@ -51,7 +54,7 @@ func baseReport() *Report {
 			},
 			{
 				Final:       "carol@example.net",
-				Action:      Failed,
+				Action:      dsn.Failed,
 				Status:      "5.2.2",
 				RemoteMTA:   "dns; mx1.example.net",
 				Diagnostic:  "smtp; 552 5.2.2 mailbox full",
@@ -62,10 +65,10 @@ func baseReport() *Report {
 }
 
 // write runs WriteInfo and checks that the output is well-formed mail.
-func write(t *testing.T, r *Report, original io.Reader, maxFullSize int64) ([]byte, Info) {
+func write(t *testing.T, r *dsn.Report, original io.Reader, maxFullSize int64) ([]byte, dsn.Info) {
 	t.Helper()
 	var buf bytes.Buffer
-	info, err := WriteInfo(&buf, r, original, maxFullSize)
+	info, err := dsn.WriteInfo(&buf, r, original, maxFullSize)
 	if err != nil {
 		t.Fatalf("WriteInfo: %v", err)
 	}
@@ -85,7 +88,7 @@ func checkLines(t *testing.T, msg []byte) {
 		if bytes.ContainsAny(body, "\r\n") {
 			t.Errorf("line %d has a bare CR or LF: %q", i+1, body)
 		}
-		if len(body) > hardLimit {
+		if len(body) > 998 {
 			t.Errorf("line %d is %d octets long", i+1, len(body))
 		}
 	}
@@ -136,9 +139,9 @@ func partTypes(parts []textprotoPart) string {
 	return strings.Join(types, ", ")
 }
 
-func parse(t *testing.T, msg []byte) *Parsed {
+func parse(t *testing.T, msg []byte) *dsntest.Parsed {
 	t.Helper()
-	p, err := Parse(bytes.NewReader(msg))
+	p, err := dsntest.Parse(bytes.NewReader(msg))
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
@@ -148,7 +151,7 @@ func parse(t *testing.T, msg []byte) *Parsed {
 // compareReport checks that the parsed report says what was written. The
 // inputs use the canonical forms ("dns; ...", "smtp; ...") so that they
 // come back unchanged.
-func compareReport(t *testing.T, got, want *Report) {
+func compareReport(t *testing.T, got, want *dsn.Report) {
 	t.Helper()
 	if got.ReportingMTA != want.ReportingMTA || got.EnvelopeID != want.EnvelopeID ||
 		got.ReceivedFromMTA != want.ReceivedFromMTA || got.Sender != want.Sender ||
@@ -164,9 +167,9 @@ func compareReport(t *testing.T, got, want *Report) {
 	for i, g := range got.Recipients {
 		w := want.Recipients[i]
 		if w.Status == "" {
-			w.Status = defaultStatus(w.Action)
+			w.Status = dsn.DefaultStatus(w.Action)
 		}
-		if w.Action != Delayed {
+		if w.Action != dsn.Delayed {
 			w.WillRetryUntil = time.Time{}
 		}
 		if g.Final != w.Final || g.Original != w.Original || g.Action != w.Action || g.Status != w.Status ||
@@ -201,7 +204,7 @@ func TestRoundTripFailed(t *testing.T) {
 	if hdr.Get("Content-Transfer-Encoding") != "" {
 		t.Errorf("an ASCII DSN has a Content-Transfer-Encoding")
 	}
-	if info != (Info{MessageID: "dsn-1@mx.example.org", Subject: "Undelivered Mail Returned to Sender", Returned: ReturnedHeaders}) {
+	if info != (dsn.Info{MessageID: "dsn-1@mx.example.org", Subject: "Undelivered Mail Returned to Sender", Returned: dsn.ReturnedHeaders}) {
 		t.Errorf("info: %+v", info)
 	}
 
@@ -234,9 +237,9 @@ func TestRoundTripFailed(t *testing.T) {
 
 func TestRoundTripDelayed(t *testing.T) {
 	r := baseReport()
-	r.Recipients = []Recipient{{
+	r.Recipients = []dsn.Recipient{{
 		Final:          "bob@example.net",
-		Action:         Delayed,
+		Action:         dsn.Delayed,
 		Status:         "4.4.1",
 		Diagnostic:     "x-local; connection to mx1.example.net timed out",
 		LastAttempt:    now,
@@ -247,7 +250,7 @@ func TestRoundTripDelayed(t *testing.T) {
 	if got := partTypes(parts); got != "text/plain, message/delivery-status" {
 		t.Errorf("parts: %s", got)
 	}
-	if hdr.Get("Subject") != "Delayed Mail (still being retried)" || info.Returned != ReturnedNothing {
+	if hdr.Get("Subject") != "Delayed Mail (still being retried)" || info.Returned != dsn.ReturnedNothing {
 		t.Errorf("subject %q, returned %q", hdr.Get("Subject"), info.Returned)
 	}
 	if !bytes.Contains(out, []byte("\r\nWill-Retry-Until: Fri, 06 Mar 2026 10:00:00 +0000\r\n")) {
@@ -262,17 +265,17 @@ func TestRoundTripDelayed(t *testing.T) {
 
 func TestRoundTripSuccess(t *testing.T) {
 	for _, tc := range []struct {
-		action  Action
+		action  dsn.Action
 		subject string
 	}{
-		{Delivered, "Successful Mail Delivery Report"},
-		{Relayed, "Relayed Mail Delivery Report"},
-		{Expanded, "Successful Mail Delivery Report"},
+		{dsn.Delivered, "Successful Mail Delivery Report"},
+		{dsn.Relayed, "Relayed Mail Delivery Report"},
+		{dsn.Expanded, "Successful Mail Delivery Report"},
 	} {
 		t.Run(string(tc.action), func(t *testing.T) {
 			r := baseReport()
 			r.Return = "FULL" // content is returned with failures only
-			r.Recipients = []Recipient{{
+			r.Recipients = []dsn.Recipient{{
 				Final:          "bob@example.net",
 				Original:       "rfc822;bob@example.net",
 				Action:         tc.action,
@@ -282,7 +285,7 @@ func TestRoundTripSuccess(t *testing.T) {
 				WillRetryUntil: now.Add(time.Hour), // not written for this action
 			}}
 			out, info := write(t, r, strings.NewReader(origMessage), 1<<20)
-			if info.Subject != tc.subject || info.Returned != ReturnedHeaders {
+			if info.Subject != tc.subject || info.Returned != dsn.ReturnedHeaders {
 				t.Errorf("info: %+v", info)
 			}
 			if bytes.Contains(out, []byte("Will-Retry-Until")) {
@@ -308,7 +311,7 @@ func TestReturnFull(t *testing.T) {
 	r := baseReport()
 	r.Return = "full"
 	out, info := write(t, r, strings.NewReader(original), int64(len(original)))
-	if info.Returned != ReturnedFull || !info.EightBit || info.Global {
+	if info.Returned != dsn.ReturnedFull || !info.EightBit || info.Global {
 		t.Errorf("info: %+v", info)
 	}
 	hdr, parts := stdParts(t, out)
@@ -334,7 +337,7 @@ func TestReturnFullTooLarge(t *testing.T) {
 	r := baseReport()
 	r.Return = "FULL"
 	out, info := write(t, r, strings.NewReader(origMessage), int64(len(origMessage)-1))
-	if info.Returned != ReturnedHeaders {
+	if info.Returned != dsn.ReturnedHeaders {
 		t.Errorf("info: %+v", info)
 	}
 	p := parse(t, out)
@@ -347,7 +350,7 @@ func TestReturnFullTooLarge(t *testing.T) {
 
 	// maxFullSize 0 never returns the whole message.
 	out, info = write(t, r, strings.NewReader(origMessage), 0)
-	if info.Returned != ReturnedHeaders || !bytes.Contains(out, []byte("text/rfc822-headers")) {
+	if info.Returned != dsn.ReturnedHeaders || !bytes.Contains(out, []byte("text/rfc822-headers")) {
 		t.Errorf("maxFullSize 0: %+v", info)
 	}
 }
@@ -358,7 +361,7 @@ func TestReturnHeaders(t *testing.T) {
 		r.Return = ret
 		out, info := write(t, r, strings.NewReader(origMessage), 1<<20)
 		_, parts := stdParts(t, out)
-		if info.Returned != ReturnedHeaders || parts[2].contentType != "text/rfc822-headers" ||
+		if info.Returned != dsn.ReturnedHeaders || parts[2].contentType != "text/rfc822-headers" ||
 			string(parts[2].body) != origHeader {
 			t.Errorf("RET=%q: %s\n%q", ret, parts[2].contentType, parts[2].body)
 		}
@@ -370,34 +373,34 @@ func TestMalformedOriginal(t *testing.T) {
 	hline := "X-A: " + strings.Repeat("a", 95) + "\r\n"
 	for name, tc := range map[string]struct {
 		ret, original, header string
-		returned              Returned
+		returned              dsn.Returned
 	}{
 		"bare LF": {
 			"FULL", "Subject: a\nFrom: b@example.com\n\nbody\n",
-			"Subject: a\r\nFrom: b@example.com\r\n", ReturnedHeaders,
+			"Subject: a\r\nFrom: b@example.com\r\n", dsn.ReturnedHeaders,
 		},
 		"bare CR": {
 			"FULL", "Subject: a\rb\r\n\r\nbody\r\n",
-			"Subject: a b\r\n", ReturnedHeaders,
+			"Subject: a b\r\n", dsn.ReturnedHeaders,
 		},
 		"NUL in body": {
 			"FULL", origHeader + "\r\nbody\x00\r\n",
-			origHeader, ReturnedHeaders,
+			origHeader, dsn.ReturnedHeaders,
 		},
 		"long header line": {
 			"FULL", long + "\r\nSubject: x\r\n\r\nbody\r\n",
-			"X-Long: " + strings.Repeat("y", 990) + "\r\n " + strings.Repeat("y", 510) + " end\r\nSubject: x\r\n", ReturnedHeaders,
+			"X-Long: " + strings.Repeat("y", 990) + "\r\n " + strings.Repeat("y", 510) + " end\r\nSubject: x\r\n", dsn.ReturnedHeaders,
 		},
 		"long utf-8 field name": {
 			"HDRS", "X" + strings.Repeat("ü", 700) + ": v\r\n\r\nbody\r\n",
-			"X" + strings.Repeat("ü", 498) + "\r\n " + strings.Repeat("ü", 202) + ": v\r\n", ReturnedHeaders,
+			"X" + strings.Repeat("ü", 498) + "\r\n " + strings.Repeat("ü", 202) + ": v\r\n", dsn.ReturnedHeaders,
 		},
-		"no body":         {"HDRS", "Subject: only a header", "Subject: only a header\r\n", ReturnedHeaders},
-		"no body, full":   {"FULL", "Subject: only a header", "Subject: only a header", ReturnedFull},
-		"no header":       {"HDRS", "\r\nbody\r\n", "", ReturnedNothing},
-		"empty":           {"HDRS", "", "", ReturnedNothing},
-		"empty, full":     {"FULL", "", "", ReturnedNothing},
-		"header size cap": {"HDRS", strings.Repeat(hline, maxHeaderSize/len(hline)+10), strings.Repeat(hline, maxHeaderSize/len(hline)), ReturnedHeaders},
+		"no body":         {"HDRS", "Subject: only a header", "Subject: only a header\r\n", dsn.ReturnedHeaders},
+		"no body, full":   {"FULL", "Subject: only a header", "Subject: only a header", dsn.ReturnedFull},
+		"no header":       {"HDRS", "\r\nbody\r\n", "", dsn.ReturnedNothing},
+		"empty":           {"HDRS", "", "", dsn.ReturnedNothing},
+		"empty, full":     {"FULL", "", "", dsn.ReturnedNothing},
+		"header size cap": {"HDRS", strings.Repeat(hline, dsn.MaxHeaderSize/len(hline)+10), strings.Repeat(hline, dsn.MaxHeaderSize/len(hline)), dsn.ReturnedHeaders},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := baseReport()
@@ -423,7 +426,7 @@ func TestUTF8(t *testing.T) {
 	want.UTF8 = true
 
 	out, info := write(t, r, strings.NewReader(original), 1<<20)
-	if !info.Global || !info.SMTPUTF8 || !info.EightBit || info.Returned != ReturnedFull {
+	if !info.Global || !info.SMTPUTF8 || !info.EightBit || info.Returned != dsn.ReturnedFull {
 		t.Errorf("info: %+v", info)
 	}
 	hdr, parts := stdParts(t, out)
@@ -463,19 +466,19 @@ func TestUTF8(t *testing.T) {
 
 func TestGlobalTriggers(t *testing.T) {
 	for name, tc := range map[string]struct {
-		edit     func(*Report)
+		edit     func(*dsn.Report)
 		original string
 		global   bool
 		smtputf8 bool
 	}{
-		"ascii":               {func(*Report) {}, origMessage, false, false},
-		"SMTPUTF8 original":   {func(r *Report) { r.UTF8 = true }, origMessage, true, false},
-		"utf-8 recipient":     {func(r *Report) { r.Recipients[1].Final = "josé@example.net" }, origMessage, true, false},
-		"utf-8 ORCPT":         {func(r *Report) { r.Recipients[1].Original = "rfc822;josé@example.net" }, origMessage, true, false},
-		"utf-8 header":        {func(*Report) {}, "Subject: Grüße\r\n\r\nx\r\n", true, false},
-		"latin-1 header":      {func(*Report) {}, "Subject: Gr\xfc\xdfe\r\n\r\nx\r\n", false, false},
-		"utf-8 sender":        {func(r *Report) { r.Sender = "josé@example.com" }, origMessage, true, true},
-		"utf-8 reporting MTA": {func(r *Report) { r.ReportingMTA = "mx.bücher.example" }, origMessage, false, true},
+		"ascii":               {func(*dsn.Report) {}, origMessage, false, false},
+		"SMTPUTF8 original":   {func(r *dsn.Report) { r.UTF8 = true }, origMessage, true, false},
+		"utf-8 recipient":     {func(r *dsn.Report) { r.Recipients[1].Final = "josé@example.net" }, origMessage, true, false},
+		"utf-8 ORCPT":         {func(r *dsn.Report) { r.Recipients[1].Original = "rfc822;josé@example.net" }, origMessage, true, false},
+		"utf-8 header":        {func(*dsn.Report) {}, "Subject: Grüße\r\n\r\nx\r\n", true, false},
+		"latin-1 header":      {func(*dsn.Report) {}, "Subject: Gr\xfc\xdfe\r\n\r\nx\r\n", false, false},
+		"utf-8 sender":        {func(r *dsn.Report) { r.Sender = "josé@example.com" }, origMessage, true, true},
+		"utf-8 reporting MTA": {func(r *dsn.Report) { r.ReportingMTA = "mx.bücher.example" }, origMessage, false, true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			r := baseReport()
@@ -522,10 +525,10 @@ func TestNormalisedFields(t *testing.T) {
 	r := baseReport()
 	r.ReceivedFromMTA = "client.example.com"
 	r.MessageID = "<with-brackets@mx.example.org>"
-	r.Recipients = []Recipient{
-		{Final: " bob@example.net ", Action: Failed, RemoteMTA: "mx1.example.net", Diagnostic: "550-5.1.1 first line\r\n550 5.1.1 second line\r\n"},
-		{Final: "carol@example.net", Action: Failed, Diagnostic: "no route to host"},
-		{Final: "dave@example.net", Action: Failed, Diagnostic: "X-Unix; exit status 67"},
+	r.Recipients = []dsn.Recipient{
+		{Final: " bob@example.net ", Action: dsn.Failed, RemoteMTA: "mx1.example.net", Diagnostic: "550-5.1.1 first line\r\n550 5.1.1 second line\r\n"},
+		{Final: "carol@example.net", Action: dsn.Failed, Diagnostic: "no route to host"},
+		{Final: "dave@example.net", Action: dsn.Failed, Diagnostic: "X-Unix; exit status 67"},
 	}
 	out, info := write(t, r, nil, 0)
 	if info.MessageID != "with-brackets@mx.example.org" || !bytes.Contains(out, []byte("\r\nMessage-ID: <with-brackets@mx.example.org>\r\n")) {
@@ -533,7 +536,7 @@ func TestNormalisedFields(t *testing.T) {
 	}
 	p := parse(t, out)
 	got := p.Report.Recipients
-	for i, want := range []Recipient{
+	for i, want := range []dsn.Recipient{
 		{Final: "bob@example.net", Status: "5.0.0", RemoteMTA: "dns; mx1.example.net", Diagnostic: "smtp; 550-5.1.1 first line 550 5.1.1 second line"},
 		{Final: "carol@example.net", Status: "5.0.0", Diagnostic: "x-local; no route to host"},
 		{Final: "dave@example.net", Status: "5.0.0", Diagnostic: "X-Unix; exit status 67"},
@@ -576,7 +579,7 @@ func TestLongDiagnostic(t *testing.T) {
 			// Whitespace allows folding within 78 octets everywhere.
 			_, parts := stdParts(t, out)
 			for _, line := range strings.Split(string(parts[1].body), "\r\n") {
-				if len(line) > softLimit {
+				if len(line) > dsn.SoftLimit {
 					t.Errorf("status line of %d octets: %q", len(line), line)
 				}
 			}
@@ -586,32 +589,32 @@ func TestLongDiagnostic(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	for name, tc := range map[string]struct {
-		edit func(*Report)
+		edit func(*dsn.Report)
 		err  error
 	}{
-		"null sender":       {func(r *Report) { r.Sender = "" }, ErrNullSender},
-		"no recipients":     {func(r *Report) { r.Recipients = nil }, ErrNoRecipients},
-		"no reporting MTA":  {func(r *Report) { r.ReportingMTA = "" }, nil},
-		"spaced MTA":        {func(r *Report) { r.ReportingMTA = "mx example" }, nil},
-		"sender with CRLF":  {func(r *Report) { r.Sender = "a@b\r\nBcc: x@y" }, nil},
-		"bad return":        {func(r *Report) { r.Return = "BODY" }, nil},
-		"no final":          {func(r *Report) { r.Recipients[0].Final = " " }, nil},
-		"bad action":        {func(r *Report) { r.Recipients[0].Action = "bounced" }, nil},
-		"bad status":        {func(r *Report) { r.Recipients[0].Status = "550" }, nil},
-		"status class 3":    {func(r *Report) { r.Recipients[0].Status = "3.0.0" }, nil},
-		"status too long":   {func(r *Report) { r.Recipients[0].Status = "5.1234.1" }, nil},
-		"untyped ORCPT":     {func(r *Report) { r.Recipients[0].Original = "a@example.com" }, nil},
-		"final with CR":     {func(r *Report) { r.Recipients[0].Final = "a@b\rc" }, nil},
+		"null sender":       {func(r *dsn.Report) { r.Sender = "" }, dsn.ErrNullSender},
+		"no recipients":     {func(r *dsn.Report) { r.Recipients = nil }, dsn.ErrNoRecipients},
+		"no reporting MTA":  {func(r *dsn.Report) { r.ReportingMTA = "" }, nil},
+		"spaced MTA":        {func(r *dsn.Report) { r.ReportingMTA = "mx example" }, nil},
+		"sender with CRLF":  {func(r *dsn.Report) { r.Sender = "a@b\r\nBcc: x@y" }, nil},
+		"bad return":        {func(r *dsn.Report) { r.Return = "BODY" }, nil},
+		"no final":          {func(r *dsn.Report) { r.Recipients[0].Final = " " }, nil},
+		"bad action":        {func(r *dsn.Report) { r.Recipients[0].Action = "bounced" }, nil},
+		"bad status":        {func(r *dsn.Report) { r.Recipients[0].Status = "550" }, nil},
+		"status class 3":    {func(r *dsn.Report) { r.Recipients[0].Status = "3.0.0" }, nil},
+		"status too long":   {func(r *dsn.Report) { r.Recipients[0].Status = "5.1234.1" }, nil},
+		"untyped ORCPT":     {func(r *dsn.Report) { r.Recipients[0].Original = "a@example.com" }, nil},
+		"final with CR":     {func(r *dsn.Report) { r.Recipients[0].Final = "a@b\rc" }, nil},
 		"nil report marker": {nil, nil},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var r *Report
+			var r *dsn.Report
 			if tc.edit != nil {
 				r = baseReport()
 				tc.edit(r)
 			}
 			var buf bytes.Buffer
-			err := Write(&buf, r, strings.NewReader(origMessage), 1<<20)
+			err := dsn.Write(&buf, r, strings.NewReader(origMessage), 1<<20)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -625,66 +628,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestFold(t *testing.T) {
-	for name, line := range map[string]string{
-		"short":       "Action: failed",
-		"words":       "Diagnostic-Code: smtp; " + strings.Repeat("word ", 60) + "end",
-		"tabs":        "X: a\tb\t\tc " + strings.Repeat("x", 80) + "\t" + strings.Repeat("y", 80),
-		"long token":  "X: " + strings.Repeat("z", 500) + " tail",
-		"utf-8 solid": "X: " + strings.Repeat("ü", 700),
-		"space runs":  "X: " + strings.Repeat("a    ", 40),
-	} {
-		t.Run(name, func(t *testing.T) {
-			var b bytes.Buffer
-			fold(&b, line, 3, softLimit)
-			out := b.String()
-			checkLines(t, b.Bytes())
-			for _, l := range strings.Split(strings.TrimSuffix(out, "\r\n"), "\r\n") {
-				if strings.Trim(l, " \t") == "" {
-					t.Errorf("blank line in %q", out)
-				}
-			}
-			unfolded := strings.ReplaceAll(strings.TrimSuffix(out, "\r\n"), "\r\n", "")
-			if name == "utf-8 solid" {
-				unfolded = strings.ReplaceAll(unfolded, "\r\n ", "")
-				if !strings.HasPrefix(out, "X: ") || strings.ReplaceAll(unfolded, " ", "") != strings.ReplaceAll(line, " ", "") {
-					t.Errorf("hard break lost characters")
-				}
-				return
-			}
-			if unfolded != line {
-				t.Errorf("unfolds to\n%q\nwant\n%q", unfolded, line)
-			}
-		})
-	}
-}
-
-func TestUTF8AddrXtext(t *testing.T) {
-	for _, tc := range []struct{ raw, enc string }{
-		{"a@example.com", "a@example.com"},
-		{"a+b=c@example.com", `a\x{2B}b\x{3D}c@example.com`},
-		{`"a b"@example.com`, `"a\x{20}b"@example.com`},
-		{"用户@example.net", `\x{7528}\x{6237}@example.net`},
-		{"😀@example.net", `\x{1F600}@example.net`},
-	} {
-		if got := utf8AddrXtext(tc.raw); got != tc.enc {
-			t.Errorf("encode %q: got %q, want %q", tc.raw, got, tc.enc)
-		}
-		if got := decodeUTF8Addr(tc.enc); got != tc.raw {
-			t.Errorf("decode %q: got %q, want %q", tc.enc, got, tc.raw)
-		}
-	}
-	// Malformed escapes are kept as they are.
-	for _, s := range []string{`\x{`, `\x{}`, `a\x{ZZ}b`, `\x{1234567}`, `\x{110000}`, `\x{D800}`, `x\x{41`} {
-		if got := decodeUTF8Addr(s); got != s {
-			t.Errorf("decode %q: got %q", s, got)
-		}
-	}
-}
-
-// TestParseForeign reads a DSN as another MTA might write it: a base64
-// status part, comments after the action and status, quoted-printable text
-// and a missing Arrival-Date.
 func TestParseForeign(t *testing.T) {
 	status := "Reporting-MTA: dns; mail.example.com\r\nX-Postfix-Queue-ID: 4Fx\r\n\r\n" +
 		"Final-Recipient: RFC822; someone@example.net\r\nAction: failed (bad address)\r\n" +
@@ -699,7 +642,7 @@ func TestParseForeign(t *testing.T) {
 		"--XYZ\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nZustellung fehlgeschlagen =C3=BC\r\n" +
 		"--XYZ\r\nContent-Type: message/delivery-status\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64 +
 		"--XYZ\r\nContent-Type: text/rfc822-headers\r\n\r\nSubject: x\r\n\r\n--XYZ--\r\n"
-	p, err := Parse(strings.NewReader(msg))
+	p, err := dsntest.Parse(strings.NewReader(msg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,10 +657,10 @@ func TestParseForeign(t *testing.T) {
 		t.Fatalf("recipients %+v", rep.Recipients)
 	}
 	rc := rep.Recipients[0]
-	if rc.Final != "someone@example.net" || rc.Action != Failed || rc.Status != "5.0.0" || rc.Diagnostic != "smtp; 550 no such user" {
+	if rc.Final != "someone@example.net" || rc.Action != dsn.Failed || rc.Status != "5.0.0" || rc.Diagnostic != "smtp; 550 no such user" {
 		t.Errorf("recipient %+v", rc)
 	}
-	if lookup(p.MessageFields, "x-postfix-queue-id") != "4Fx" {
+	if dsntest.Lookup(p.MessageFields, "x-postfix-queue-id") != "4Fx" {
 		t.Errorf("extension field lost: %+v", p.MessageFields)
 	}
 }
@@ -729,7 +672,7 @@ func TestParseNotDSN(t *testing.T) {
 		"no status part": "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
 		"no boundary":    "Content-Type: multipart/report; report-type=delivery-status\r\n\r\nx\r\n",
 	} {
-		if _, err := Parse(strings.NewReader(msg)); !errors.Is(err, ErrNotDSN) {
+		if _, err := dsntest.Parse(strings.NewReader(msg)); !errors.Is(err, dsntest.ErrNotDSN) {
 			t.Errorf("%s: error %v", name, err)
 		}
 	}
@@ -738,21 +681,21 @@ func TestParseNotDSN(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	r := baseReport()
 	var buf bytes.Buffer
-	if err := Write(&buf, r, strings.NewReader(origMessage), 1<<20); err != nil {
+	if err := dsn.Write(&buf, r, strings.NewReader(origMessage), 1<<20); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(buf.Bytes())
 	buf.Reset()
 	r.Return = "FULL"
 	r.UTF8 = true
-	if err := Write(&buf, r, strings.NewReader(origMessage), 1<<20); err != nil {
+	if err := dsn.Write(&buf, r, strings.NewReader(origMessage), 1<<20); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(buf.Bytes())
 	f.Add([]byte("Content-Type: multipart/report; boundary=b\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n" +
 		"Final-Recipient: utf-8; \\x{41}\\x{\r\n Action: x\r\n\r\n\r\n --b--\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := Parse(bytes.NewReader(data))
+		p, err := dsntest.Parse(bytes.NewReader(data))
 		if err == nil && p.StatusType == "" {
 			t.Errorf("parsed without a status part")
 		}
@@ -771,11 +714,11 @@ func FuzzWrite(f *testing.F) {
 			r.Return = "FULL"
 		}
 		var buf bytes.Buffer
-		if err := Write(&buf, r, bytes.NewReader(original), 4096); err != nil {
+		if err := dsn.Write(&buf, r, bytes.NewReader(original), 4096); err != nil {
 			t.Fatal(err)
 		}
 		checkLines(t, buf.Bytes())
-		p, err := Parse(bytes.NewReader(buf.Bytes()))
+		p, err := dsntest.Parse(bytes.NewReader(buf.Bytes()))
 		if err != nil {
 			t.Fatalf("Parse: %v\n%q", err, buf.Bytes())
 		}
