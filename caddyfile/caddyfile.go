@@ -94,8 +94,8 @@
 //
 // Every option maps to the JSON field of the same name in smtpapp.App,
 // smtpapp.Server, smtpapp.QueueConfig, smtpapp.Route, the target
-// (smtpapp.Maildir, smtpapp.Relay, smtpapp.MX) or the authentication
-// provider (smtpapp.Accounts), whose docs give meanings and defaults. The
+// (maildir.Maildir, relay.Relay, mx.MX in modules/smtptargets) or the authentication
+// provider (accounts.Accounts in modules/smtpauth), whose docs give meanings and defaults. The
 // parts that differ from a plain copy:
 //
 //   - automatic_certificates takes `on` or `off` (default on).

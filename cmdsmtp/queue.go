@@ -14,7 +14,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -141,14 +141,14 @@ func cmdShow(fl caddycmd.Flags) (int, error) {
 	if fl.Bool("body") {
 		uri += "?body=1"
 	}
-	return call(fl, http.MethodGet, uri, func(d smtpapp.MessageDetail) {
+	return call(fl, http.MethodGet, uri, func(d smtpadmin.MessageDetail) {
 		writeDetail(os.Stdout, d, time.Now())
 	})
 }
 
 // writeDetail prints one message: envelope and state, then the header
 // section and the body.
-func writeDetail(w io.Writer, d smtpapp.MessageDetail, now time.Time) {
+func writeDetail(w io.Writer, d smtpadmin.MessageDetail, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	state := d.State
 	if d.Attempts > 0 {
@@ -219,7 +219,7 @@ func cmdFlush(fl caddycmd.Flags) (int, error) {
 	if fl.NArg() == 1 {
 		uri = messagePath(fl.Arg(0)) + "/flush"
 	}
-	return call(fl, http.MethodPost, uri, func(r smtpapp.ActionResult) {
+	return call(fl, http.MethodPost, uri, func(r smtpadmin.ActionResult) {
 		n := 0
 		if r.Flushed != nil {
 			n = *r.Flushed
@@ -240,7 +240,7 @@ func cmdDelete(fl caddycmd.Flags) (int, error) {
 	if fl.Bool("bounce") {
 		uri += "?bounce=1"
 	}
-	return call(fl, http.MethodDelete, uri, func(r smtpapp.ActionResult) {
+	return call(fl, http.MethodDelete, uri, func(r smtpadmin.ActionResult) {
 		fmt.Printf("deleted %s\n", r.ID)
 		if fl.Bool("bounce") && r.Bounced != nil {
 			fmt.Printf("DSN to the sender queued for %d recipient(s)\n", *r.Bounced)
@@ -251,7 +251,7 @@ func cmdDelete(fl caddycmd.Flags) (int, error) {
 func messageAction(action string) caddycmd.CommandFunc {
 	done := map[string]string{"hold": "held", "release": "released"}[action]
 	return func(fl caddycmd.Flags) (int, error) {
-		return call(fl, http.MethodPost, messagePath(fl.Arg(0))+"/"+action, func(r smtpapp.ActionResult) {
+		return call(fl, http.MethodPost, messagePath(fl.Arg(0))+"/"+action, func(r smtpadmin.ActionResult) {
 			fmt.Printf("%s %s\n", r.ID, done)
 		})
 	}
@@ -260,7 +260,7 @@ func messageAction(action string) caddycmd.CommandFunc {
 func domainAction(action string) caddycmd.CommandFunc {
 	return func(fl caddycmd.Flags) (int, error) {
 		uri := "/smtp/domains/" + url.PathEscape(fl.Arg(0)) + "/" + action
-		return call(fl, http.MethodPost, uri, func(r smtpapp.ActionResult) {
+		return call(fl, http.MethodPost, uri, func(r smtpadmin.ActionResult) {
 			if r.Held != nil && *r.Held {
 				fmt.Printf("delivery to %s held\n", r.Domain)
 			} else {
@@ -271,7 +271,7 @@ func domainAction(action string) caddycmd.CommandFunc {
 }
 
 func cmdDomains(fl caddycmd.Flags) (int, error) {
-	return call(fl, http.MethodGet, "/smtp/domains", func(ds []smtpapp.HeldDomain) {
+	return call(fl, http.MethodGet, "/smtp/domains", func(ds []smtpadmin.HeldDomain) {
 		if len(ds) == 0 {
 			fmt.Println("No domain is held.")
 			return

@@ -1,10 +1,12 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"crypto/tls"
 	"crypto/x509"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )

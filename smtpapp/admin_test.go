@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddyserver/caddy/v2"
 

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -87,6 +88,7 @@ type App struct {
 	outbound    queue.Target
 	queue       *queue.Queue
 	detachQueue func()
+	targetEnv   TargetEnv
 }
 
 // CaddyModule returns the Caddy module information.
@@ -122,6 +124,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.provisionQueue(); err != nil {
 		return err
 	}
+	res, err := resolver.New(nil, 0)
+	if err != nil {
+		return fmt.Errorf("system resolver: %w", err)
+	}
+	a.targetEnv = TargetEnv{
+		Hostname:   a.Hostname,
+		Logger:     a.logger.Named("delivery"),
+		Metrics:    a.metrics,
+		Resolver:   res,
+		Storage:    ctx.Storage(),
+		TLSReports: tlsReports,
+	}
 	if a.Outbound == nil {
 		a.Outbound = json.RawMessage(`{"target": "mx"}`)
 	}
@@ -133,7 +147,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("outbound: module %T is not a delivery target", mod)
 	}
-	a.configureTarget(outbound)
+	if err := a.provisionTarget(outbound); err != nil {
+		return fmt.Errorf("outbound: %w", err)
+	}
 	a.outbound = outbound
 
 	for i, r := range a.Routes {
@@ -366,15 +382,17 @@ func (a *App) automaticCertificates() bool {
 	return a.AutomaticCertificates == nil || *a.AutomaticCertificates
 }
 
-// routeFor returns the route that accepts the domain for mail received by
-// srv: srv's own routes when it has any, else the app's. nil if none does.
-func (a *App) routeFor(srv *Server, domain string) *Route {
+// routeFor returns the first route that takes the recipient of mail
+// received by srv: srv's own routes when it has any, else the app's. With
+// limiting, only routes that limit recipients count (relay control: see
+// Route). nil if none does.
+func (a *App) routeFor(srv *Server, in MatchInput, limiting bool) *Route {
 	routes := a.Routes
 	if srv != nil && len(srv.Routes) > 0 {
 		routes = srv.Routes
 	}
 	for _, r := range routes {
-		if r.matches(domain) {
+		if (!limiting || r.limitsRcpts) && r.matches(in) {
 			return r
 		}
 	}
@@ -403,6 +421,11 @@ func validateHostname(h string) error {
 	}
 	return nil
 }
+
+// RunningQueue returns the queue this app delivers from, nil before Start
+// (and for an app whose start failed). Modules such as the admin API use
+// it to act on the queue of the running config.
+func (a *App) RunningQueue() *queue.Queue { return a.queue }
 
 // managedName reports whether a certificate name is one this app asked the
 // tls app to manage.

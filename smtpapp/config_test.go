@@ -1,9 +1,11 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddyserver/caddy/v2"
 )

@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"bufio"
@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
 // writeConfig writes a config for a gateway process and returns its path.

@@ -90,7 +90,7 @@ func (c *crlfChecker) finish() error {
 // does not disclose the other recipients.
 func receivedHeader(hostname string, m *queue.Message, oneRcpt bool) string {
 	var b strings.Builder
-	helo := sanitizeHeaderValue(m.Client.Helo)
+	helo := SanitizeHeaderValue(m.Client.Helo)
 	if helo == "" {
 		helo = "unknown"
 	}
@@ -100,7 +100,7 @@ func receivedHeader(hostname string, m *queue.Message, oneRcpt bool) string {
 	}
 	fmt.Fprintf(&b, "\tby %s (caddy-smtp) with %s id %s", hostname, withProtocol(m), m.ID)
 	if oneRcpt && len(m.Recipients) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", sanitizeHeaderValue(m.Recipients[0].Addr))
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", SanitizeHeaderValue(m.Recipients[0].Addr))
 	}
 	fmt.Fprintf(&b, "; %s\r\n", m.Arrived.Format(time.RFC1123Z))
 	return b.String()
@@ -130,9 +130,9 @@ func addressLiteral(ip string) string {
 	return "[" + ip + "]"
 }
 
-// sanitizeHeaderValue keeps client-supplied text from breaking the header:
+// SanitizeHeaderValue keeps client-supplied text (an address, a HELO name) from breaking the header:
 // control characters and header syntax characters are replaced.
-func sanitizeHeaderValue(s string) string {
+func SanitizeHeaderValue(s string) string {
 	if len(s) > 255 {
 		s = s[:255]
 	}

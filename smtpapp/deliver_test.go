@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"crypto/tls"
@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/dsntest"
 

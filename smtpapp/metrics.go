@@ -79,9 +79,9 @@ func (a *App) queueStats() (int, time.Time) {
 	return a.queue.Stats()
 }
 
-// countDeliveries counts per-recipient delivery results. A nil *metrics
+// CountDeliveries implements DeliveryMetrics: it counts per-recipient delivery results. A nil *metrics
 // (a target used outside an app) counts nothing.
-func (m *metrics) countDeliveries(res []queue.Result, tlsLabel, policy string) {
+func (m *metrics) CountDeliveries(res []queue.Result, tlsLabel, policy string) {
 	if m == nil {
 		return
 	}
@@ -101,9 +101,9 @@ func (m *metrics) countDeliveries(res []queue.Result, tlsLabel, policy string) {
 	}
 }
 
-// countFallback counts an outbound session that ended in plaintext
+// CountFallback implements DeliveryMetrics: it counts an outbound session that ended in plaintext
 // although STARTTLS was wanted.
-func (m *metrics) countFallback(r tlsupgrade.Result) {
+func (m *metrics) CountFallback(r tlsupgrade.Result) {
 	if m == nil || r.TLS || r.Fallback == "" || r.Level == tlsupgrade.LevelNone {
 		return
 	}
@@ -120,3 +120,6 @@ func (m *metrics) countFallback(r tlsupgrade.Result) {
 	}
 	m.tlsFallbacks.WithLabelValues(reason).Inc()
 }
+
+// Interface guards
+var _ DeliveryMetrics = (*metrics)(nil)

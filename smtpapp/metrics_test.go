@@ -1,9 +1,11 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"crypto/tls"
 	"strings"
 	"testing"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"

@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"bytes"
@@ -22,6 +22,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"

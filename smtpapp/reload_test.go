@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddyserver/caddy/v2"
 )

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,31 +12,112 @@ import (
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
-// Route sends recipients of some domains to one delivery target.
+// Route sends the recipients it matches to one delivery target. Routes are
+// evaluated in order; the first route that matches a recipient gets it.
+//
+// A route matches a recipient when its domains (if any) contain the
+// recipient's domain and every matcher of its match set matches. Relay
+// control follows the domains: mail for a recipient is accepted from
+// anyone only when a route that limits recipients (by `domains` or a
+// `recipient_domain` matcher) matches it. A route without such a limit
+// only chooses the target for mail accepted otherwise (from authenticated
+// users or relay networks), e.g. a smarthost for one sender domain.
 type Route struct {
 	// Domains are the recipient domains this route accepts, matched without
 	// regard to case. `*.example.com` matches every subdomain of
-	// example.com (but not example.com itself).
+	// example.com (but not example.com itself). A shorthand for the
+	// `recipient_domain` matcher.
 	Domains []string `json:"domains,omitempty"`
+
+	// Match is a set of matchers (modules in the `smtp.matchers`
+	// namespace, keyed by name) that must all match, e.g.
+	// `{"sender_domain": ["corp.example"], "authenticated": true}`.
+	// Default: no matchers (only Domains decide).
+	Match caddy.ModuleMap `json:"match,omitempty" caddy:"namespace=smtp.matchers"`
 
 	// Deliver is the delivery target for recipients this route accepts,
 	// a module in the `smtp.targets` namespace, e.g.
 	// `{"target": "maildir", "path": "/var/mail/{domain}"}`.
 	Deliver json.RawMessage `json:"deliver,omitempty" caddy:"namespace=smtp.targets inline_key=target"`
 
-	target queue.Target
+	matchers    []RouteMatcher
+	limitsRcpts bool // Domains or a recipient-limiting matcher
+	target      queue.Target
+}
+
+// RouteMatcher is implemented by the modules of the `smtp.matchers`
+// namespace: a condition on the envelope and the client that a route puts
+// on the recipients it takes.
+type RouteMatcher interface {
+	// MatchRoute reports whether the recipient (with its message's
+	// envelope and client) matches.
+	MatchRoute(in MatchInput) bool
+}
+
+// RecipientLimiter is implemented by matchers that limit which recipients
+// a route takes (such as `recipient_domain`). A route with one is open to
+// anyone for the recipients it matches; see Route.
+type RecipientLimiter interface {
+	RouteMatcher
+	// LimitsRecipients reports whether the matcher restricts recipients.
+	LimitsRecipients() bool
+}
+
+// MatchInput is what a route matcher sees of one recipient: the values are
+// the same when the session checks relay control at RCPT and when the
+// queue routes the accepted message.
+type MatchInput struct {
+	// Sender is the envelope sender ("" for the null sender).
+	Sender string
+	// Recipient is the recipient address; RecipientDomain its domain,
+	// lowercased, without a trailing dot.
+	Recipient       string
+	RecipientDomain string
+	// ClientIP is the address of the SMTP client that handed us the
+	// message (nil for messages we made ourselves, such as DSNs).
+	ClientIP net.IP
+	// AuthUser is the SMTP AUTH username, "" when not authenticated.
+	AuthUser string
+	// Server is the name of the server that accepted the message.
+	Server string
+}
+
+// NewMatchInput builds the matcher input for one recipient of a message.
+func NewMatchInput(m *queue.Message, rcpt string) MatchInput {
+	return MatchInput{
+		Sender:          m.From,
+		Recipient:       rcpt,
+		RecipientDomain: queue.Domain(rcpt),
+		ClientIP:        net.ParseIP(m.Client.Addr),
+		AuthUser:        m.Client.AuthUser,
+		Server:          m.Server,
+	}
 }
 
 func (r *Route) provision(ctx caddy.Context, app *App) error {
-	if len(r.Domains) == 0 {
-		return errors.New("no domains")
+	var err error
+	if r.Domains, err = NormalizeDomainPatterns(r.Domains); err != nil {
+		return err
 	}
-	for i, d := range r.Domains {
-		n := normalizeHostname(d)
-		if err := validateHostname(strings.TrimPrefix(n, "*.")); err != nil || strings.Contains(strings.TrimPrefix(n, "*."), "*") {
-			return fmt.Errorf("invalid domain %q", d)
+	r.limitsRcpts = len(r.Domains) > 0
+	if r.Match != nil {
+		mods, err := ctx.LoadModule(r, "Match")
+		if err != nil {
+			return fmt.Errorf("loading matchers: %w", err)
 		}
-		r.Domains[i] = n
+		for name, mod := range mods.(map[string]any) {
+			m, ok := mod.(RouteMatcher)
+			if !ok {
+				return fmt.Errorf("matcher %q: module %T is not a route matcher", name, mod)
+			}
+			if l, ok := m.(RecipientLimiter); ok && l.LimitsRecipients() {
+				r.limitsRcpts = true
+			}
+			r.matchers = append(r.matchers, m)
+		}
+	}
+	if len(r.Domains) == 0 && len(r.matchers) == 0 {
+		return errors.New("no domains and no matchers")
 	}
 	if r.Deliver == nil {
 		return errors.New("no delivery target")
@@ -48,28 +130,31 @@ func (r *Route) provision(ctx caddy.Context, app *App) error {
 	if !ok {
 		return fmt.Errorf("module %T is not a delivery target", mod)
 	}
-	app.configureTarget(t)
+	if err := app.provisionTarget(t); err != nil {
+		return err
+	}
 	r.target = t
 	return nil
 }
 
-// targetConfig is what the app tells the targets it loads: our hostname
-// (the EHLO name of SMTP targets) and where to count deliveries.
-type targetConfig struct {
-	localName string
-	metrics   *metrics
-}
-
-// configureTarget hands a target the app-wide settings it needs.
-func (a *App) configureTarget(t queue.Target) {
-	if c, ok := t.(interface{ configure(targetConfig) }); ok {
-		c.configure(targetConfig{localName: a.Hostname, metrics: a.metrics})
+// NormalizeDomainPatterns lowercases recipient domain patterns, removes
+// trailing dots and checks them: a domain, or `*.` and a domain.
+func NormalizeDomainPatterns(patterns []string) ([]string, error) {
+	for i, d := range patterns {
+		n := normalizeHostname(d)
+		base := strings.TrimPrefix(n, "*.")
+		if err := validateHostname(base); err != nil || strings.Contains(base, "*") {
+			return nil, fmt.Errorf("invalid domain %q", d)
+		}
+		patterns[i] = n
 	}
+	return patterns, nil
 }
 
-// matches reports whether the route accepts the (normalised) domain.
-func (r *Route) matches(domain string) bool {
-	for _, d := range r.Domains {
+// MatchDomain reports whether a (normalised) domain matches one of the
+// patterns of NormalizeDomainPatterns.
+func MatchDomain(patterns []string, domain string) bool {
+	for _, d := range patterns {
 		if d == domain {
 			return true
 		}
@@ -78,4 +163,17 @@ func (r *Route) matches(domain string) bool {
 		}
 	}
 	return false
+}
+
+// matches reports whether the route takes the recipient.
+func (r *Route) matches(in MatchInput) bool {
+	if len(r.Domains) > 0 && !MatchDomain(r.Domains, in.RecipientDomain) {
+		return false
+	}
+	for _, m := range r.matchers {
+		if !m.MatchRoute(in) {
+			return false
+		}
+	}
+	return true
 }

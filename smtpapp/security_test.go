@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"crypto/tls"
@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/pires/go-proxyproto"
 

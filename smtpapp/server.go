@@ -75,10 +75,10 @@ type Server struct {
 	TLSConnectionPolicies caddytls.ConnectionPolicies `json:"tls_connection_policies,omitempty"`
 
 	// Authentication enables SMTP AUTH (PLAIN and LOGIN, offered only over
-	// TLS) with a module in the `smtp.authentication` namespace, e.g.
+	// TLS) with a module in the `smtp.authentication.providers` namespace, e.g.
 	// `{"provider": "accounts", "accounts": [...]}`. Authenticated users
 	// may send to any domain. Default: no AUTH.
-	Authentication json.RawMessage `json:"authentication,omitempty" caddy:"namespace=smtp.authentication inline_key=provider"`
+	Authentication json.RawMessage `json:"authentication,omitempty" caddy:"namespace=smtp.authentication.providers inline_key=provider"`
 
 	// RequireAuth refuses MAIL with `530 5.7.0` until the client has
 	// authenticated (a submission-only server). Clients in RelayNetworks

@@ -1,4 +1,4 @@
-package smtpapp
+package smtpapp_test
 
 import (
 	"crypto/tls"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
 func TestEHLOAdvertisesSTARTTLSAndSize(t *testing.T) {

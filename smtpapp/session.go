@@ -180,7 +180,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.logger.Info("rejected recipient", zap.String("rcpt", to), zap.String("reason", e.Message))
 		return s.reject(e)
 	}
-	if !s.mayRelayTo(queue.Domain(to)) {
+	if !s.mayRelayTo(to) {
 		s.logger.Info("rejected recipient: relaying denied", zap.String("rcpt", to), zap.String("from", s.from))
 		return s.reject(errRelayDenied)
 	}
@@ -207,8 +207,13 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // mayRelayTo is relay control: the domains of the routes are open to
 // anyone; every other domain only to authenticated users and clients in
 // relay_networks.
-func (s *session) mayRelayTo(domain string) bool {
-	if s.srv.app.routeFor(s.srv, domain) != nil {
+func (s *session) mayRelayTo(rcpt string) bool {
+	in := MatchInput{Sender: s.from, Recipient: rcpt, RecipientDomain: queue.Domain(rcpt),
+		ClientIP: net.ParseIP(s.ip), Server: s.srv.name}
+	if s.identity != nil {
+		in.AuthUser = s.identity.Username
+	}
+	if s.srv.app.routeFor(s.srv, in, true) != nil {
 		return true
 	}
 	return s.identity != nil || s.srv.relayNetworks.contains(s.ip)

@@ -154,7 +154,7 @@ func (a *App) releaseQueue() {
 // the accepting server (or the app's) name go to the route's target;
 // everything else goes to the outbound target.
 func (a *App) Route(m *queue.Message, rcpt string) queue.Target {
-	if r := a.routeFor(a.Servers[m.Server], queue.Domain(rcpt)); r != nil {
+	if r := a.routeFor(a.Servers[m.Server], NewMatchInput(m, rcpt), false); r != nil {
 		return r.target
 	}
 	return a.outbound

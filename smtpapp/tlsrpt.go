@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"io/fs"
 	"mime"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/resolver"
@@ -24,28 +21,6 @@ import (
 // domain for TLS-RPT (RFC 8460). It lives in the process, not in one
 // config, so a reload loses no day's results.
 var tlsReports = &tlsupgrade.TLSRPTRecorder{}
-
-// recordTLSRPT records one session (or one host that could not be used)
-// for the domain's daily report. Connection failures before TLS (no
-// Failure) are not TLS results and are left out.
-func recordTLSRPT(domain string, res tlsupgrade.Result, sts *tlsupgrade.MTASTSPolicy, host string) {
-	if !res.TLS && res.Failure == "" {
-		return
-	}
-	var strs []string
-	switch res.PolicyType() {
-	case tlsupgrade.PolicyTypeSTS:
-		if sts != nil {
-			strs = sts.PolicyStrings()
-		}
-	}
-	var detail *tlsupgrade.FailureDetail
-	if res.Failure != "" {
-		detail = &tlsupgrade.FailureDetail{ResultType: res.Failure, ReceivingMXHostname: host,
-			FailedSessionCount: 1, AdditionalInformation: res.FailureReason}
-	}
-	tlsReports.Record(domain, res.PolicyType(), strs, host, res.Failure == "", detail)
-}
 
 // TLSReporting configures the daily TLS-RPT reports (RFC 8460) this
 // gateway sends to the domains it delivers to that ask for them (a TXT
@@ -180,23 +155,4 @@ func postTLSReport(ctx context.Context, url string, gz []byte) error {
 		return fmt.Errorf("%s answered %s", url, resp.Status)
 	}
 	return nil
-}
-
-// storageStore keeps MTA-STS policies in Caddy's storage, so that a fleet
-// sharing storage shares them, and they survive restarts.
-type storageStore struct {
-	ctx context.Context
-	s   certmagic.Storage
-}
-
-func (s storageStore) Get(key string) ([]byte, error) {
-	b, err := s.s.Load(s.ctx, "smtp/"+key)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	return b, err
-}
-
-func (s storageStore) Put(key string, value []byte) error {
-	return s.s.Store(s.ctx, "smtp/"+key, value)
 }

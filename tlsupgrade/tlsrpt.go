@@ -238,6 +238,26 @@ func (r *TLSRPTRecorder) Record(policyDomain, policyType string, policyStrings [
 	}
 }
 
+// RecordResult records the outcome of one outbound session, or of one MX
+// host that could not be used, for the domain's daily report. A connection
+// failure before TLS (no TLS and no Failure) is not a TLS result and is
+// left out. sts is the domain's MTA-STS policy, if any.
+func (r *TLSRPTRecorder) RecordResult(domain string, res Result, sts *MTASTSPolicy, host string) {
+	if !res.TLS && res.Failure == "" {
+		return
+	}
+	var strs []string
+	if res.PolicyType() == PolicyTypeSTS && sts != nil {
+		strs = sts.PolicyStrings()
+	}
+	var detail *FailureDetail
+	if res.Failure != "" {
+		detail = &FailureDetail{ResultType: res.Failure, ReceivingMXHostname: host,
+			FailedSessionCount: 1, AdditionalInformation: res.FailureReason}
+	}
+	r.Record(domain, res.PolicyType(), strs, host, res.Failure == "", detail)
+}
+
 // Reports returns one report per policy domain with everything recorded
 // since the previous call, and starts afresh: call it once per reporting
 // period (RFC 8460 section 4.1: a day, UTC midnight to midnight). org and

@@ -1,4 +1,8 @@
-package smtpapp
+// Package smtpclient is the outbound SMTP session that the relay and mx
+// targets (and third-party SMTP targets) deliver queued messages over: one
+// connection opened by tlsupgrade with STARTTLS per policy, one
+// transaction after the other, per-recipient results.
+package smtpclient
 
 import (
 	"context"
@@ -12,16 +16,17 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
-// smtpSession delivers queued messages over one outbound SMTP connection
+// Session delivers queued messages over one outbound SMTP connection
 // (opened by tlsupgrade with STARTTLS per policy), one transaction after the
-// other. It is the session of the relay and mx targets.
-type smtpSession struct {
+// other. It implements queue.Session.
+type Session struct {
 	conn    *tlsupgrade.Conn
-	metrics *metrics
+	metrics smtpapp.DeliveryMetrics
 	// requireTLSOK: the host came from a DNSSEC-validated MX answer, an
 	// MTA-STS policy lists it, or it is configured (a relay): RFC 8689's
 	// condition on how the next hop was found.
@@ -32,20 +37,25 @@ type smtpSession struct {
 	dsn          bool   // the server supports DSN (RFC 3461)
 }
 
-func newSMTPSession(conn *tlsupgrade.Conn, host, addr string, m *metrics, requireTLSOK bool) *smtpSession {
+// New makes a session of an open connection to host (the name we meant
+// to reach, for logs and DSNs) at addr. requireTLSOK says whether the host
+// was found in a way RFC 8689 accepts for REQUIRETLS mail: a
+// DNSSEC-validated MX answer, an MTA-STS policy that lists it, or
+// configuration (a relay). m counts the session's results.
+func New(conn *tlsupgrade.Conn, host, addr string, m smtpapp.DeliveryMetrics, requireTLSOK bool) *Session {
 	ok, _ := conn.Client.Extension("DSN")
-	m.countFallback(conn.Result)
-	return &smtpSession{conn: conn, host: host, addr: addr, dsn: ok, metrics: m, requireTLSOK: requireTLSOK}
+	m.CountFallback(conn.Result)
+	return &Session{conn: conn, host: host, addr: addr, dsn: ok, metrics: m, requireTLSOK: requireTLSOK}
 }
 
 // Usable implements queue.Session.
-func (s *smtpSession) Usable() bool { return !s.broken }
+func (s *Session) Usable() bool { return !s.broken }
 
 // Close implements queue.Session: QUIT, then close.
-func (s *smtpSession) Close() error { return s.conn.Close() }
+func (s *Session) Close() error { return s.conn.Close() }
 
 // LogFields implements queue.Session: the host and the TLS outcome.
-func (s *smtpSession) LogFields() []zap.Field {
+func (s *Session) LogFields() []zap.Field {
 	r := s.conn.Result
 	fields := []zap.Field{
 		zap.String("mx", s.host),
@@ -77,17 +87,17 @@ func (s *smtpSession) LogFields() []zap.Field {
 // Deliver implements queue.Session: MAIL, one RCPT per recipient, DATA.
 // Recipients refused at RCPT get their own reply; the others share the
 // reply to the data.
-func (s *smtpSession) Deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
+func (s *Session) Deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
 	res := s.deliver(ctx, m, rcpts)
 	tlsLabel := "plaintext"
 	if s.conn.Result.TLS {
 		tlsLabel = "tls"
 	}
-	s.metrics.countDeliveries(res, tlsLabel, s.conn.Result.Policy)
+	s.metrics.CountDeliveries(res, tlsLabel, s.conn.Result.Policy)
 	return res
 }
 
-func (s *smtpSession) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
+func (s *Session) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.Recipient) []queue.Result {
 	res := make([]queue.Result, len(rcpts))
 	fail := func(idx []int, err error) {
 		for _, i := range idx {
@@ -202,7 +212,7 @@ func requireTLSError(err error) error {
 
 // reset ends a failed transaction; a connection that cannot even do that
 // is not used again.
-func (s *smtpSession) reset() {
+func (s *Session) reset() {
 	if s.broken {
 		return
 	}
@@ -214,7 +224,7 @@ func (s *smtpSession) reset() {
 // replyError turns what go-smtp returned into a delivery error: SMTP
 // replies keep their class (4xx temporary, 5xx permanent); anything else is
 // a broken connection and temporary.
-func (s *smtpSession) replyError(err error) error {
+func (s *Session) replyError(err error) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		if se.Code == 421 {
@@ -254,9 +264,12 @@ func isASCII(s string) bool {
 	return true
 }
 
-// dialOutbound opens one outbound connection with a TLS policy. Zero
-// timeouts take tlsupgrade's defaults; nil roots are the system roots.
-func dialOutbound(ctx context.Context, addr, serverName, localName string, policy tlsupgrade.Policy, roots *x509.CertPool, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
+// Result is the TLS outcome of the session's connection.
+func (s *Session) Result() tlsupgrade.Result { return s.conn.Result }
+
+// Dial opens one outbound connection with a TLS policy. Zero timeouts
+// take tlsupgrade's defaults; nil roots are the system roots.
+func Dial(ctx context.Context, addr, serverName, localName string, policy tlsupgrade.Policy, roots *x509.CertPool, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
 	return tlsupgrade.Dial(ctx, addr, tlsupgrade.Options{
 		LocalName:      localName,
 		ServerName:     serverName,
@@ -266,3 +279,6 @@ func dialOutbound(ctx context.Context, addr, serverName, localName string, polic
 		CommandTimeout: commandTimeout,
 	})
 }
+
+// Interface guards
+var _ queue.Session = (*Session)(nil)

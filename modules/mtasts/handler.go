@@ -1,4 +1,7 @@
-package smtpapp
+// Package mtasts is the `http.handlers.mta_sts` HTTP handler (and its
+// `mta_sts` Caddyfile directive): it publishes our MTA-STS policy
+// (RFC 8461) in the `mta-sts.<domain>` site.
+package mtasts
 
 import (
 	"crypto/sha256"
@@ -15,14 +18,15 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
 func init() {
-	caddy.RegisterModule(MTASTSHandler{})
+	caddy.RegisterModule(Handler{})
 }
 
-// MTASTSHandler publishes the MTA-STS policy (RFC 8461) of our own mail
+// Handler publishes the MTA-STS policy (RFC 8461) of our own mail
 // domains at /.well-known/mta-sts.txt. Put it in the site for
 // `mta-sts.<domain>`: Caddy gets that site its certificate, as MTA-STS
 // requires. By default the policy names the hostnames of the smtp app's
@@ -30,7 +34,7 @@ func init() {
 // from a TXT record that you publish: `_mta-sts.<domain> TXT "v=STSv1;
 // id=<id>"`; the handler logs the record with the current id at start.
 // Other requests pass to the next handler.
-type MTASTSHandler struct {
+type Handler struct {
 	// Mode is the policy mode: `enforce` (senders must use verified TLS to
 	// a listed MX), `testing` (they report failures but deliver) or `none`
 	// (withdraw a policy). Default: enforce.
@@ -50,10 +54,10 @@ type MTASTSHandler struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (MTASTSHandler) CaddyModule() caddy.ModuleInfo {
+func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.mta_sts",
-		New: func() caddy.Module { return new(MTASTSHandler) },
+		New: func() caddy.Module { return new(Handler) },
 	}
 }
 
@@ -61,7 +65,7 @@ func (MTASTSHandler) CaddyModule() caddy.ModuleInfo {
 const mtastsPath = "/.well-known/mta-sts.txt"
 
 // Provision builds the policy text.
-func (h *MTASTSHandler) Provision(ctx caddy.Context) error {
+func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Mode == "" {
 		h.Mode = string(tlsupgrade.MTASTSEnforce)
 	}
@@ -74,7 +78,7 @@ func (h *MTASTSHandler) Provision(ctx caddy.Context) error {
 			return errors.New("mta_sts: no mx given and no smtp app to take the MX names from")
 		}
 		seen := map[string]bool{}
-		for _, srv := range appIface.(*App).Servers {
+		for _, srv := range appIface.(*smtpapp.App).Servers {
 			if !seen[srv.Hostname] {
 				seen[srv.Hostname] = true
 				h.MX = append(h.MX, srv.Hostname)
@@ -96,10 +100,10 @@ func (h *MTASTSHandler) Provision(ctx caddy.Context) error {
 }
 
 // ID returns the policy id for the TXT record.
-func (h *MTASTSHandler) ID() string { return h.id }
+func (h *Handler) ID() string { return h.id }
 
 // ServeHTTP serves the policy.
-func (h *MTASTSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.URL.Path != mtastsPath {
 		return next.ServeHTTP(w, r)
 	}
@@ -126,7 +130,7 @@ func (h *MTASTSHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 //	}
 //
 // The block is optional.
-func (h *MTASTSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
@@ -176,7 +180,7 @@ func (h *MTASTSHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner           = (*MTASTSHandler)(nil)
-	_ caddyhttp.MiddlewareHandler = (*MTASTSHandler)(nil)
-	_ caddyfile.Unmarshaler       = (*MTASTSHandler)(nil)
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 )

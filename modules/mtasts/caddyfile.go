@@ -1,10 +1,8 @@
-package caddyfile
+package mtasts
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
 func init() {
@@ -23,7 +21,7 @@ func init() {
 //		}
 //	}
 func parseMTASTS(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(smtpapp.MTASTSHandler)
+	m := new(Handler)
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
 }

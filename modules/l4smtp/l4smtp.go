@@ -1,16 +1,18 @@
-package smtpapp
+// Package l4smtp is the `layer4.handlers.smtp` caddy-l4 handler: SMTP
+// sessions of the smtp app's servers on connections that caddy-l4 routes.
+// It is the only package that imports caddy-l4, so a build without it
+// links no layer4 code.
+package l4smtp
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/mholt/caddy-l4/layer4"
-	"go.uber.org/zap"
 )
 
 func init() {
@@ -36,7 +38,7 @@ type L4Handler struct {
 	// encrypted.
 	TLS string `json:"tls,omitempty"`
 
-	srv *Server
+	srv *smtpapp.Server
 }
 
 // CaddyModule returns the Caddy module information.
@@ -51,8 +53,8 @@ func (L4Handler) CaddyModule() caddy.ModuleInfo {
 func (h *L4Handler) Provision(ctx caddy.Context) error {
 	switch h.TLS {
 	case "":
-		h.TLS = TLSStartTLS
-	case TLSStartTLS, TLSImplicit:
+		h.TLS = smtpapp.TLSStartTLS
+	case smtpapp.TLSStartTLS, smtpapp.TLSImplicit:
 	default:
 		return fmt.Errorf("smtp handler: tls must be starttls or implicit, not %q", h.TLS)
 	}
@@ -60,7 +62,7 @@ func (h *L4Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("smtp handler: %w", err)
 	}
-	srv := appIface.(*App).Servers[h.Server]
+	srv := appIface.(*smtpapp.App).Servers[h.Server]
 	if srv == nil {
 		return fmt.Errorf("smtp handler: the smtp app has no server %q", h.Server)
 	}
@@ -70,7 +72,11 @@ func (h *L4Handler) Provision(ctx caddy.Context) error {
 
 // Handle serves the connection as an SMTP session.
 func (h *L4Handler) Handle(cx *layer4.Connection, _ layer4.Handler) error {
-	return h.srv.serveConn(cx.Context, cx, h.TLS)
+	if _, isTLS := cx.Conn.(*tls.Conn); isTLS {
+		cx.Close()
+		return errors.New("smtp handler: the connection was already TLS-terminated by layer4; use 'smtp <server> implicit_tls' instead of the tls handler")
+	}
+	return h.srv.ServeConn(cx.Context, cx, h.TLS)
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -86,7 +92,7 @@ func (h *L4Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if d.Val() != "implicit_tls" {
 			return d.Errf("unknown smtp handler option '%s' (want implicit_tls)", d.Val())
 		}
-		h.TLS = TLSImplicit
+		h.TLS = smtpapp.TLSImplicit
 	}
 	if d.NextArg() {
 		return d.ArgErr()
@@ -96,50 +102,6 @@ func (h *L4Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	return nil
 }
-
-// serveConn serves one connection that arrived through layer4 (or any
-// other way than our own listeners) and returns when it is closed.
-func (s *Server) serveConn(ctx context.Context, c net.Conn, mode string) error {
-	if l4c, ok := c.(*layer4.Connection); ok {
-		if _, isTLS := l4c.Conn.(*tls.Conn); isTLS {
-			c.Close()
-			return errors.New("smtp handler: the connection was already TLS-terminated by layer4; use 'smtp <server> implicit_tls' instead of the tls handler")
-		}
-	}
-	l := s.l4Listener(mode)
-	tc := l.handle(c)
-	if tc == nil {
-		return nil // refused by a limit; already answered
-	}
-	select {
-	case <-tc.closed:
-	case <-ctx.Done():
-		tc.Close()
-	}
-	return nil
-}
-
-// l4Listener returns the go-smtp server that serves connections of a TLS
-// mode that came from layer4, creating it on first use.
-func (s *Server) l4Listener(mode string) *listener {
-	s.l4mu.Lock()
-	defer s.l4mu.Unlock()
-	if l := s.l4[mode]; l != nil {
-		return l
-	}
-	cfg := &Listener{Address: "layer4", TLS: mode}
-	l := &listener{srv: s, cfg: cfg, smtp: s.newSMTPServer(cfg), feed: newChanListener(l4Addr{})}
-	go func() { _ = l.smtp.Serve(l.feed) }()
-	s.l4[mode] = l
-	s.logger.Debug("serving connections from layer4", zap.String("tls", mode))
-	return l
-}
-
-// l4Addr is the local address reported for layer4 connections.
-type l4Addr struct{}
-
-func (l4Addr) Network() string { return "layer4" }
-func (l4Addr) String() string  { return "layer4" }
 
 // Interface guards
 var (

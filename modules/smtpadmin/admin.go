@@ -1,4 +1,6 @@
-package smtpapp
+// Package smtpadmin is the `admin.api.smtp` module: queue and domain
+// operations of the running smtp app on Caddy's admin endpoint.
+package smtpadmin
 
 import (
 	"context"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -277,11 +280,11 @@ func activeQueue() (*queue.Queue, error) {
 	if err != nil {
 		return nil, apiError(http.StatusInternalServerError, err)
 	}
-	a, ok := app.(*App)
-	if !ok || a.queue == nil {
+	a, ok := app.(*smtpapp.App)
+	if !ok || a.RunningQueue() == nil {
 		return nil, apiError(http.StatusNotFound, errors.New("the smtp app has no running queue"))
 	}
-	return a.queue, nil
+	return a.RunningQueue(), nil
 }
 
 // queueError turns an error of a queue operation into an API error.

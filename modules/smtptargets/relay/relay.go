@@ -1,4 +1,6 @@
-package smtpapp
+// Package relay is the `smtp.targets.relay` delivery target: fixed SMTP
+// hosts (a customer's own server, a smarthost), tried in order.
+package relay
 
 import (
 	"context"
@@ -13,6 +15,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emersion/go-sasl"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtptargets/smtpclient"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
@@ -56,7 +60,7 @@ type Relay struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	localName string
-	metrics   *metrics
+	metrics   smtpapp.DeliveryMetrics
 	roots     *x509.CertPool
 	hosts     []relayHost
 }
@@ -146,7 +150,11 @@ func parseRelayHost(h string) (relayHost, error) {
 	return relayHost{addr: net.JoinHostPort(host, port), name: host}, nil
 }
 
-func (r *Relay) configure(c targetConfig) { r.localName, r.metrics = c.localName, c.metrics }
+// ProvisionTarget implements smtpapp.TargetProvisioner.
+func (r *Relay) ProvisionTarget(env smtpapp.TargetEnv) error {
+	r.localName, r.metrics = env.Hostname, env.Metrics
+	return nil
+}
 
 // Destination implements queue.Target: every recipient goes to the same
 // hosts.
@@ -157,7 +165,7 @@ func (r *Relay) Destination(*queue.Message, string) string { return "" }
 func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 	var errs []string
 	for _, h := range r.hosts {
-		conn, err := dialOutbound(ctx, h.addr, h.name, r.localName, tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)}, r.roots, time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
+		conn, err := smtpclient.Dial(ctx, h.addr, h.name, r.localName, tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)}, r.roots, time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue
@@ -166,7 +174,7 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 			conn.Close()
 			return nil, err
 		}
-		return newSMTPSession(conn, h.name, h.addr, r.metrics, true), nil
+		return smtpclient.New(conn, h.name, h.addr, r.metrics, true), nil
 	}
 	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
 		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}
@@ -202,6 +210,7 @@ func (r *Relay) login(conn *tlsupgrade.Conn) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner = (*Relay)(nil)
-	_ queue.Target      = (*Relay)(nil)
+	_ caddy.Provisioner         = (*Relay)(nil)
+	_ queue.Target              = (*Relay)(nil)
+	_ smtpapp.TargetProvisioner = (*Relay)(nil)
 )

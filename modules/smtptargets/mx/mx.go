@@ -1,19 +1,26 @@
-package smtpapp
+// Package mx is the `smtp.targets.mx` delivery target: mail to the world,
+// to the MX hosts of each recipient domain, under DANE, MTA-STS or the
+// configured TLS level.
+package mx
 
 import (
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtptargets/smtpclient"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
@@ -81,12 +88,15 @@ type MX struct {
 	// this.
 	Port int `json:"port,omitempty"`
 
-	localName string
-	metrics   *metrics
-	logger    *zap.Logger
-	resolver  *resolver.Resolver
-	roots     *x509.CertPool
-	sts       *tlsupgrade.MTASTSCache
+	localName  string
+	metrics    smtpapp.DeliveryMetrics
+	tlsReports *tlsupgrade.TLSRPTRecorder
+	storage    certmagic.Storage
+	ctx        context.Context
+	logger     *zap.Logger
+	resolver   *resolver.Resolver
+	roots      *x509.CertPool
+	sts        *tlsupgrade.MTASTSCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -119,22 +129,35 @@ func (m *MX) Provision(ctx caddy.Context) error {
 	if m.Port == 0 {
 		m.Port = 25
 	}
-	r, err := resolver.New(m.Resolvers, 0)
-	if err != nil {
-		return fmt.Errorf("mx: resolvers: %w", err)
+	if len(m.Resolvers) > 0 {
+		r, err := resolver.New(m.Resolvers, 0)
+		if err != nil {
+			return fmt.Errorf("mx: resolvers: %w", err)
+		}
+		m.resolver = r
 	}
-	m.resolver = r
+	m.ctx = ctx
 	m.logger = ctx.Logger()
+	var err error
 	if m.roots, err = tlsupgrade.LoadRoots(m.CAFile); err != nil {
 		return fmt.Errorf("mx: ca_file: %w", err)
-	}
-	if m.MTASTS == nil || *m.MTASTS {
-		m.sts = &tlsupgrade.MTASTSCache{Resolver: r, Store: storageStore{ctx: ctx, s: ctx.Storage()}}
 	}
 	return nil
 }
 
-func (m *MX) configure(c targetConfig) { m.localName, m.metrics = c.localName, c.metrics }
+// ProvisionTarget implements smtpapp.TargetProvisioner: our name, the
+// metrics, the TLS-RPT recorder, and the resolver and storage when the
+// target has none of its own.
+func (m *MX) ProvisionTarget(env smtpapp.TargetEnv) error {
+	m.localName, m.metrics, m.tlsReports = env.Hostname, env.Metrics, env.TLSReports
+	if m.resolver == nil {
+		m.resolver = env.Resolver
+	}
+	if m.MTASTS == nil || *m.MTASTS {
+		m.sts = &tlsupgrade.MTASTSCache{Resolver: m.resolver, Store: storageStore{ctx: m.ctx, s: env.Storage}}
+	}
+	return nil
+}
 
 // tlsOptionalSuffix marks the destination key of messages whose sender
 // said "TLS-Required: No": they get sessions of their own, without DANE
@@ -215,7 +238,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 				// RFC 7672 2.1.1: a signed MX whose TLSA lookup fails
 				// must not be used without DANE.
 				errs = append(errs, err.Error())
-				recordTLSRPT(domain, tlsupgrade.Result{Policy: "dane", Failure: tlsupgrade.ResultDNSSECInvalid, FailureReason: err.Error()}, nil, h.Host)
+				m.tlsReports.RecordResult(domain, tlsupgrade.Result{Policy: "dane", Failure: tlsupgrade.ResultDNSSECInvalid, FailureReason: err.Error()}, nil, h.Host)
 				policyFailures++
 				continue
 			}
@@ -226,7 +249,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			errs = append(errs, h.Host+": "+err.Error())
 			var pe *tlsupgrade.PolicyError
 			if errors.As(err, &pe) {
-				recordTLSRPT(domain, tlsupgrade.Result{Policy: string(d.Configured), Failure: pe.ResultType, FailureReason: pe.Err.Error()}, sts, h.Host)
+				m.tlsReports.RecordResult(domain, tlsupgrade.Result{Policy: string(d.Configured), Failure: pe.ResultType, FailureReason: pe.Err.Error()}, sts, h.Host)
 			}
 			policyFailures++
 			continue
@@ -243,12 +266,12 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 		requireTLSOK := mxAuth || sts != nil && sts.Mode != tlsupgrade.MTASTSNone && sts.Matches(h.Host)
 		sess, err := m.dialHost(ctx, h.Host, ips, port, policy, requireTLSOK)
 		if err == nil {
-			recordTLSRPT(domain, sess.(*smtpSession).conn.Result, sts, h.Host)
+			m.tlsReports.RecordResult(domain, sess.(*smtpclient.Session).Result(), sts, h.Host)
 			return sess, nil
 		}
 		var de *tlsupgrade.DialError
 		if errors.As(err, &de) && de.Result.Failure != "" {
-			recordTLSRPT(domain, de.Result, sts, h.Host)
+			m.tlsReports.RecordResult(domain, de.Result, sts, h.Host)
 			policyFailures++
 		}
 		errs = append(errs, err.Error())
@@ -266,7 +289,7 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 	var last error
 	for _, ip := range ips {
 		addr := net.JoinHostPort(ip.String(), port)
-		conn, err := dialOutbound(ctx, addr, host, m.localName, policy, m.roots, time.Duration(m.ConnectTimeout), time.Duration(m.Timeout))
+		conn, err := smtpclient.Dial(ctx, addr, host, m.localName, policy, m.roots, time.Duration(m.ConnectTimeout), time.Duration(m.Timeout))
 		if err != nil {
 			last = err
 			continue
@@ -275,7 +298,7 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 		if name == "" {
 			name = ip.String()
 		}
-		return newSMTPSession(conn, name, addr, m.metrics, requireTLSOK), nil
+		return smtpclient.New(conn, name, addr, m.metrics, requireTLSOK), nil
 	}
 	if last == nil {
 		last = errors.New("no addresses")
@@ -295,8 +318,28 @@ func mxLookupError(domain string, err error) error {
 	return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.3", Message: "DNS lookup for " + domain + " failed", Err: err}
 }
 
+// storageStore keeps MTA-STS policies in Caddy's storage, so that a fleet
+// sharing storage shares them, and they survive restarts.
+type storageStore struct {
+	ctx context.Context
+	s   certmagic.Storage
+}
+
+func (s storageStore) Get(key string) ([]byte, error) {
+	b, err := s.s.Load(s.ctx, "smtp/"+key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func (s storageStore) Put(key string, value []byte) error {
+	return s.s.Store(s.ctx, "smtp/"+key, value)
+}
+
 // Interface guards
 var (
-	_ caddy.Provisioner = (*MX)(nil)
-	_ queue.Target      = (*MX)(nil)
+	_ caddy.Provisioner         = (*MX)(nil)
+	_ queue.Target              = (*MX)(nil)
+	_ smtpapp.TargetProvisioner = (*MX)(nil)
 )

@@ -1,4 +1,6 @@
-package smtpapp
+// Package maildir is the `smtp.targets.maildir` delivery target: local
+// delivery into Maildir directories.
+package maildir
 
 import (
 	"bufio"
@@ -17,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -39,7 +42,7 @@ type Maildir struct {
 	Path string `json:"path,omitempty"`
 
 	hostname string
-	metrics  *metrics
+	metrics  smtpapp.DeliveryMetrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -66,7 +69,11 @@ func (m *Maildir) Provision(caddy.Context) error {
 
 var maildirSeq atomic.Uint64
 
-func (m *Maildir) configure(c targetConfig) { m.metrics = c.metrics }
+// ProvisionTarget implements smtpapp.TargetProvisioner.
+func (m *Maildir) ProvisionTarget(env smtpapp.TargetEnv) error {
+	m.metrics = env.Metrics
+	return nil
+}
 
 // Destination implements queue.Target: all recipients are local.
 func (m *Maildir) Destination(*queue.Message, string) string { return "" }
@@ -96,7 +103,7 @@ func (s maildirSession) Deliver(ctx context.Context, msg *queue.Message, rcpts [
 		}
 		res[i].Reply, res[i].Action = "250 2.0.0 delivered to maildir", "delivered"
 	}
-	s.m.metrics.countDeliveries(res, "local", "none")
+	s.m.metrics.CountDeliveries(res, "local", "none")
 	return res
 }
 
@@ -127,7 +134,7 @@ func (m *Maildir) deliverOne(msg *queue.Message, rcpt string) error {
 		}
 	}()
 	w := bufio.NewWriterSize(f, 64<<10)
-	fmt.Fprintf(w, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", sanitizeHeaderValue(msg.From), sanitizeHeaderValue(rcpt))
+	fmt.Fprintf(w, "Return-Path: <%s>\r\nDelivered-To: %s\r\n", smtpapp.SanitizeHeaderValue(msg.From), smtpapp.SanitizeHeaderValue(rcpt))
 	if _, err := io.Copy(w, body); err != nil {
 		return err
 	}
@@ -203,6 +210,7 @@ func syncDir(dir string) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner = (*Maildir)(nil)
-	_ queue.Target      = (*Maildir)(nil)
+	_ caddy.Provisioner         = (*Maildir)(nil)
+	_ queue.Target              = (*Maildir)(nil)
+	_ smtpapp.TargetProvisioner = (*Maildir)(nil)
 )

@@ -1,0 +1,71 @@
+package relay
+
+import (
+	"errors"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/cfopts"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the relay target from Caddyfile tokens, as
+// used in a route or the outbound block of the `smtp` global option.
+// Syntax:
+//
+//	relay <host[:port]>... {
+//		tls             none|opportunistic|required|verify
+//		ca_file         <pem file>
+//		auth            <username> <password>
+//		connect_timeout <duration>
+//		timeout         <duration>
+//	}
+//
+// The block is optional. Hosts are tried in order; the port defaults to
+// 25. Username and password may be placeholders such as
+// `{env.RELAY_PASSWORD}`, which are replaced when the config is loaded.
+func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume target name
+	r.Hosts = d.RemainingArgs()
+	if len(r.Hosts) == 0 {
+		return d.Err("relay needs at least one host, e.g. 'relay smarthost.example.com:587'")
+	}
+	for _, h := range r.Hosts {
+		if err := checkRelayHost(h); err != nil {
+			return d.Errf("relay host '%s': %w", h, err)
+		}
+	}
+	return cfopts.Block(d, "relay", map[string]cfopts.Option{
+		"tls": cfopts.Opt(1, 1, func(a []string) (err error) {
+			r.TLS, err = cfopts.TLSLevel(a[0])
+			return err
+		}),
+		"auth": cfopts.Opt(2, 2, func(a []string) error {
+			if a[0] == "" || a[1] == "" {
+				return errors.New("empty username or password")
+			}
+			r.Auth = &RelayAuth{Username: a[0], Password: a[1]}
+			return nil
+		}),
+		"connect_timeout": cfopts.Opt(1, 1, func(a []string) (err error) {
+			r.ConnectTimeout, err = cfopts.PositiveDuration(a[0])
+			return err
+		}),
+		"timeout": cfopts.Opt(1, 1, func(a []string) (err error) {
+			r.Timeout, err = cfopts.PositiveDuration(a[0])
+			return err
+		}),
+		"ca_file": cfopts.Opt(1, 1, func(a []string) error {
+			r.CAFile = a[0]
+			return nil
+		}),
+	})
+}
+
+// checkRelayHost checks a relay host given as `host`, `host:port`, an IP
+// address or `[ip]:port`: the forms Relay.Provision understands.
+func checkRelayHost(h string) error {
+	_, err := parseRelayHost(h)
+	return err
+}
+
+// Interface guards
+var _ caddyfile.Unmarshaler = (*Relay)(nil)
