@@ -26,17 +26,16 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 	"go.uber.org/zap"
 )
 
@@ -809,51 +808,13 @@ func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err 
 	return h.Bytes(), body, err
 }
 
-// heldDomainsFile is where DirStore keeps the held domains.
-const heldDomainsFile = "held-domains.json"
-
-type heldDomainsJSON struct {
-	Domains []string `json:"domains"`
-}
-
 // LoadHeldDomains implements DomainHoldStore.
-func (s *DirStore) LoadHeldDomains() ([]string, error) { return loadHeldDomains(s.dir) }
+func (s *DirStore) LoadHeldDomains() ([]string, error) { return spoolfs.LoadHeldDomains(s.dir) }
 
 // SaveHeldDomains implements DomainHoldStore: the file is replaced
 // atomically (write, fsync, rename, directory fsync).
-func (s *DirStore) SaveHeldDomains(domains []string) error { return saveHeldDomains(s.dir, domains) }
-
-// loadHeldDomains reads dir/held-domains.json (shared by the stores).
-func loadHeldDomains(dir string) ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, heldDomainsFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var v heldDomainsJSON
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("%s: %w", heldDomainsFile, err)
-	}
-	return v.Domains, nil
-}
-
-// saveHeldDomains atomically replaces dir/held-domains.json, using dir/tmp.
-func saveHeldDomains(dir string, domains []string) error {
-	if domains == nil {
-		domains = []string{}
-	}
-	tmp := filepath.Join(dir, "tmp", heldDomainsFile)
-	if err := writeFileSync(tmp, heldDomainsJSON{Domains: domains}); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, heldDomainsFile)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
+func (s *DirStore) SaveHeldDomains(domains []string) error {
+	return spoolfs.SaveHeldDomains(s.dir, domains)
 }
 
 // Interface guards

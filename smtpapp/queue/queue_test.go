@@ -395,28 +395,6 @@ func TestSpoolLockAndCrashLeftovers(t *testing.T) {
 	}
 }
 
-func TestDirSyncerConcurrent(t *testing.T) {
-	d := newDirSyncer(t.TempDir())
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := d.sync(); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if d.started > 50 || d.done != d.started {
-		t.Fatalf("started %d, done %d", d.started, d.done)
-	}
-	bad := newDirSyncer(filepath.Join(t.TempDir(), "missing"))
-	if err := bad.sync(); err == nil {
-		t.Fatal("sync of a missing directory succeeded")
-	}
-}
-
 func TestBackoff(t *testing.T) {
 	cfg := Config{RetryInitial: time.Minute, RetryMax: time.Hour}
 	for n, want := range map[int]time.Duration{1: time.Minute, 2: 2 * time.Minute, 3: 4 * time.Minute, 10: time.Hour, 100: time.Hour} {

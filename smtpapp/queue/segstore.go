@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 )
 
 // SegmentStore is a log-structured spool: committed messages are appended
@@ -65,7 +67,7 @@ import (
 type SegmentStore struct {
 	dir  string
 	lock *os.File
-	sync *dirSyncer
+	sync *spoolfs.GroupSync
 
 	// fsync makes a segment's data durable (fdatasync); tests wrap it.
 	fsync func(*os.File) error
@@ -117,7 +119,7 @@ func OpenSegmentStore(dir string) (*SegmentStore, error) {
 }
 
 func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, error) {
-	lock, err := lockSpool(dir, "segments")
+	lock, err := spoolfs.Lock(dir, "segments")
 	if err != nil {
 		return nil, err
 	}
@@ -126,8 +128,7 @@ func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, erro
 		limit: limit, memBody: memBody,
 		fsync: fdatasync,
 	}
-	s.sync = &dirSyncer{fn: s.syncActive}
-	s.sync.cond = sync.NewCond(&s.sync.mu)
+	s.sync = spoolfs.NewGroupSync(s.syncActive)
 	if err := s.scan(); err != nil {
 		s.closeFiles()
 		lock.Close()
@@ -296,7 +297,7 @@ func (s *SegmentStore) newSegment(seq uint64) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Join(s.dir, "segments")); err != nil {
+	if err := spoolfs.SyncDir(filepath.Join(s.dir, "segments")); err != nil {
 		f.Close()
 		os.Remove(seg.path)
 		return err
@@ -501,7 +502,7 @@ func (b *segBody) Commit(m *Message) error {
 	if err != nil {
 		return err
 	}
-	if err := s.sync.sync(); err != nil {
+	if err := s.sync.Sync(); err != nil {
 		// Not known to be durable: forget it, the client will retry.
 		s.mu.Lock()
 		s.apply(nil, segTypeEnd, b.id, nil, 0, 0)
@@ -565,7 +566,7 @@ func (s *SegmentStore) Save(m *Message) error {
 	if err != nil {
 		return err
 	}
-	return s.sync.sync()
+	return s.sync.Sync()
 }
 
 // Remove implements Store: a done record, not synced (a power loss may
@@ -669,11 +670,11 @@ type segReader struct {
 func (r *segReader) Close() error { return r.f.Close() }
 
 // LoadHeldDomains implements DomainHoldStore (the same file as DirStore).
-func (s *SegmentStore) LoadHeldDomains() ([]string, error) { return loadHeldDomains(s.dir) }
+func (s *SegmentStore) LoadHeldDomains() ([]string, error) { return spoolfs.LoadHeldDomains(s.dir) }
 
 // SaveHeldDomains implements DomainHoldStore.
 func (s *SegmentStore) SaveHeldDomains(domains []string) error {
-	return saveHeldDomains(s.dir, domains)
+	return spoolfs.SaveHeldDomains(s.dir, domains)
 }
 
 func (s *SegmentStore) closeFiles() {

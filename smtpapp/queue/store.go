@@ -9,8 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 )
 
 // Store is where queued messages live. The queue talks to it only through
@@ -53,42 +53,17 @@ type BodyWriter interface {
 type DirStore struct {
 	dir  string
 	lock *os.File
-	sync *dirSyncer
+	sync *spoolfs.GroupSync
 }
 
 // OpenDirStore opens (creating if needed) a spool directory and takes its
 // lock. It fails if another process holds the spool.
 func OpenDirStore(dir string) (*DirStore, error) {
-	lock, err := lockSpool(dir, "msg")
+	lock, err := spoolfs.Lock(dir, "msg")
 	if err != nil {
 		return nil, err
 	}
-	return &DirStore{dir: dir, lock: lock, sync: newDirSyncer(filepath.Join(dir, "msg"))}, nil
-}
-
-// lockSpool creates the spool directory with tmp/ and data/, takes the
-// spool's exclusive lock (one owning process), and clears tmp/: bodies
-// left there by a crash were never acknowledged.
-func lockSpool(dir, data string) (*os.File, error) {
-	for _, sub := range []string{"tmp", data} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
-			return nil, fmt.Errorf("creating spool: %w", err)
-		}
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening spool lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("spool %s is in use by another process: %w", dir, err)
-	}
-	if left, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
-		for _, e := range left {
-			os.Remove(filepath.Join(dir, "tmp", e.Name()))
-		}
-	}
-	return lock, nil
+	return &DirStore{dir: dir, lock: lock, sync: spoolfs.NewDirSync(filepath.Join(dir, "msg"))}, nil
 }
 
 // Dir returns the spool directory.
@@ -148,7 +123,7 @@ func (b *dirBody) commit(m *Message) error {
 		return err
 	}
 	tmpJSON := filepath.Join(b.s.dir, "tmp", b.id+".json")
-	if err := writeFileSync(tmpJSON, m); err != nil {
+	if err := spoolfs.WriteJSON(tmpJSON, m); err != nil {
 		os.Remove(tmpJSON)
 		return err
 	}
@@ -160,7 +135,7 @@ func (b *dirBody) commit(m *Message) error {
 		os.Remove(b.s.msgPath(b.id, ".eml"))
 		return err
 	}
-	if err := b.s.sync.sync(); err != nil {
+	if err := b.s.sync.Sync(); err != nil {
 		// Not durable: undo, so the client's retry is the only copy.
 		os.Remove(b.s.msgPath(b.id, ".json"))
 		os.Remove(b.s.msgPath(b.id, ".eml"))
@@ -176,27 +151,6 @@ func (b *dirBody) Abort() {
 	b.done = true
 	b.f.Close()
 	os.Remove(b.f.Name())
-}
-
-// writeFileSync writes v as JSON to path and fsyncs it.
-func writeFileSync(path string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // Load implements Store. Bodies without an envelope (a crash between the
@@ -274,7 +228,7 @@ func (s *DirStore) quarantine(id string) {
 // Save implements Store: the envelope is replaced atomically.
 func (s *DirStore) Save(m *Message) error {
 	tmp := filepath.Join(s.dir, "tmp", m.ID+".json")
-	if err := writeFileSync(tmp, m); err != nil {
+	if err := spoolfs.WriteJSON(tmp, m); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -282,7 +236,7 @@ func (s *DirStore) Save(m *Message) error {
 		os.Remove(tmp)
 		return err
 	}
-	return s.sync.sync()
+	return s.sync.Sync()
 }
 
 // Remove implements Store. The envelope goes first: a message without an
@@ -322,67 +276,4 @@ func validID(id string) bool {
 		}
 	}
 	return true
-}
-
-// dirSyncer fsyncs one directory on behalf of many concurrent callers: a
-// caller whose rename happened before a sync started waits for that sync,
-// so N concurrent commits cost about two directory syncs instead of N.
-type dirSyncer struct {
-	dir string
-	fn  func() error // what to sync instead of dir (SegmentStore: the active segment)
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	running bool
-	started uint64 // generation of the last sync started
-	done    uint64 // generation of the last sync finished
-	err     error  // result of the last finished sync
-}
-
-func newDirSyncer(dir string) *dirSyncer {
-	d := &dirSyncer{dir: dir}
-	d.cond = sync.NewCond(&d.mu)
-	return d
-}
-
-// sync returns once a directory sync that started after the call has
-// finished.
-func (d *dirSyncer) sync() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	// A running sync may have started before our rename; the next one
-	// to start covers it.
-	need := d.started + 1
-	for d.done < need {
-		if !d.running {
-			d.running = true
-			d.started++
-			gen := d.started
-			d.mu.Unlock()
-			var err error
-			if d.fn != nil {
-				err = d.fn()
-			} else {
-				err = syncDir(d.dir)
-			}
-			d.mu.Lock()
-			d.running = false
-			d.done, d.err = gen, err
-			d.cond.Broadcast()
-			continue
-		}
-		d.cond.Wait()
-	}
-	return d.err
-}
-
-// syncDir fsyncs a directory so that entries created, renamed or removed in
-// it are durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
