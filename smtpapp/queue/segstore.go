@@ -433,7 +433,7 @@ func (s *SegmentStore) appendRecord(typ byte, id string, env []byte, body io.Rea
 
 // Create implements Store.
 func (s *SegmentStore) Create(id string) (BodyWriter, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, fmt.Errorf("invalid message id %q", id)
 	}
 	return &segBody{s: s, id: id}, nil
@@ -487,7 +487,7 @@ func (b *segBody) Commit(m *Message) error {
 		}
 		body = io.NewSectionReader(b.spill, 0, b.n)
 	}
-	m.ID, m.Size, m.store = b.id, b.n, b.s
+	m.ID, m.Size = b.id, b.n
 	env, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -536,7 +536,6 @@ func (s *SegmentStore) Load() ([]*Message, error) {
 			bad = append(bad, fmt.Sprintf("%s: unreadable envelope", id))
 			continue
 		}
-		m.store = s
 		msgs = append(msgs, m)
 	}
 	sort.Slice(msgs, func(i, j int) bool { return msgs[i].Arrived.Before(msgs[j].Arrived) })

@@ -116,12 +116,6 @@ func TestSegmentStoreRoundTrip(t *testing.T) {
 		if rb := segBodyOf(t, s, id); !bytes.Equal(rb, b) {
 			t.Fatalf("%s: body of %d bytes differs (%d)", id, len(b), len(rb))
 		}
-		// Through the message too.
-		r, err := m.OpenBody()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Close()
 	}
 }
 

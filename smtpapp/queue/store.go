@@ -15,10 +15,12 @@ import (
 
 // Store is where queued messages live. The queue talks to it only through
 // this interface, so a shared backend (for a fleet of gateways) can replace
-// the local directory.
+// the local directory. The spool formats are the smtp.queue.stores modules;
+// package queuetest has the tests every Store should pass.
 type Store interface {
-	// Create starts a new message body. Nothing is visible to Load until
-	// the returned writer is committed.
+	// Create starts a new message body; id satisfies ValidID (a store may
+	// refuse others). Nothing is visible to Load until the returned
+	// writer is committed.
 	Create(id string) (BodyWriter, error)
 	// Load returns every committed message.
 	Load() ([]*Message, error)
@@ -32,8 +34,8 @@ type Store interface {
 	Close() error
 }
 
-// BodyWriter receives a message body. Commit makes body and envelope
-// durable together; after Commit returns nil the message survives a crash.
+// BodyWriter receives a message body. Commit sets the message's ID and
+// Size (the bytes written) and makes body and envelope durable together; after Commit returns nil the message survives a crash.
 // Abort discards everything written.
 type BodyWriter interface {
 	io.Writer
@@ -75,7 +77,7 @@ func (s *DirStore) msgPath(id, ext string) string {
 
 // Create implements Store.
 func (s *DirStore) Create(id string) (BodyWriter, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, fmt.Errorf("invalid message id %q", id)
 	}
 	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -115,7 +117,7 @@ func (b *dirBody) commit(m *Message) error {
 	if err != nil {
 		return err
 	}
-	m.ID, m.Size, m.store = b.id, st.Size(), b.s
+	m.ID, m.Size = b.id, st.Size()
 	if err := b.f.Sync(); err != nil {
 		return err
 	}
@@ -211,7 +213,6 @@ func (s *DirStore) readMessage(id string) (*Message, error) {
 	if _, err := os.Stat(s.msgPath(id, ".eml")); err != nil {
 		return nil, fmt.Errorf("body: %w", err)
 	}
-	m.store = s
 	return m, nil
 }
 
@@ -254,7 +255,7 @@ func (s *DirStore) Remove(id string) error {
 
 // OpenBody implements Store.
 func (s *DirStore) OpenBody(id string) (io.ReadCloser, error) {
-	if !validID(id) {
+	if !ValidID(id) {
 		return nil, fmt.Errorf("invalid message id %q", id)
 	}
 	return os.Open(s.msgPath(id, ".eml"))
@@ -265,15 +266,3 @@ func (s *DirStore) Close() error {
 	return s.lock.Close() // closing the descriptor releases the flock
 }
 
-// validID accepts the IDs NewID makes (and nothing with path syntax).
-func validID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for _, r := range id {
-		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return true
-}
