@@ -15,10 +15,6 @@ import (
 	"time"
 )
 
-// openTestStore is the store the queue tests run on; TestQueueWithSegmentStore
-// switches it to SegmentStore.
-var openTestStore = func(dir string) (Store, error) { return OpenDirStore(dir) }
-
 func segCommit(t *testing.T, s Store, id string, body []byte, rcpts ...string) {
 	t.Helper()
 	w, err := s.Create(id)
@@ -379,35 +375,6 @@ func TestSegmentStoreHeldDomains(t *testing.T) {
 	defer s.Close()
 	if d, err := s.LoadHeldDomains(); err != nil || len(d) != 1 || d[0] != "example.test" {
 		t.Fatalf("%v %v", d, err)
-	}
-}
-
-// TestQueueWithSegmentStore runs the queue scenarios on SegmentStore.
-func TestQueueWithSegmentStore(t *testing.T) {
-	saved := openTestStore
-	openTestStore = func(dir string) (Store, error) { return OpenSegmentStore(dir) }
-	defer func() { openTestStore = saved }()
-	for _, tc := range []struct {
-		name string
-		fn   func(*testing.T)
-	}{
-		{"DeliverAndRemove", TestDeliverAndRemove},
-		{"TemporaryFailureIsRetried", TestTemporaryFailureIsRetried},
-		{"PermanentFailureBouncesPartialResult", TestPermanentFailureBouncesPartialResult},
-		{"NoBounceForNullSenderOrNotifyNever", TestNoBounceForNullSenderOrNotifyNever},
-		{"SuccessDSNWhenAsked", TestSuccessDSNWhenAsked},
-		{"ExpiryBounces", TestExpiryBounces},
-		{"ConnectionReuseAndPerDestinationLimit", TestConnectionReuseAndPerDestinationLimit},
-		{"RestartPicksUpSpool", TestRestartPicksUpSpool},
-		{"DeadReusedSessionRetriesAtOnce", TestDeadReusedSessionRetriesAtOnce},
-		{"HoldStopsDeliveryAcrossRestartAndReleaseDelivers", TestHoldStopsDeliveryAcrossRestartAndReleaseDelivers},
-		{"HoldWaitsForRunningDelivery", TestHoldWaitsForRunningDelivery},
-		{"HoldDomainPersistsAcrossRestart", TestHoldDomainPersistsAcrossRestart},
-		{"FlushMakesDeferredMessageDue", TestFlushMakesDeferredMessageDue},
-		{"DeleteWithBounceQueuesDSN", TestDeleteWithBounceQueuesDSN},
-		{"ReadHeaderAndBody", TestReadHeaderAndBody},
-	} {
-		t.Run(tc.name, tc.fn)
 	}
 }
 

@@ -265,4 +265,3 @@ func (s *DirStore) OpenBody(id string) (io.ReadCloser, error) {
 func (s *DirStore) Close() error {
 	return s.lock.Close() // closing the descriptor releases the flock
 }
-
