@@ -35,7 +35,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 	"go.uber.org/zap"
 )
 
@@ -70,8 +69,8 @@ type adminState struct {
 }
 
 // DomainHoldStore is implemented by stores that keep the set of held
-// recipient domains across restarts (DirStore does). With a store that does
-// not, held domains last until the process exits.
+// recipient domains across restarts (the files and segments stores do).
+// With a store that does not, held domains last until the process exits.
 type DomainHoldStore interface {
 	// LoadHeldDomains returns the saved set; nil when none was saved.
 	LoadHeldDomains() ([]string, error)
@@ -807,15 +806,3 @@ func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err 
 	body, err = io.ReadAll(br)
 	return h.Bytes(), body, err
 }
-
-// LoadHeldDomains implements DomainHoldStore.
-func (s *DirStore) LoadHeldDomains() ([]string, error) { return spoolfs.LoadHeldDomains(s.dir) }
-
-// SaveHeldDomains implements DomainHoldStore: the file is replaced
-// atomically (write, fsync, rename, directory fsync).
-func (s *DirStore) SaveHeldDomains(domains []string) error {
-	return spoolfs.SaveHeldDomains(s.dir, domains)
-}
-
-// Interface guards
-var _ DomainHoldStore = (*DirStore)(nil)

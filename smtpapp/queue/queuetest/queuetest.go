@@ -232,7 +232,7 @@ func testStoreConcurrentCommits(t *testing.T, open OpenFunc) {
 	dir := t.TempDir()
 	s := Open(t, open, dir)
 	var wg sync.WaitGroup
-	for g := 0; g < 10; g++ {
+	for g := 0; g < 20; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -252,8 +252,8 @@ func testStoreConcurrentCommits(t *testing.T, open OpenFunc) {
 	s = Open(t, open, dir)
 	defer s.Close()
 	got := Load(t, s)
-	if len(got) != 50 {
-		t.Fatalf("loaded %d, want 50", len(got))
+	if len(got) != 100 {
+		t.Fatalf("loaded %d, want 100", len(got))
 	}
 	for id := range got {
 		var g, i int
