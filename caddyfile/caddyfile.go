@@ -449,13 +449,15 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 		case "idle_timeout":
 			err = setOnce(d, scope, &q.IdleTimeout, durationArg)
 		case "store":
-			err = setOnce(d, scope, &q.Store, func(d *caddycf.Dispenser) (string, error) {
-				v, err := stringArg(d)
-				if err == nil && v != "segments" && v != "files" {
-					err = d.Errf("queue store must be segments or files, not '%s'", v)
-				}
-				return v, err
-			})
+			if q.Store != nil {
+				return nil, duplicateErr(d, scope)
+			}
+			var v string
+			v, err = stringArg(d)
+			if err == nil && v != "segments" && v != "files" {
+				err = d.Errf("queue store must be segments or files, not '%s'", v)
+			}
+			q.Store = caddyconfig.JSON(v, nil) // the short form: a JSON string
 		default:
 			return nil, d.Errf("unrecognized smtp queue option '%s'", opt)
 		}

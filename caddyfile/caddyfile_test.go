@@ -14,7 +14,9 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/mholt/caddy-l4" // the layer4 global option and its handlers (proxy_protocol)
 
-	_ "github.com/caddy-smtp/caddy-smtp/smtpapp" // registers the smtp app, its targets and layer4.handlers.smtp
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"    // smtp.queue.stores.files
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments" // smtp.queue.stores.segments
+	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"                     // registers the smtp app, its targets and layer4.handlers.smtp
 )
 
 var update = flag.Bool("update", false, "rewrite the golden JSON files in testdata/")

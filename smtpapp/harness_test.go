@@ -21,7 +21,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 )
 
 // testHost is the server hostname used by tests: an internal name, so the
@@ -140,7 +140,7 @@ func (e *testEnv) load(cfg map[string]any) *App {
 		eventually(e.t, "queue closed after stop", func() bool {
 			// The spool's lock is free once the scheduler has stopped
 			// and its last delivery has returned.
-			s, err := queue.OpenDirStore(spool)
+			s, err := spoolfs.Lock(spool, "msg")
 			if err != nil {
 				return false
 			}

@@ -1,9 +1,11 @@
 package smtpapp
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -53,13 +55,23 @@ type QueueConfig struct {
 	// Default: 1048576 (1 MiB).
 	MaxReturnSize int64 `json:"max_return_size,omitempty"`
 
-	// Store is the spool format: "segments" (messages appended to 64 MiB
-	// segment files, one group-committed fdatasync for many messages) or
-	// "files" (two files per message, each fsynced). A spool that still
-	// holds messages in the other format is refused (a segment spool whose
+	// Store is the spool format: a module of the `smtp.queue.stores`
+	// namespace, named by its `module` key.
+	//
+	// | module | spool |
+	// |---|---|
+	// | `segments` | messages appended to 64 MiB segment files; one group-committed fdatasync covers many messages |
+	// | `files` | two files per message (body and envelope), each fsynced |
+	//
+	// A plain string is short for a module without options: `"store":
+	// "files"` means `{"module": "files"}`. A spool that still holds
+	// messages in the other format is refused (a segment spool whose
 	// segments are not empty counts as holding messages: after draining
-	// it, remove segments/ to switch back). Default: "segments".
-	Store string `json:"store,omitempty"`
+	// it, remove segments/ to switch back). A config reload that keeps the
+	// path keeps the store already open. Default: "segments".
+	Store json.RawMessage `json:"store,omitempty" caddy:"namespace=smtp.queue.stores inline_key=module"`
+
+	opener StoreOpener // the loaded Store module
 }
 
 // queues holds one queue per spool directory. A reload acquires the queue
@@ -95,6 +107,33 @@ func (a *App) provisionQueue() error {
 		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 || a.Queue.IdleTimeout < 0 {
 		return fmt.Errorf("queue: values must not be negative")
 	}
+	return a.Queue.loadStore(a.ctx)
+}
+
+// loadStore loads the Store module, the default and the short form (a
+// JSON string) first rewritten into the object form.
+func (q *QueueConfig) loadStore(ctx caddy.Context) error {
+	raw := bytes.TrimSpace(q.Store)
+	if len(raw) == 0 || string(raw) == "null" {
+		raw = []byte(`""`)
+	}
+	if raw[0] == '"' {
+		var name string
+		if err := json.Unmarshal(raw, &name); err != nil {
+			return fmt.Errorf("queue store: %w", err)
+		}
+		raw, _ = json.Marshal(map[string]string{"module": cmp.Or(name, "segments")})
+	}
+	q.Store = raw
+	mod, err := ctx.LoadModule(q, "Store")
+	if err != nil {
+		return fmt.Errorf("queue store: %w", err)
+	}
+	opener, ok := mod.(StoreOpener)
+	if !ok {
+		return fmt.Errorf("queue store: module %T is not a StoreOpener", mod)
+	}
+	q.opener = opener
 	return nil
 }
 
@@ -117,7 +156,7 @@ func (a *App) queueConfig() queue.Config {
 func (a *App) startQueue() error {
 	logger := a.logger.Named("queue")
 	val, _, err := queues.LoadOrNew(a.Queue.Path, func() (caddy.Destructor, error) {
-		store, err := openStore(a.Queue.Path, a.Queue.Store)
+		store, err := a.Queue.opener.OpenStore(StoreEnv{Dir: a.Queue.Path, Logger: logger})
 		if err != nil {
 			return nil, err
 		}
@@ -162,27 +201,3 @@ func (a *App) Route(m *queue.Message, rcpt string) queue.Target {
 
 // Interface guards
 var _ queue.Router = (*App)(nil)
-
-// openStore opens the spool in the configured format, refusing one that
-// holds messages in the other format (they would be stranded).
-func openStore(dir, kind string) (queue.Store, error) {
-	other := map[string]string{"files": "segments/*.seg", "segments": "msg/*.json"}
-	if kind == "" {
-		kind = "segments"
-	}
-	pattern, ok := other[kind]
-	if !ok {
-		return nil, fmt.Errorf("queue store %q: want \"files\" or \"segments\"", kind)
-	}
-	left, _ := filepath.Glob(filepath.Join(dir, pattern))
-	for _, p := range left {
-		// An empty segment is what a drained segment spool keeps.
-		if st, err := os.Stat(p); err == nil && st.Size() > 0 {
-			return nil, fmt.Errorf("queue store %q: spool %s still holds messages in the other format (%s)", kind, dir, p)
-		}
-	}
-	if kind == "segments" {
-		return queue.OpenSegmentStore(dir)
-	}
-	return queue.OpenDirStore(dir)
-}

@@ -26,12 +26,10 @@ import (
 	"bytes"
 	"container/heap"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -71,8 +69,8 @@ type adminState struct {
 }
 
 // DomainHoldStore is implemented by stores that keep the set of held
-// recipient domains across restarts (DirStore does). With a store that does
-// not, held domains last until the process exits.
+// recipient domains across restarts (the files and segments stores do).
+// With a store that does not, held domains last until the process exits.
 type DomainHoldStore interface {
 	// LoadHeldDomains returns the saved set; nil when none was saved.
 	LoadHeldDomains() ([]string, error)
@@ -808,53 +806,3 @@ func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err 
 	body, err = io.ReadAll(br)
 	return h.Bytes(), body, err
 }
-
-// heldDomainsFile is where DirStore keeps the held domains.
-const heldDomainsFile = "held-domains.json"
-
-type heldDomainsJSON struct {
-	Domains []string `json:"domains"`
-}
-
-// LoadHeldDomains implements DomainHoldStore.
-func (s *DirStore) LoadHeldDomains() ([]string, error) { return loadHeldDomains(s.dir) }
-
-// SaveHeldDomains implements DomainHoldStore: the file is replaced
-// atomically (write, fsync, rename, directory fsync).
-func (s *DirStore) SaveHeldDomains(domains []string) error { return saveHeldDomains(s.dir, domains) }
-
-// loadHeldDomains reads dir/held-domains.json (shared by the stores).
-func loadHeldDomains(dir string) ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, heldDomainsFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var v heldDomainsJSON
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("%s: %w", heldDomainsFile, err)
-	}
-	return v.Domains, nil
-}
-
-// saveHeldDomains atomically replaces dir/held-domains.json, using dir/tmp.
-func saveHeldDomains(dir string, domains []string) error {
-	if domains == nil {
-		domains = []string{}
-	}
-	tmp := filepath.Join(dir, "tmp", heldDomainsFile)
-	if err := writeFileSync(tmp, heldDomainsJSON{Domains: domains}); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, heldDomainsFile)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-// Interface guards
-var _ DomainHoldStore = (*DirStore)(nil)

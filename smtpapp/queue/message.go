@@ -58,7 +58,7 @@ type Message struct {
 	// delivered (and does not expire) until released.
 	Held bool `json:"held,omitempty"`
 
-	store Store
+	store Store // set by the Queue (New, Commit) for OpenBody
 }
 
 // ClientInfo describes the SMTP client a message came from.
@@ -215,6 +215,21 @@ func NewID() string {
 		panic("queue: crypto/rand failed: " + err.Error())
 	}
 	return strings.ToUpper(base32.StdEncoding.EncodeToString(b[:]))
+}
+
+// ValidID reports whether id is a message ID a store accepts: the IDs NewID
+// makes, or any 1 to 64 letters, digits, '-' and '_' (nothing with path
+// syntax, so a store may use the ID as a file name).
+func ValidID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Domain returns the lowercased domain part of an address (after the last

@@ -167,6 +167,7 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 	q.initAdmin()
 	now := time.Now()
 	for _, m := range msgs {
+		m.store = store
 		e := &entry{msg: m, index: -1}
 		q.entries[m.ID] = e
 		due := m.NextAttempt
@@ -227,6 +228,7 @@ func (q *Queue) Commit(w BodyWriter, m *Message) error {
 	if err := w.Commit(m); err != nil {
 		return err
 	}
+	m.store = q.store
 	e := &entry{msg: m, index: -1}
 	q.mu.Lock()
 	q.entries[m.ID] = e

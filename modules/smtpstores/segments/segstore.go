@@ -1,4 +1,4 @@
-package queue
+package segments
 
 import (
 	"bufio"
@@ -16,12 +16,15 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 )
 
-// SegmentStore is a log-structured spool: committed messages are appended
+// Store is a log-structured spool: committed messages are appended
 // to large segment files instead of creating two files per message.
 //
-// Layout (under the same root as DirStore): lock (flock, one owner),
+// Layout (under the same root as the files spool): lock (flock, one owner),
 // tmp/ (bodies too big to buffer, held-domains.json being replaced),
 // held-domains.json, and segments/<16 hex digits>.seg, numbered in order.
 //
@@ -62,10 +65,10 @@ import (
 // the copy is fdatasynced, and the old segment is deleted. On Load a later
 // msg record for an id replaces an earlier one, and env/done records for
 // ids without a msg record (their segment is gone) are ignored.
-type SegmentStore struct {
+type Store struct {
 	dir  string
 	lock *os.File
-	sync *dirSyncer
+	sync *spoolfs.GroupSync
 
 	// fsync makes a segment's data durable (fdatasync); tests wrap it.
 	fsync func(*os.File) error
@@ -110,24 +113,23 @@ const (
 
 var segCRC = crc32.MakeTable(crc32.Castagnoli)
 
-// OpenSegmentStore opens (creating if needed) a segment spool, takes its
-// lock and reads the segments (see SegmentStore).
-func OpenSegmentStore(dir string) (*SegmentStore, error) {
-	return openSegmentStore(dir, segLimit, segMemBody)
+// Open opens (creating if needed) a segment spool, takes its
+// lock and reads the segments (see Store).
+func Open(dir string) (*Store, error) {
+	return open(dir, segLimit, segMemBody)
 }
 
-func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, error) {
-	lock, err := lockSpool(dir, "segments")
+func open(dir string, limit int64, memBody int) (*Store, error) {
+	lock, err := spoolfs.Lock(dir, "segments")
 	if err != nil {
 		return nil, err
 	}
-	s := &SegmentStore{
+	s := &Store{
 		dir: dir, lock: lock, index: make(map[string]*segEntry),
 		limit: limit, memBody: memBody,
 		fsync: fdatasync,
 	}
-	s.sync = &dirSyncer{fn: s.syncActive}
-	s.sync.cond = sync.NewCond(&s.sync.mu)
+	s.sync = spoolfs.NewGroupSync(s.syncActive)
 	if err := s.scan(); err != nil {
 		s.closeFiles()
 		lock.Close()
@@ -137,15 +139,15 @@ func openSegmentStore(dir string, limit int64, memBody int) (*SegmentStore, erro
 }
 
 // Dir returns the spool directory.
-func (s *SegmentStore) Dir() string { return s.dir }
+func (s *Store) Dir() string { return s.dir }
 
-func (s *SegmentStore) segPath(seq uint64) string {
+func (s *Store) segPath(seq uint64) string {
 	return filepath.Join(s.dir, "segments", fmt.Sprintf("%016x.seg", seq))
 }
 
 // scan reads every segment, rebuilds the index and opens the last segment
 // for appending (creating the first one).
-func (s *SegmentStore) scan() error {
+func (s *Store) scan() error {
 	entries, err := os.ReadDir(filepath.Join(s.dir, "segments"))
 	if err != nil {
 		return err
@@ -205,7 +207,7 @@ func (s *SegmentStore) scan() error {
 // scanSegment applies the records of one segment to the index. It returns
 // the offset after the last good record, the file size and why it stopped
 // early (nil at a clean end).
-func (s *SegmentStore) scanSegment(seg *segment) (end, size int64, err error) {
+func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 	f, err := os.Open(seg.path)
 	if err != nil {
 		return 0, 0, err
@@ -264,7 +266,7 @@ func recordCRC(metaCRC, bodyCRC uint32) uint32 {
 }
 
 // apply updates the index with one record. Caller holds mu (or is scan).
-func (s *SegmentStore) apply(seg *segment, typ byte, id string, env []byte, bodyOff, bodyLen int64) {
+func (s *Store) apply(seg *segment, typ byte, id string, env []byte, bodyOff, bodyLen int64) {
 	old := s.index[id]
 	switch typ {
 	case segTypeMsg:
@@ -290,13 +292,13 @@ func (s *SegmentStore) apply(seg *segment, typ byte, id string, env []byte, body
 
 // newSegment creates segment seq, makes its directory entry durable and
 // makes it active. Caller holds mu (or is scan).
-func (s *SegmentStore) newSegment(seq uint64) error {
+func (s *Store) newSegment(seq uint64) error {
 	seg := &segment{seq: seq, path: s.segPath(seq)}
 	f, err := os.OpenFile(seg.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Join(s.dir, "segments")); err != nil {
+	if err := spoolfs.SyncDir(filepath.Join(s.dir, "segments")); err != nil {
 		f.Close()
 		os.Remove(seg.path)
 		return err
@@ -307,11 +309,11 @@ func (s *SegmentStore) newSegment(seq uint64) error {
 	return nil
 }
 
-func (s *SegmentStore) active() *segment { return s.segs[len(s.segs)-1] }
+func (s *Store) active() *segment { return s.segs[len(s.segs)-1] }
 
 // rotate syncs the active segment in full and starts the next. Caller
 // holds mu.
-func (s *SegmentStore) rotate() error {
+func (s *Store) rotate() error {
 	cur := s.active()
 	if err := s.fsync(cur.f); err != nil {
 		s.err = fmt.Errorf("syncing segment: %w", err)
@@ -329,7 +331,7 @@ func (s *SegmentStore) rotate() error {
 
 // syncActive is the group-commit sync: fdatasync of the active segment.
 // Bytes written to an older segment were synced when it was rotated.
-func (s *SegmentStore) syncActive() error {
+func (s *Store) syncActive() error {
 	s.mu.Lock()
 	f := s.active().f
 	s.mu.Unlock()
@@ -365,7 +367,7 @@ func fdatasync(f *os.File) error {
 // appendRecord writes one record at the end of the active segment
 // (rotating first if it would not fit) and returns where its body starts.
 // body, if not nil, supplies bodyLen bytes. Caller holds mu.
-func (s *SegmentStore) appendRecord(typ byte, id string, env []byte, body io.Reader, bodyLen int64) (*segment, int64, error) {
+func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bodyLen int64) (*segment, int64, error) {
 	if s.err != nil {
 		return nil, 0, s.err
 	}
@@ -430,16 +432,16 @@ func (s *SegmentStore) appendRecord(typ byte, id string, env []byte, body io.Rea
 	return seg, bodyOff, nil
 }
 
-// Create implements Store.
-func (s *SegmentStore) Create(id string) (BodyWriter, error) {
-	if !validID(id) {
+// Create implements queue.Store.
+func (s *Store) Create(id string) (queue.BodyWriter, error) {
+	if !queue.ValidID(id) {
 		return nil, fmt.Errorf("invalid message id %q", id)
 	}
 	return &segBody{s: s, id: id}, nil
 }
 
 type segBody struct {
-	s     *SegmentStore
+	s     *Store
 	id    string
 	buf   bytes.Buffer
 	spill *os.File
@@ -474,7 +476,7 @@ func (b *segBody) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *segBody) Commit(m *Message) error {
+func (b *segBody) Commit(m *queue.Message) error {
 	if b.done {
 		return errors.New("queue: body already committed or aborted")
 	}
@@ -486,7 +488,7 @@ func (b *segBody) Commit(m *Message) error {
 		}
 		body = io.NewSectionReader(b.spill, 0, b.n)
 	}
-	m.ID, m.Size, m.store = b.id, b.n, b.s
+	m.ID, m.Size = b.id, b.n
 	env, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -501,7 +503,7 @@ func (b *segBody) Commit(m *Message) error {
 	if err != nil {
 		return err
 	}
-	if err := s.sync.sync(); err != nil {
+	if err := s.sync.Sync(); err != nil {
 		// Not known to be durable: forget it, the client will retry.
 		s.mu.Lock()
 		s.apply(nil, segTypeEnd, b.id, nil, 0, 0)
@@ -523,19 +525,18 @@ func (b *segBody) Abort() {
 	}
 }
 
-// Load implements Store.
-func (s *SegmentStore) Load() ([]*Message, error) {
+// Load implements queue.Store.
+func (s *Store) Load() ([]*queue.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var msgs []*Message
+	var msgs []*queue.Message
 	var bad []string
 	for id, e := range s.index {
-		m := new(Message)
+		m := new(queue.Message)
 		if err := json.Unmarshal(e.env, m); err != nil || m.ID != id {
 			bad = append(bad, fmt.Sprintf("%s: unreadable envelope", id))
 			continue
 		}
-		m.store = s
 		msgs = append(msgs, m)
 	}
 	sort.Slice(msgs, func(i, j int) bool { return msgs[i].Arrived.Before(msgs[j].Arrived) })
@@ -546,8 +547,8 @@ func (s *SegmentStore) Load() ([]*Message, error) {
 	return msgs, err
 }
 
-// Save implements Store: an env record, synced like a commit.
-func (s *SegmentStore) Save(m *Message) error {
+// Save implements queue.Store: an env record, synced like a commit.
+func (s *Store) Save(m *queue.Message) error {
 	env, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -565,12 +566,12 @@ func (s *SegmentStore) Save(m *Message) error {
 	if err != nil {
 		return err
 	}
-	return s.sync.sync()
+	return s.sync.Sync()
 }
 
-// Remove implements Store: a done record, not synced (a power loss may
+// Remove implements queue.Store: a done record, not synced (a power loss may
 // bring the message back for one more delivery).
-func (s *SegmentStore) Remove(id string) error {
+func (s *Store) Remove(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.index[id]; !ok {
@@ -585,8 +586,8 @@ func (s *SegmentStore) Remove(id string) error {
 
 // compact deletes, oldest first, non-active segments without live bodies,
 // copying forward the few live messages that pin the oldest (see
-// SegmentStore). Caller holds mu.
-func (s *SegmentStore) compact() error {
+// Store). Caller holds mu.
+func (s *Store) compact() error {
 	// Bounded: copying forward may itself rotate.
 	for n := len(s.segs) - 1; n > 0 && len(s.segs) > 1; n-- {
 		old := s.segs[0]
@@ -614,7 +615,7 @@ func (s *SegmentStore) compact() error {
 
 // copyForward appends msg records for the live messages whose body is in
 // old to the active segment and syncs them. Caller holds mu.
-func (s *SegmentStore) copyForward(old *segment) error {
+func (s *Store) copyForward(old *segment) error {
 	f, err := os.Open(old.path)
 	if err != nil {
 		return err
@@ -644,10 +645,10 @@ func (s *SegmentStore) copyForward(old *segment) error {
 	return nil
 }
 
-// OpenBody implements Store: a reader over the body's region of its
+// OpenBody implements queue.Store: a reader over the body's region of its
 // segment, on a descriptor of its own (so it outlives the segment's
 // deletion).
-func (s *SegmentStore) OpenBody(id string) (io.ReadCloser, error) {
+func (s *Store) OpenBody(id string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.index[id]
@@ -668,15 +669,15 @@ type segReader struct {
 
 func (r *segReader) Close() error { return r.f.Close() }
 
-// LoadHeldDomains implements DomainHoldStore (the same file as DirStore).
-func (s *SegmentStore) LoadHeldDomains() ([]string, error) { return loadHeldDomains(s.dir) }
+// LoadHeldDomains implements queue.DomainHoldStore (the same file as the files store).
+func (s *Store) LoadHeldDomains() ([]string, error) { return spoolfs.LoadHeldDomains(s.dir) }
 
-// SaveHeldDomains implements DomainHoldStore.
-func (s *SegmentStore) SaveHeldDomains(domains []string) error {
-	return saveHeldDomains(s.dir, domains)
+// SaveHeldDomains implements queue.DomainHoldStore.
+func (s *Store) SaveHeldDomains(domains []string) error {
+	return spoolfs.SaveHeldDomains(s.dir, domains)
 }
 
-func (s *SegmentStore) closeFiles() {
+func (s *Store) closeFiles() {
 	for _, seg := range s.segs {
 		if seg.f != nil {
 			seg.f.Close()
@@ -685,8 +686,8 @@ func (s *SegmentStore) closeFiles() {
 	}
 }
 
-// Close implements Store.
-func (s *SegmentStore) Close() error {
+// Close implements queue.Store.
+func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var err error
@@ -700,6 +701,6 @@ func (s *SegmentStore) Close() error {
 
 // Interface guards
 var (
-	_ Store           = (*SegmentStore)(nil)
-	_ DomainHoldStore = (*SegmentStore)(nil)
+	_ queue.Store           = (*Store)(nil)
+	_ queue.DomainHoldStore = (*Store)(nil)
 )

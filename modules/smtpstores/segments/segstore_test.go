@@ -1,0 +1,267 @@
+package segments
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/queuetest"
+)
+
+// TestStore runs the store contract on the default store, on one whose
+// bodies above 4 KiB spill to tmp/, and on one that rotates every 16 KiB.
+func TestStore(t *testing.T) {
+	t.Run("default", func(t *testing.T) { queuetest.RunStoreTests(t, openStore) })
+	t.Run("spill", func(t *testing.T) {
+		queuetest.RunStoreTests(t, func(dir string) (queue.Store, error) { return open(dir, segLimit, 4096) })
+	})
+	t.Run("rotate", func(t *testing.T) {
+		queuetest.RunStoreTests(t, func(dir string) (queue.Store, error) { return open(dir, 16<<10, 2048) })
+	})
+}
+
+// TestQueue runs the queue scenarios on segment stores.
+func TestQueue(t *testing.T) { queuetest.RunQueueTests(t, openStore) }
+
+func openStore(dir string) (queue.Store, error) { return Open(dir) }
+
+func openSeg(t *testing.T, dir string, limit int64, mem int) *Store {
+	t.Helper()
+	s, err := open(dir, limit, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConcurrentCommitsShareSyncs(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, segLimit, segMemBody)
+	var syncs atomic.Int64
+	inner := s.fsync
+	s.fsync = func(f *os.File) error {
+		syncs.Add(1)
+		time.Sleep(2 * time.Millisecond) // a disk, not tmpfs
+		return inner(f)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("C%02d", i)
+			queuetest.Commit(t, s, id, queuetest.BodyFor(id, 2000+i), "a@example.test")
+		}()
+	}
+	wg.Wait()
+	if n := syncs.Load(); n < 1 || n > 25 {
+		t.Fatalf("%d fsyncs for 50 commits", n)
+	}
+	t.Logf("%d fsyncs for 50 concurrent commits", syncs.Load())
+	s.Close()
+	s = openSeg(t, dir, segLimit, segMemBody)
+	defer s.Close()
+	got := queuetest.Load(t, s)
+	if len(got) != 50 {
+		t.Fatalf("loaded %d", len(got))
+	}
+	for i := 0; i < 50; i++ {
+		id := fmt.Sprintf("C%02d", i)
+		if !bytes.Equal(queuetest.Body(t, s, id), queuetest.BodyFor(id, 2000+i)) {
+			t.Fatalf("%s body differs", id)
+		}
+	}
+}
+
+// TestSaveOfRemovedMessageFails: a segment store knows which messages it
+// holds (the files store would write a new envelope).
+func TestSaveOfRemovedMessageFails(t *testing.T) {
+	s := openSeg(t, t.TempDir(), segLimit, segMemBody)
+	defer s.Close()
+	queuetest.Commit(t, s, "GONE", queuetest.BodyFor("GONE", 500), "c@example.test")
+	if err := s.Remove("GONE"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&queue.Message{ID: "GONE"}); err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("save of a removed message: %v", err)
+	}
+}
+
+// abcSegment commits messages A, B and C of 1000 bytes each to a new
+// store in dir, closes it and returns the one segment they are in.
+func abcSegment(t *testing.T, dir string) string {
+	t.Helper()
+	s := openSeg(t, dir, segLimit, segMemBody)
+	for _, id := range []string{"A", "B", "C"} {
+		queuetest.Commit(t, s, id, queuetest.BodyFor(id, 1000), "a@example.test")
+	}
+	s.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments: %v", segs)
+	}
+	return segs[0]
+}
+
+func TestTornTail(t *testing.T) {
+	dir := t.TempDir()
+	seg := abcSegment(t, dir)
+	st, _ := os.Stat(seg)
+	if err := os.Truncate(seg, st.Size()-300); err != nil { // mid-body of C
+		t.Fatal(err)
+	}
+	s := openSeg(t, dir, segLimit, segMemBody)
+	got := queuetest.Load(t, s)
+	if len(got) != 2 || got["A"] == nil || got["B"] == nil {
+		t.Fatalf("loaded %v", got)
+	}
+	// The torn tail is cut off, so new records follow good ones.
+	queuetest.Commit(t, s, "D", queuetest.BodyFor("D", 1000), "a@example.test")
+	s.Close()
+	s = openSeg(t, dir, segLimit, segMemBody)
+	defer s.Close()
+	got = queuetest.Load(t, s)
+	if len(got) != 3 || got["D"] == nil || !bytes.Equal(queuetest.Body(t, s, "D"), queuetest.BodyFor("D", 1000)) {
+		t.Fatalf("after append: %v", got)
+	}
+}
+
+func TestCorruptRecordEndsLastSegment(t *testing.T) {
+	dir := t.TempDir()
+	seg := abcSegment(t, dir)
+	data, _ := os.ReadFile(seg)
+	i := bytes.Index(data, []byte("B line 0"))
+	if i < 0 {
+		t.Fatal("body of B not found")
+	}
+	i += 500
+	data[i] ^= 0x20 // one flipped bit in the middle of B's body
+	os.WriteFile(seg, data, 0o600)
+	s := openSeg(t, dir, segLimit, segMemBody)
+	defer s.Close()
+	got := queuetest.Load(t, s)
+	if len(got) != 1 || got["A"] == nil {
+		t.Fatalf("loaded %v", got)
+	}
+	if st, _ := os.Stat(seg); st.Size() >= int64(i) {
+		t.Fatalf("segment not truncated before the corrupt record: %d", st.Size())
+	}
+}
+
+func TestRotationAndCompaction(t *testing.T) {
+	dir := t.TempDir()
+	const limit = 16 << 10
+	s := openSeg(t, dir, limit, 2048) // bodies above 2 KiB go through tmp/
+	want := make(map[string][32]byte)
+	var ids []string
+	for i := 0; i < 60; i++ {
+		id := fmt.Sprintf("R%02d", i)
+		b := queuetest.BodyFor(id, 1500+i*37)
+		queuetest.Commit(t, s, id, b, "a@example.test")
+		want[id] = sha256.Sum256(b)
+		ids = append(ids, id)
+	}
+	countSegs := func() int {
+		segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
+		return len(segs)
+	}
+	before := countSegs()
+	if before < 5 {
+		t.Fatalf("only %d segments for ~200 KiB at 16 KiB", before)
+	}
+	// Deliver everything except two early (long-deferred) messages, and
+	// save a new state for one of them.
+	pinned := []string{"R01", "R07"}
+	m := queuetest.Load(t, s)["R07"]
+	m.Attempts = 9
+	if err := s.Save(m); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if id == pinned[0] || id == pinned[1] {
+			continue
+		}
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, id)
+	}
+	after := countSegs()
+	if after > 2 {
+		t.Fatalf("%d segments left of %d", after, before)
+	}
+	check := func(s *Store) {
+		t.Helper()
+		got := queuetest.Load(t, s)
+		var gotIDs []string
+		for id := range got {
+			gotIDs = append(gotIDs, id)
+		}
+		sort.Strings(gotIDs)
+		if strings.Join(gotIDs, ",") != strings.Join(pinned, ",") {
+			t.Fatalf("live: %v", gotIDs)
+		}
+		if got["R07"].Attempts != 9 {
+			t.Fatalf("latest envelope lost in the copy: %+v", got["R07"])
+		}
+		for id, h := range want {
+			if sha256.Sum256(queuetest.Body(t, s, id)) != h {
+				t.Fatalf("%s: body changed by the copy", id)
+			}
+		}
+	}
+	check(s)
+	s.Close()
+	s = openSeg(t, dir, limit, 2048)
+	defer s.Close()
+	check(s)
+	t.Logf("segments: %d before, %d after", before, after)
+}
+
+func TestBodyOutlivesSegment(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, 4096, 2048)
+	defer s.Close()
+	queuetest.Commit(t, s, "OLD", queuetest.BodyFor("OLD", 3000), "a@example.test")
+	r, err := s.OpenBody("OLD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	queuetest.Commit(t, s, "NEW", queuetest.BodyFor("NEW", 3000), "a@example.test") // rotates
+	if err := s.Remove("OLD"); err != nil {                                         // deletes the first segment
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(r); err != nil || !bytes.Equal(b, queuetest.BodyFor("OLD", 3000)) {
+		t.Fatalf("open body after deletion: %d bytes, %v", len(b), err)
+	}
+}
+
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, segLimit, segMemBody)
+	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second open: %v", err)
+	}
+	if _, err := files.Open(dir); err == nil {
+		t.Fatal("a files store opened a spool held by a segment store")
+	}
+	s.Close()
+	s2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Close()
+}
