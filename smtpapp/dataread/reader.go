@@ -180,6 +180,7 @@ func (r *Reader) flush() bool {
 // draining) or when b is used up.
 func (r *Reader) scan(b []byte) int {
 	c := 0
+	clean := 0 // b[c:clean] has no NUL
 	for c < len(b) && r.st != stEnd && r.flush() {
 		writing := !r.draining()
 		if writing && len(r.out) == cap(r.out) {
@@ -193,7 +194,13 @@ func (r *Reader) scan(b []byte) int {
 			if room := cap(r.out) - len(r.out); writing && len(seg) > room {
 				seg = seg[:room]
 			}
-			if i := plain(seg); i > 0 {
+			if clean <= c {
+				clean = c + len(seg)
+				if i := bytes.IndexByte(seg, 0); i >= 0 {
+					clean = c + i
+				}
+			}
+			if i := lineText(seg[:min(len(seg), clean-c)]); i > 0 {
 				r.text(seg[:i], pos)
 				c += i
 				continue
@@ -266,15 +273,12 @@ func (r *Reader) scan(b []byte) int {
 	return c
 }
 
-// plain returns the length of the prefix of s without CR, LF or NUL.
-func plain(s []byte) int {
+// lineText returns the length of the prefix of s without CR or LF.
+func lineText(s []byte) int {
 	if i := bytes.IndexByte(s, '\n'); i >= 0 {
 		s = s[:i]
 	}
 	if i := bytes.IndexByte(s, '\r'); i >= 0 {
-		s = s[:i]
-	}
-	if i := bytes.IndexByte(s, 0); i >= 0 {
 		s = s[:i]
 	}
 	return len(s)
