@@ -34,8 +34,9 @@
 //     preceded by CR is [ErrBareLF]; in BDAT content a CR at the very end of
 //     the last chunk is a bare CR, while a CR LF split across two chunks is
 //     fine.
-//   - A NUL byte anywhere is [ErrNUL], in both modes (RFC 5321 4.5.2 and
-//     2.3.8 exclude it from text; we never pass it on).
+//   - A NUL byte anywhere is [ErrNUL], in both modes: the text of RFC 5322
+//     (section 3.5) and the 8bit data of RFC 2045 and 6152 have none, and
+//     go-smtp passes it on.
 //   - With Options.Normalize, a bare CR or bare LF is not an error: it ends
 //     the line and is replaced by CR LF in the output (Postfix's
 //     smtpd_forbid_bare_newline = normalize). A line that starts after such
