@@ -56,8 +56,9 @@
 //
 // # Errors
 //
-// On a violation the reader stops producing output but goes on reading to
-// the real end of data, then returns an [*Error] with the kind and the offset
+// On a violation the reader stops producing output (what it gave before is
+// a part of the message, to be discarded) but goes on reading to the real
+// end of data, then returns an [*Error] with the kind and the offset
 // of the first violation (the earliest offset; at one offset a NUL, bare CR
 // or bare LF is reported before ErrLineTooLong, which is reported before
 // ErrTooLarge). So the connection stays in sync and the caller can answer

@@ -54,7 +54,11 @@ func model(in []byte, opt Options, dots bool) (out []byte, n int, err error) {
 			endLine(i + 1)
 		case c == '\r' || c == '\n':
 			if !opt.Normalize {
-				note(map[byte]error{'\r': ErrBareCR, '\n': ErrBareLF}[c], i)
+				kind := ErrBareLF
+				if c == '\r' {
+					kind = ErrBareCR
+				}
+				note(kind, i)
 			}
 			out = append(out, "\r\n"...)
 			from = append(from, i, i)
