@@ -9,15 +9,5 @@ package caddysmtp
 import (
 	_ "github.com/caddy-smtp/caddy-smtp/caddyfile"
 	_ "github.com/caddy-smtp/caddy-smtp/cmdsmtp"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/l4smtp"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/mtasts"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpauth/accounts"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/maildir"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/mx"
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/relay"
-	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/standard"
 )

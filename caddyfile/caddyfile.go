@@ -67,7 +67,14 @@
 //				resolvers    <ip[:port]>...
 //			}
 //
-//			route <domain> [<domain>...] {
+//			route [<domain>...] {
+//				match {
+//					recipient_domain <domain>...
+//					sender           <address>...
+//					sender_domain    <domain>...
+//					remote_ip        <cidr>...
+//					authenticated    [yes|no]
+//				}
 //				<target> <args...>
 //			}
 //		}
@@ -123,9 +130,14 @@
 //   - route inside a server block gives that server its own routes, which
 //     replace the app-level routes for mail it accepts (a gateway and its
 //     backend in one Caddy).
-//   - route takes one or more recipient domains (`*.example.com` matches
-//     subdomains) and a block with exactly one delivery target, e.g.
-//     `maildir /var/mail/{domain}/{local}` or `relay mail.example.com`.
+//   - route takes recipient domains (`*.example.com` matches subdomains)
+//     and a block with exactly one delivery target, e.g.
+//     `maildir /var/mail/{domain}/{local}` or `relay mail.example.com`, and
+//     optionally one match block of modules in the `smtp.matchers`
+//     namespace that must all match. Without domains, a route needs a match
+//     block, and it only picks the target for mail accepted otherwise (from
+//     authenticated users or relay networks); see smtpapp.Route. Routes are
+//     tried in order.
 //   - relay takes one or more hosts, tried in order; its block is optional.
 //     auth takes a username and a password; both may be placeholders such
 //     as `{env.RELAY_PASSWORD}`, which stay as written in the JSON and are
@@ -133,7 +145,7 @@
 //   - mx takes no arguments; its block is optional. resolvers takes one or
 //     more IP addresses with an optional port.
 //   - authentication turns on SMTP AUTH (offered over TLS only) with a
-//     module in the `smtp.authentication` namespace: `authentication
+//     module in the `smtp.authentication.providers` namespace: `authentication
 //     <provider> <args...> { ... }` hands the provider its name, arguments
 //     and block. Without a provider name it is the built-in `accounts`
 //     provider, whose block lists one `account` line per user: a username,
@@ -187,8 +199,9 @@ func init() {
 
 // Module namespaces of the smtp app's pluggable parts.
 const (
-	targetNamespace = "smtp.targets"        // route delivery targets
-	authNamespace   = "smtp.authentication" // SMTP AUTH providers
+	targetNamespace  = "smtp.targets"                  // route delivery targets
+	authNamespace    = "smtp.authentication.providers" // SMTP AUTH providers
+	matcherNamespace = "smtp.matchers"                 // route matchers
 )
 
 // defaultAuthProvider is the provider of an `authentication` block that
@@ -393,7 +406,7 @@ func listenArgs(d *caddycf.Dispenser) (*smtpapp.Listener, error) {
 }
 
 // parseAuthentication parses the `authentication [<provider>] { ... }`
-// segment into a module in the smtp.authentication namespace. The provider
+// segment into a module in the smtp.authentication.providers namespace. The provider
 // gets the tokens from its name on (from `authentication` when none is
 // named, which means the accounts provider), as a route target does.
 func parseAuthentication(d *caddycf.Dispenser) (json.RawMessage, error) {
@@ -519,25 +532,81 @@ func parseOutbound(d *caddycf.Dispenser) (json.RawMessage, error) {
 	return parseTarget(d, "outbound", "mx")
 }
 
-// parseRoute parses one `route <domains...> { <target> <args...> }` segment.
+// parseRoute parses one `route [<domains>...] { [match { ... }] <target> <args...> }`
+// segment. Without domains, the route needs a match block.
 func parseRoute(d *caddycf.Dispenser) (*smtpapp.Route, error) {
 	d.Next() // consume "route"
+	start := d.Token()
 	r := &smtpapp.Route{Domains: d.RemainingArgs()}
-	if len(r.Domains) == 0 {
-		return nil, d.ArgErr()
+	var target string
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if name == "match" {
+			if r.Match != nil {
+				return nil, d.Err("route has a second match block; put all its matchers in one")
+			}
+			m, err := parseMatch(d)
+			if err != nil {
+				return nil, err
+			}
+			r.Match = m
+			continue
+		}
+		if target != "" {
+			return nil, d.Errf("route has a second delivery target '%s' (already has '%s'); it takes exactly one", name, target)
+		}
+		raw, err := unmarshalTarget(d, "route", name)
+		if err != nil {
+			return nil, err
+		}
+		r.Deliver, target = raw, name
 	}
-	var err error
-	r.Deliver, err = parseTarget(d, "route", "maildir <path>")
-	if err != nil {
-		return nil, err
+	if len(r.Domains) == 0 && r.Match == nil {
+		return nil, errAt(start, "route needs recipient domains ('route example.com { ... }') or a match block")
+	}
+	if target == "" {
+		return nil, errAt(start, "route has no delivery target; give one in its block, e.g. 'maildir <path>'")
 	}
 	return r, nil
 }
 
-// parseTarget parses the block of a route or of outbound (owner), which
-// holds exactly one delivery target: a module in the smtp.targets
-// namespace, its arguments and its own block. example shows a target in
-// the error for an empty block.
+// parseMatch parses a route's `match { <matcher> <args...> ... }` block:
+// modules of the smtp.matchers namespace, each at most once.
+func parseMatch(d *caddycf.Dispenser) (caddy.ModuleMap, error) {
+	start := d.Token()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	set := caddy.ModuleMap{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if _, dup := set[name]; dup {
+			return nil, d.Errf("duplicate matcher '%s'", name)
+		}
+		id := matcherNamespace + "." + name
+		if _, err := caddy.GetModule(id); err != nil {
+			return nil, d.Errf("unrecognized matcher '%s' (known: %s)", name, knownModules(matcherNamespace))
+		}
+		mod, err := caddycf.UnmarshalModule(d, id)
+		if err != nil {
+			return nil, err
+		}
+		var warnings []caddyconfig.Warning
+		set[name] = caddyconfig.JSON(mod, &warnings)
+		if len(warnings) > 0 {
+			return nil, d.Errf("encoding matcher '%s': %s", name, warnings[0].Message)
+		}
+	}
+	if len(set) == 0 {
+		return nil, errAt(start, "empty match block; give matchers such as 'sender_domain example.com' or 'authenticated'")
+	}
+	return set, nil
+}
+
+// parseTarget parses the block of outbound (owner), which holds exactly
+// one delivery target: a module in the smtp.targets namespace, its
+// arguments and its own block. example shows a target in the error for an
+// empty block.
 func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, error) {
 	var target string
 	var raw json.RawMessage
@@ -546,18 +615,9 @@ func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, 
 		if target != "" {
 			return nil, d.Errf("%s has a second delivery target '%s' (already has '%s'); it takes exactly one", owner, name, target)
 		}
-		id := targetNamespace + "." + name
-		if _, err := caddy.GetModule(id); err != nil {
-			return nil, d.Errf("unrecognized %s target '%s' (known: %s)", owner, name, knownModules(targetNamespace))
-		}
-		mod, err := caddycf.UnmarshalModule(d, id)
-		if err != nil {
+		var err error
+		if raw, err = unmarshalTarget(d, owner, name); err != nil {
 			return nil, err
-		}
-		var warnings []caddyconfig.Warning
-		raw = caddyconfig.JSONModuleObject(mod, "target", name, &warnings)
-		if len(warnings) > 0 {
-			return nil, d.Errf("encoding %s target '%s': %s", owner, name, warnings[0].Message)
 		}
 		target = name
 	}
@@ -565,6 +625,25 @@ func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, 
 		d.Reset()
 		d.Next()
 		return nil, d.Errf("%s has no delivery target; give one in its block, e.g. '%s'", owner, example)
+	}
+	return raw, nil
+}
+
+// unmarshalTarget reads the target called name (a module in the
+// smtp.targets namespace) at the dispenser's position into its JSON.
+func unmarshalTarget(d *caddycf.Dispenser, owner, name string) (json.RawMessage, error) {
+	id := targetNamespace + "." + name
+	if _, err := caddy.GetModule(id); err != nil {
+		return nil, d.Errf("unrecognized %s target '%s' (known: %s)", owner, name, knownModules(targetNamespace))
+	}
+	mod, err := caddycf.UnmarshalModule(d, id)
+	if err != nil {
+		return nil, err
+	}
+	var warnings []caddyconfig.Warning
+	raw := caddyconfig.JSONModuleObject(mod, "target", name, &warnings)
+	if len(warnings) > 0 {
+		return nil, d.Errf("encoding %s target '%s': %s", owner, name, warnings[0].Message)
 	}
 	return raw, nil
 }

@@ -14,9 +14,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/mholt/caddy-l4" // the layer4 global option and its handlers (proxy_protocol)
 
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"    // smtp.queue.stores.files
-	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments" // smtp.queue.stores.segments
-	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"                     // registers the smtp app, its targets and layer4.handlers.smtp
+	_ "github.com/caddy-smtp/caddy-smtp/modules/standard" // the smtp app and its standard modules
 )
 
 var update = flag.Bool("update", false, "rewrite the golden JSON files in testdata/")
@@ -263,8 +261,68 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "wrong argument count or unexpected line ending after 'route'",
+			wantErr:  "route needs recipient domains ('route example.com { ... }') or a match block",
 			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "unknown matcher",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			match {
+				helo mail.example
+			}
+			maildir /var/mail
+		}
+	}
+}`,
+			wantErr:  "unrecognized matcher 'helo' (known: ",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "duplicate matcher",
+			caddyfile: `{
+	smtp {
+		route {
+			match {
+				sender_domain a.example
+				sender_domain b.example
+			}
+			maildir /var/mail
+		}
+	}
+}`,
+			wantErr:  "duplicate matcher 'sender_domain'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "empty match block",
+			caddyfile: `{
+	smtp {
+		route {
+			match {
+			}
+			maildir /var/mail
+		}
+	}
+}`,
+			wantErr:  "empty match block",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "matcher without values",
+			caddyfile: `{
+	smtp {
+		route {
+			match {
+				remote_ip
+			}
+			maildir /var/mail
+		}
+	}
+}`,
+			wantErr:  "wrong argument count",
+			wantLine: "Caddyfile:5",
 		},
 		{
 			name: "missing maildir path",

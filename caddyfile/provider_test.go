@@ -25,7 +25,7 @@ type testProvider struct {
 // CaddyModule returns the Caddy module information.
 func (testProvider) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
-		ID:  "smtp.authentication.test_provider",
+		ID:  "smtp.authentication.providers.test_provider",
 		New: func() caddy.Module { return new(testProvider) },
 	}
 }

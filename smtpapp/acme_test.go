@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
-
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )
 

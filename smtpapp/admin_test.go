@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -174,7 +174,7 @@ func TestAdminListFlushDelete(t *testing.T) {
 	}
 
 	// Envelope and header; the body only when asked.
-	var d MessageDetail
+	var d smtpadmin.MessageDetail
 	a.ok(http.MethodGet, "/smtp/queue/"+keep, &d)
 	if d.ID != keep || !strings.Contains(d.Headers, "Subject: keep") || !strings.Contains(d.Headers, "Received: ") || d.Body != "" {
 		t.Fatalf("message without body: %+v", d)
@@ -194,7 +194,7 @@ func TestAdminListFlushDelete(t *testing.T) {
 	a.fails(http.MethodPost, "/smtp/domains/a%2Fb/hold", http.StatusBadRequest, "invalid domain")
 
 	// Delete one: its files go.
-	var res ActionResult
+	var res smtpadmin.ActionResult
 	a.ok(http.MethodDelete, "/smtp/queue/"+drop, &res)
 	if res.ID != drop || !res.Deleted {
 		t.Fatalf("delete: %+v", res)
@@ -230,7 +230,7 @@ func TestAdminHoldMessage(t *testing.T) {
 	a.waitState(held, queue.StateDeferred)
 	a.waitState(other, queue.StateDeferred)
 
-	var res ActionResult
+	var res smtpadmin.ActionResult
 	a.ok(http.MethodPost, "/smtp/queue/"+held+"/hold", &res)
 	if res.Held == nil || !*res.Held {
 		t.Fatalf("hold: %+v", res)
@@ -266,7 +266,7 @@ func TestAdminHoldMessage(t *testing.T) {
 func TestAdminHoldDomain(t *testing.T) {
 	r := startReceiver(t, receiverOpts{})
 	a := startAdminEnv(t, r.addr, nil)
-	var res ActionResult
+	var res smtpadmin.ActionResult
 	a.ok(http.MethodPost, "/smtp/domains/Example.Test/hold", &res)
 	if res.Domain != "example.test" || res.Held == nil || !*res.Held {
 		t.Fatalf("hold domain: %+v", res)
@@ -274,9 +274,9 @@ func TestAdminHoldDomain(t *testing.T) {
 	id := a.submit("a@example.test", "domain held")
 	a.waitState(id, queue.StateDomainHeld)
 	quietly(t, r)
-	var domains []HeldDomain
+	var domains []smtpadmin.HeldDomain
 	a.ok(http.MethodGet, "/smtp/domains", &domains)
-	if len(domains) != 1 || domains[0] != (HeldDomain{Domain: "example.test", Messages: 1, Recipients: 1}) {
+	if len(domains) != 1 || domains[0] != (smtpadmin.HeldDomain{Domain: "example.test", Messages: 1, Recipients: 1}) {
 		t.Fatalf("held domains %+v", domains)
 	}
 	raw, err := os.ReadFile(filepath.Join(a.spool, "held-domains.json"))

@@ -283,10 +283,14 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// validateRoutes rejects a domain named by two routes of one set.
+// validateRoutes rejects a domain named by two routes of one set that
+// have no matchers: the second could never match.
 func validateRoutes(routes []*Route) error {
 	doms := make(map[string]int)
 	for i, r := range routes {
+		if len(r.matchers) > 0 {
+			continue
+		}
 		for _, d := range r.Domains {
 			if j, dup := doms[d]; dup {
 				return fmt.Errorf("route %d: domain %q already routed by route %d", i, d, j)

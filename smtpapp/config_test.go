@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
-
 	"github.com/caddyserver/caddy/v2"
 )
 

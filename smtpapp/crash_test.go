@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
 // writeConfig writes a config for a gateway process and returns its path.

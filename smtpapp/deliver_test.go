@@ -111,7 +111,7 @@ func TestRelayPlaintextFallbacks(t *testing.T) {
 			if m.tls {
 				t.Fatal("delivered over TLS?")
 			}
-			eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+			eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 			if tc.name == "handshake fails" && r.conns.Load() != 2 {
 				t.Errorf("%d connections; want 2 (handshake, then plaintext in the same attempt)", r.conns.Load())
 			}
@@ -125,7 +125,7 @@ func TestRelayRequiredTLSDefersWithoutTLS(t *testing.T) {
 	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}, "tls": "required"})
 	submit(t, addr, "a@sender.test", "Subject: r\r\n\r\nx", "user@example.test")
 	eventually(t, "deferred attempts", func() bool {
-		msgs := app.queue.Messages()
+		msgs := app.TestQueue().Messages()
 		return len(msgs) == 1 && msgs[0].Attempts >= 2
 	})
 	if n := len(r.messages()); n != 0 {
@@ -146,7 +146,7 @@ func TestRelayTemporaryFailureRetried(t *testing.T) {
 	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}})
 	submit(t, addr, "a@sender.test", "Subject: r\r\n\r\nx", "user@example.test")
 	r.waitMessages(1)
-	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 	if calls.Load() != 2 {
 		t.Errorf("%d RCPT attempts, want 2", calls.Load())
 	}
@@ -182,7 +182,7 @@ func TestRelayPartialFailureBounces(t *testing.T) {
 	if p.Header.Get("Auto-Submitted") == "" || !strings.Contains(string(p.Original), "Message-ID: <partial@test>") {
 		t.Fatalf("DSN headers/original wrong: %v\n%s", p.Header, p.Original)
 	}
-	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 }
 
 func TestRelayPermanentDataFailureBounces(t *testing.T) {
@@ -232,7 +232,7 @@ func TestRelayConnectionFailuresRetryAndFailover(t *testing.T) {
 	submit(t, addr, "a@sender.test", "Subject: r\r\n\r\nx", "user@example.test")
 	var last string
 	eventually(t, "retries", func() bool {
-		msgs := app.queue.Messages()
+		msgs := app.TestQueue().Messages()
 		if len(msgs) == 1 {
 			last = msgs[0].Recipients[0].LastReply
 		}
@@ -278,7 +278,7 @@ func TestRelayReusesConnections(t *testing.T) {
 	}
 	close(release)
 	r.waitMessages(n)
-	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 	if c := r.conns.Load(); c > 10 {
 		t.Errorf("%d connections for %d messages: not reusing connections", c, n)
 	}
@@ -345,12 +345,12 @@ func TestMXDelivery(t *testing.T) {
 	send := func(rcpt string) {
 		t.Helper()
 		id := queue.NewID()
-		w, err := app.queue.Create(id)
+		w, err := app.TestQueue().Create(id)
 		if err != nil {
 			t.Fatal(err)
 		}
 		fmt.Fprintf(w, "Subject: to %s\r\n\r\nbody\r\n", rcpt)
-		if err := app.queue.Commit(w, &queue.Message{From: "s@sender.test", Arrived: time.Now(),
+		if err := app.TestQueue().Commit(w, &queue.Message{From: "s@sender.test", Arrived: time.Now(),
 			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -373,5 +373,5 @@ func TestMXDelivery(t *testing.T) {
 	}
 	send("e@nxdomain.test")
 	eventually(t, "second DSN", func() bool { return len(e.mailFiles("sender.test", "s")) == 2 })
-	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 }

@@ -5,10 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
-
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestMetricsAfterScriptedSession(t *testing.T) {
@@ -20,7 +17,6 @@ func TestMetricsAfterScriptedSession(t *testing.T) {
 		}},
 	}))
 	addr := addrsOf(app, "mx")[0]
-	m := app.metrics
 
 	d := dial(t, addr)
 	d.expect("220")
@@ -38,24 +34,24 @@ func TestMetricsAfterScriptedSession(t *testing.T) {
 		t.Fatalf("bare LF: %q", r)
 	}
 	e.waitMail("example.test", "u", 1)
-	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 
 	for name, c := range map[string]struct {
 		got, want float64
 	}{
-		"connections":          {testutil.ToFloat64(m.connections.WithLabelValues("mx", "starttls")), 1},
-		"refused per ip":       {testutil.ToFloat64(m.connectionsRefused.WithLabelValues("mx", "max_connections_per_ip")), 1},
-		"tls handshakes":       {testutil.ToFloat64(m.tlsHandshakes.WithLabelValues("mx", "TLSv1.3")), 1},
-		"relay denied":         {testutil.ToFloat64(m.commandsRejected.WithLabelValues("mx", "relay_denied")), 1},
-		"accepted":             {testutil.ToFloat64(m.messagesAccepted.WithLabelValues("mx")), 1},
-		"rejected bare LF":     {testutil.ToFloat64(m.messagesRejected.WithLabelValues("mx", "bare_newline")), 1},
-		"delivered to maildir": {testutil.ToFloat64(m.deliveries.WithLabelValues("delivered", "local", "none")), 1},
+		"connections":          {app.TestCounter("connections", "mx", "starttls"), 1},
+		"refused per ip":       {app.TestCounter("connectionsRefused", "mx", "max_connections_per_ip"), 1},
+		"tls handshakes":       {app.TestCounter("tlsHandshakes", "mx", "TLSv1.3"), 1},
+		"relay denied":         {app.TestCounter("commandsRejected", "mx", "relay_denied"), 1},
+		"accepted":             {app.TestCounter("messagesAccepted", "mx"), 1},
+		"rejected bare LF":     {app.TestCounter("messagesRejected", "mx", "bare_newline"), 1},
+		"delivered to maildir": {app.TestCounter("deliveries", "delivered", "local", "none"), 1},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %v, want %v", name, c.got, c.want)
 		}
 	}
-	if b := testutil.ToFloat64(m.bytesReceived.WithLabelValues("mx")); b < 100 {
+	if b := app.TestCounter("bytesReceived", "mx"); b < 100 {
 		t.Errorf("received bytes %v", b)
 	}
 

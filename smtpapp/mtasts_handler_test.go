@@ -7,7 +7,7 @@ import (
 	"slices"
 	"testing"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/modules/mtasts"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -18,7 +18,7 @@ import (
 func TestMTASTSHandlerServesParsablePolicy(t *testing.T) {
 	e := newTestEnv(t)
 	e.start(map[string]any{})
-	h := &MTASTSHandler{}
+	h := &mtasts.Handler{}
 	ctx := caddy.ActiveContext()
 	if err := h.Provision(ctx); err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtptargets/mx"
 	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
@@ -77,15 +78,15 @@ func newPolicyWorld(t *testing.T, withTLS bool) *policyWorld {
 // sender.test is a local maildir (for DSNs and reports).
 func (w *policyWorld) gateway(t *testing.T, e *testEnv, mxOpts map[string]any, extra map[string]any) *App {
 	t.Helper()
-	mx := map[string]any{"target": "mx", "resolvers": []string{w.dns.Addr()}, "port": w.port, "ca_file": w.caFile, "connect_timeout": "2s"}
+	mxTarget := map[string]any{"target": "mx", "resolvers": []string{w.dns.Addr()}, "port": w.port, "ca_file": w.caFile, "connect_timeout": "2s"}
 	for k, v := range mxOpts {
-		mx[k] = v
+		mxTarget[k] = v
 	}
 	app := map[string]any{
 		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
 		"routes": []any{map[string]any{"domains": []string{"sender.test"},
 			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}}},
-		"outbound": mx,
+		"outbound": mxTarget,
 	}
 	for k, v := range extra {
 		app[k] = v
@@ -93,8 +94,8 @@ func (w *policyWorld) gateway(t *testing.T, e *testEnv, mxOpts map[string]any, e
 	a := e.load(e.config(app))
 	// The policy host is mta-sts.remote.test:443; in the test it lives on
 	// an ephemeral port, so the fetcher dials there.
-	if m, ok := a.outbound.(*MX); ok && m.sts != nil {
-		m.sts.Fetcher = &tlsupgrade.MTASTSFetcher{RootCAs: w.caPool, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+	if m, ok := a.TestOutbound().(*mx.MX); ok && m.PolicyCache() != nil {
+		m.PolicyCache().Fetcher = &tlsupgrade.MTASTSFetcher{RootCAs: w.caPool, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, w.httpsRV.Listener.Addr().String())
 		}}
@@ -106,12 +107,12 @@ func (w *policyWorld) gateway(t *testing.T, e *testEnv, mxOpts map[string]any, e
 func sendOutbound(t *testing.T, app *App, rcpt string, requireTLS bool) string {
 	t.Helper()
 	id := queue.NewID()
-	wr, err := app.queue.Create(id)
+	wr, err := app.TestQueue().Create(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(wr, "Subject: to %s\r\nMessage-ID: <%s@test>\r\n\r\nbody\r\n", rcpt, id)
-	if err := app.queue.Commit(wr, &queue.Message{From: "s@sender.test", Arrived: time.Now(), RequireTLS: requireTLS,
+	if err := app.TestQueue().Commit(wr, &queue.Message{From: "s@sender.test", Arrived: time.Now(), RequireTLS: requireTLS,
 		Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func waitAttempts(t *testing.T, app *App, id string, n int) queue.Message {
 	t.Helper()
 	var got queue.Message
 	eventually(t, fmt.Sprintf("%d attempts of %s", n, id), func() bool {
-		for _, m := range app.queue.Messages() {
+		for _, m := range app.TestQueue().Messages() {
 			if m.ID == id && m.Attempts >= n {
 				got = m
 				return true
@@ -154,7 +155,7 @@ func TestMTASTSEnforceBlocksNonMatchingMX(t *testing.T) {
 	w.dns.Remove("_mta-sts.remote.test")
 	w.dns.AddTXT("_mta-sts.remote.test", "v=STSv1; id=20261129")
 	w.policy = "version: STSv1\r\nmode: enforce\r\nmx: mx.remote.test\r\nmax_age: 86400\r\n"
-	if _, err := app.queue.Flush(id); err != nil {
+	if _, err := app.TestQueue().Flush(id); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.mx.waitMessages(1)[0]; !got.tls {
@@ -183,14 +184,14 @@ func TestMTASTSTestingModeDeliversAndReports(t *testing.T) {
 	e := newTestEnv(t)
 	app := w.gateway(t, e, nil, map[string]any{"tls_reporting": map[string]any{
 		"organization": "caddy-smtp test", "contact": "postmaster@sender.test", "resolvers": []string{w.dns.Addr()}}})
-	tlsReports.Reports("", "", time.Time{}, time.Time{}) // start from an empty tally
+	TestTLSReports.Reports("", "", time.Time{}, time.Time{}) // start from an empty tally
 	sendOutbound(t, app, "a@remote.test", false)
 	if got := w.mx.waitMessages(1)[0]; got.tls {
 		t.Fatal("expected plaintext delivery (no STARTTLS offered)")
 	}
 	// The daily report goes out through our own queue, to the rua.
 	now := time.Now()
-	app.sendTLSReports(context.Background(), now.Add(-time.Hour), now)
+	app.TestSendTLSReports(context.Background(), now.Add(-time.Hour), now)
 	data, err := os.ReadFile(e.waitMail("sender.test", "tlsrpt", 1)[0])
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +294,7 @@ func TestDANEMatchAndMismatch(t *testing.T) {
 	for _, name := range []string{"other.test", "mx.other.test", "_25._tcp.mx.other.test"} {
 		w.dns.SetAuthenticated(name, false)
 	}
-	if _, err := app.queue.Flush(id); err != nil {
+	if _, err := app.TestQueue().Flush(id); err != nil {
 		t.Fatal(err)
 	}
 	w.mx.waitMessages(2)

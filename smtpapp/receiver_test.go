@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
-
 	"github.com/emersion/go-smtp"
 )
 

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
-
 	"github.com/caddyserver/caddy/v2"
 )
 

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
-
 	"github.com/pires/go-proxyproto"
 
 	_ "github.com/mholt/caddy-l4/modules/l4proxyprotocol"
@@ -169,9 +167,9 @@ func TestOpenRelayMatrix(t *testing.T) {
 	d.cmd("DATA", "354")
 	d.raw("Subject: ours\r\n\r\nx\r\n.\r\n")
 	d.expect("250")
-	for _, m := range app.queue.Messages() {
+	for _, m := range app.TestQueue().Messages() {
 		for _, r := range m.Recipients {
-			if app.routeFor(app.Servers["mx"], strings.ToLower(strings.TrimSuffix(r.Addr[strings.LastIndex(r.Addr, "@")+1:], "."))) == nil {
+			if app.TestRouteFor(app.Servers["mx"], strings.ToLower(strings.TrimSuffix(r.Addr[strings.LastIndex(r.Addr, "@")+1:], "."))) == nil {
 				t.Fatalf("mail queued for another domain: %s", r.Addr)
 			}
 		}
@@ -222,9 +220,7 @@ func TestPerIPConnectionLimits(t *testing.T) {
 	a2.cmd("QUIT", "221")
 	eventually(t, "slots freed", func() bool {
 		srv := runningApp(t).Servers["mx"]
-		srv.perIPMu.Lock()
-		defer srv.perIPMu.Unlock()
-		return srv.perIP["127.0.0.1"] == 0
+		return srv.TestPerIP("127.0.0.1") == 0
 	})
 	dialFrom(t, "127.0.0.1", addr).expect("220")
 	dialFrom(t, "127.0.0.1", addr).expect("220")
@@ -322,9 +318,7 @@ func TestManyIdleConnectionsBoundedAndTimedOut(t *testing.T) {
 	}
 	eventually(t, "server released the connections", func() bool {
 		srv := runningApp(t).Servers["mx"]
-		srv.connsMu.Lock()
-		defer srv.connsMu.Unlock()
-		return len(srv.conns) == 0
+		return srv.TestConns() == 0
 	})
 }
 

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	. "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
 func TestEHLOAdvertisesSTARTTLSAndSize(t *testing.T) {
@@ -344,10 +342,10 @@ func TestTargetFailureKeepsMessageQueued(t *testing.T) {
 	app := runningApp(t)
 	// Several attempts fail; the message stays queued and tmp/ stays clean.
 	eventually(t, "two failed attempts", func() bool {
-		msgs := app.queue.Messages()
+		msgs := app.TestQueue().Messages()
 		return len(msgs) == 1 && msgs[0].Attempts >= 2
 	})
-	if n := app.queue.Len(); n != 1 {
+	if n := app.TestQueue().Len(); n != 1 {
 		t.Fatalf("queue holds %d messages, want 1", n)
 	}
 	if left, _ := os.ReadDir(filepath.Join(broken, "tmp")); len(left) != 0 {
@@ -356,7 +354,7 @@ func TestTargetFailureKeepsMessageQueued(t *testing.T) {
 	// Repaired, the next retry delivers it.
 	os.Remove(filepath.Join(broken, "new"))
 	e.waitMail("example.test", "broken", 1)
-	eventually(t, "empty queue", func() bool { return app.queue.Len() == 0 })
+	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 }
 
 func assertNoSpoolLeftovers(t *testing.T, spool string) {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/mx" // the default outbound target
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 

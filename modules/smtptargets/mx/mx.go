@@ -159,6 +159,10 @@ func (m *MX) ProvisionTarget(env smtpapp.TargetEnv) error {
 	return nil
 }
 
+// PolicyCache is the target's MTA-STS policy cache, nil when MTA-STS is
+// off. Programs that embed the target may set its Fetcher.
+func (m *MX) PolicyCache() *tlsupgrade.MTASTSCache { return m.sts }
+
 // tlsOptionalSuffix marks the destination key of messages whose sender
 // said "TLS-Required: No": they get sessions of their own, without DANE
 // and MTA-STS enforcement.

@@ -1,0 +1,19 @@
+// Package standard imports the standard guest modules of the smtp app:
+// delivery targets, queue stores, the accounts provider, route matchers,
+// the admin API, the MTA-STS handler and the caddy-l4 handler. The plugin
+// (module.go) imports it; so do tests that load configs using them.
+package standard
+
+import (
+	_ "github.com/caddy-smtp/caddy-smtp/modules/l4smtp"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/mtasts"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpauth/accounts"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/maildir"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/mx"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/relay"
+	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"
+)
