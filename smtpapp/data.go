@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/dataread"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -42,40 +43,40 @@ func (t *tlsRequiredScanner) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// crlfChecker passes message data through to w and fails on the first bare
-// CR or bare LF. Lines must end with CRLF (RFC 5321 2.3.8); accepting bare
-// line endings is what makes SMTP smuggling possible, because a next hop
-// may see an end of data (`<LF>.<LF>`, `<CR>.<CR>`) where we did not.
-type crlfChecker struct {
-	w      io.Writer
-	lastCR bool
+// strictData wraps what go-smtp hands Data in our strict reader
+// (smtpapp/dataread): every line ending CRLF, no NUL, the end of data only
+// at CRLF "." CRLF, read in large chunks. For DATA it takes go-smtp's
+// buffered connection reader (dataread.Hijack); for BDAT (and if the hijack
+// is refused because go-smtp changed) it checks the stream it is given.
+// done must be called before Data returns: it consumes the rest of the
+// data so the connection stays in step with the client.
+func (s *session) strictData(r io.Reader) (src io.Reader, done func()) {
+	opt := dataread.Options{MaxSize: s.srv.MaxMessageSize}
+	if br, finish, ok := dataread.Hijack(r); ok {
+		rd := dataread.NewReader(br, opt)
+		return rd, func() {
+			_ = rd.Drain()
+			finish()
+		}
+	}
+	return dataread.NewChunkChecker(r, opt), func() {}
 }
 
-// writeError marks an error of the destination (our disk), as opposed to an
-// error reading the client's data.
+// destWriter marks errors of the destination (our disk), as opposed to
+// errors reading the client's data.
+type destWriter struct{ w io.Writer }
+
+// writeError is an error of the destination.
 type writeError struct{ err error }
 
 func (e writeError) Error() string { return e.err.Error() }
 
-func (c *crlfChecker) Write(p []byte) (int, error) {
-	for _, b := range p {
-		if b == '\n' && !c.lastCR || c.lastCR && b != '\n' {
-			return 0, errBareNewline
-		}
-		c.lastCR = b == '\r'
+func (d destWriter) Write(p []byte) (int, error) {
+	n, err := d.w.Write(p)
+	if err != nil {
+		return n, writeError{err}
 	}
-	if _, err := c.w.Write(p); err != nil {
-		return 0, writeError{err}
-	}
-	return len(p), nil
-}
-
-// finish reports a CR at the very end of the data.
-func (c *crlfChecker) finish() error {
-	if c.lastCR {
-		return errBareNewline
-	}
-	return nil
+	return n, nil
 }
 
 // receivedHeader returns our trace header (RFC 5321 4.4) for a message, in

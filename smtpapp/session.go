@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/dataread"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
@@ -278,14 +279,11 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 		return err
 	}
 	scan := &tlsRequiredScanner{}
-	check := &crlfChecker{w: io.MultiWriter(w, scan)}
-	if _, err := io.Copy(check, r); err != nil {
+	src, done := s.strictData(r)
+	defer done()
+	if _, err := io.Copy(destWriter{io.MultiWriter(w, scan)}, src); err != nil {
 		w.Abort()
 		return classifyDataError(err)
-	}
-	if err := check.finish(); err != nil {
-		w.Abort()
-		return err
 	}
 	// RFC 8689 section 5: with REQUIRETLS the header field is ignored.
 	msg.TLSOptional = scan.optout && !msg.RequireTLS
@@ -301,6 +299,12 @@ func classifyDataError(err error) error {
 	switch {
 	case errors.As(err, &werr):
 		return werr.err // our disk, not the client
+	case errors.Is(err, dataread.ErrBareCR), errors.Is(err, dataread.ErrBareLF), errors.Is(err, dataread.ErrNUL):
+		return errBareNewline
+	case errors.Is(err, dataread.ErrTooLarge):
+		return smtp.ErrDataTooLarge
+	case errors.Is(err, dataread.ErrLineTooLong):
+		return errLineTooLong
 	case errors.As(err, &serr):
 		return serr // e.g. 552 message too big
 	case errors.Is(err, smtp.ErrTooLongLine):
