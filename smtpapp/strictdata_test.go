@@ -1,0 +1,54 @@
+package smtpapp_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestStrictDataVariants sends end-of-data and line-ending variants that a
+// next hop could read differently (SMTP smuggling) over one connection:
+// each is refused with 550 5.6.0 after the real end of data, the
+// connection stays in step (the next transaction works), and only the
+// clean message is delivered, byte for byte.
+func TestStrictDataVariants(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+		}},
+	}))
+	d := dial(t, addrsOf(app, "mx")[0])
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	for _, body := range []string{
+		"a\r\n.\rX\r\nMAIL FROM:<evil@x>\r\n",
+		"a\r\n.\r\r\n",
+		"a\n.\r\nRCPT TO:<evil@x>\r\n",
+		"a\r.\r\n",
+		"a\r\n.\n",
+		"a\r\n\x00.\r\n",
+		"nul\x00inside\r\n",
+		"bare\rcr\r\n",
+		"bare\nlf\r\n",
+	} {
+		d.cmd("MAIL FROM:<a@sender.test>", "250")
+		d.cmd("RCPT TO:<u@example.test>", "250")
+		d.cmd("DATA", "354")
+		d.raw("Subject: s\r\n\r\n" + body + "\r\n.\r\n")
+		d.expect("550 5.6.0")
+	}
+	d.cmd("MAIL FROM:<a@sender.test>", "250")
+	d.cmd("RCPT TO:<u@example.test>", "250")
+	d.cmd("DATA", "354")
+	d.raw("Subject: clean\r\n\r\n..stuffed\r\nend\r\n.\r\n")
+	d.expect("250")
+	files := e.waitMail("example.test", "u", 1)
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(data); !strings.HasSuffix(got, "Subject: clean\r\n\r\n.stuffed\r\nend\r\n") {
+		t.Errorf("stored message ends %q", got[max(0, len(got)-60):])
+	}
+}
