@@ -11,6 +11,7 @@
 //				listen           <address> [starttls|implicit_tls|no_tls]
 //				hostname         <host>
 //				require_tls
+//				bare_line_endings reject|normalize
 //				max_message_size <size>
 //				max_recipients   <n>
 //				max_connections  <n>
@@ -311,6 +312,14 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 			err = setOnce(d, scope, &srv.Hostname, stringArg)
 		case "require_tls":
 			err = setOnce(d, scope, &srv.RequireTLS, flagArg)
+		case "bare_line_endings":
+			err = setOnce(d, scope, &srv.BareLineEndings, func(d *caddycf.Dispenser) (string, error) {
+				v, err := stringArg(d)
+				if err == nil && v != "reject" && v != "normalize" {
+					err = d.Errf("bare_line_endings must be reject or normalize, not '%s'", v)
+				}
+				return v, err
+			})
 		case "max_message_size":
 			err = setOnce(d, scope, &srv.MaxMessageSize, sizeArg)
 		case "max_recipients":

@@ -325,6 +325,19 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:5",
 		},
 		{
+			name: "bare_line_endings value",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+			bare_line_endings fix
+		}
+	}
+}`,
+			wantErr:  "bare_line_endings must be reject or normalize, not 'fix'",
+			wantLine: "Caddyfile:5",
+		},
+		{
 			name: "missing maildir path",
 			caddyfile: `{
 	smtp {

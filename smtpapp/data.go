@@ -51,7 +51,7 @@ func (t *tlsRequiredScanner) Write(p []byte) (int, error) {
 // done must be called before Data returns: it consumes the rest of the
 // data so the connection stays in step with the client.
 func (s *session) strictData(r io.Reader) (src io.Reader, done func()) {
-	opt := dataread.Options{MaxSize: s.srv.MaxMessageSize}
+	opt := dataread.Options{MaxSize: s.srv.MaxMessageSize, Normalize: s.srv.BareLineEndings == "normalize"}
 	if br, finish, ok := dataread.Hijack(r); ok {
 		rd := dataread.NewReader(br, opt)
 		return rd, func() {

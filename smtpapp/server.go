@@ -52,6 +52,19 @@ type Server struct {
 	// bytes. A longer line ends the session. Default: 10000.
 	MaxLineLength int `json:"max_line_length,omitempty"`
 
+	// BareLineEndings says what to do with message data whose lines do not
+	// all end with CRLF (a bare CR or LF: the raw material of SMTP
+	// smuggling). Whatever it says, only CRLF "." CRLF ends the data and a
+	// NUL is refused.
+	//
+	// | value       | meaning                                               |
+	// |-------------|-------------------------------------------------------|
+	// | `reject`    | refuse the message with `550 5.6.0` (the default)     |
+	// | `normalize` | accept it with every bare CR and LF turned into CRLF  |
+	//
+	// Default: reject.
+	BareLineEndings string `json:"bare_line_endings,omitempty"`
+
 	// ReadTimeout is how long the server waits for the next command or the
 	// next piece of message data. Default: 5m (RFC 5321, 4.5.3.2.7).
 	ReadTimeout caddy.Duration `json:"read_timeout,omitempty"`
@@ -345,6 +358,11 @@ func (s *Server) validate() error {
 	}
 	if s.MaxLineLength < 1000 {
 		return fmt.Errorf("max_line_length %d is below the 1000 bytes RFC 5321 allows", s.MaxLineLength)
+	}
+	switch s.BareLineEndings {
+	case "", "reject", "normalize":
+	default:
+		return fmt.Errorf("bare_line_endings must be reject or normalize, not %q", s.BareLineEndings)
 	}
 	return nil
 }

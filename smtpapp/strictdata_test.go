@@ -52,3 +52,37 @@ func TestStrictDataVariants(t *testing.T) {
 		t.Errorf("stored message ends %q", got[max(0, len(got)-60):])
 	}
 }
+
+// TestNormalizeBareLineEndings: with bare_line_endings normalize, bare CR
+// and LF become CRLF, a bare-LF dot line does not end the data, and NUL is
+// still refused.
+func TestNormalizeBareLineEndings(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen":            []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"bare_line_endings": "normalize",
+		}},
+	}))
+	d := dial(t, addrsOf(app, "mx")[0])
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	d.cmd("MAIL FROM:<a@sender.test>", "250")
+	d.cmd("RCPT TO:<u@example.test>", "250")
+	d.cmd("DATA", "354")
+	d.raw("Subject: n\r\n\r\nbare\nlf\rcr\n.\nRSET\r\n.\r\n")
+	d.expect("250")
+	d.cmd("MAIL FROM:<a@sender.test>", "250")
+	d.cmd("RCPT TO:<u@example.test>", "250")
+	d.cmd("DATA", "354")
+	d.raw("Subject: n\r\n\r\nnul\x00\r\n.\r\n")
+	d.expect("550 5.6.0")
+	files := e.waitMail("example.test", "u", 1)
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(data); !strings.HasSuffix(got, "Subject: n\r\n\r\nbare\r\nlf\r\ncr\r\n\r\nRSET\r\n") {
+		t.Errorf("stored message ends %q", got[max(0, len(got)-60):])
+	}
+}
