@@ -104,11 +104,13 @@ func (cs *connState) note(f func(cs *connState)) {
 
 func (cs *connState) badCommand() int { return int(cs.badCommands.Add(1)) }
 
-// ipNetworks is a parsed list of CIDRs (or single addresses).
-type ipNetworks []*net.IPNet
+// IPNetworks is a parsed list of CIDRs (or single addresses), as
+// relay_networks and the remote_ip matcher take them.
+type IPNetworks []*net.IPNet
 
-func parseNetworks(list []string) (ipNetworks, error) {
-	var out ipNetworks
+// ParseNetworks parses CIDRs and single IPv4 or IPv6 addresses.
+func ParseNetworks(list []string) (IPNetworks, error) {
+	var out IPNetworks
 	for _, s := range list {
 		if ip := net.ParseIP(s); ip != nil {
 			bits := 128
@@ -127,8 +129,10 @@ func parseNetworks(list []string) (ipNetworks, error) {
 	return out, nil
 }
 
-func (ns ipNetworks) contains(ip string) bool {
-	addr := net.ParseIP(ip)
+func (ns IPNetworks) contains(ip string) bool { return ns.Contains(net.ParseIP(ip)) }
+
+// Contains reports whether ip is in one of the networks (false for nil).
+func (ns IPNetworks) Contains(addr net.IP) bool {
 	if addr == nil {
 		return false
 	}

@@ -161,7 +161,7 @@ type Server struct {
 	logger        *zap.Logger
 	tlsConfig     *tls.Config
 	auth          Authenticator
-	relayNetworks ipNetworks
+	relayNetworks IPNetworks
 	l4            map[string]*listener // go-smtp servers fed by layer4, by TLS mode
 	l4mu          sync.Mutex
 	perIPMu       sync.Mutex
@@ -271,7 +271,7 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 	s.MaxAuthFailures = orDefault(s.MaxAuthFailures, defaultMaxAuthFailures)
 	s.MaxSessionDuration = orDefault(s.MaxSessionDuration, caddy.Duration(defaultMaxSessionDuration))
 	s.TLSHandshakeTimeout = orDefault(s.TLSHandshakeTimeout, caddy.Duration(defaultTLSHandshakeTimeout))
-	nets, err := parseNetworks(s.RelayNetworks)
+	nets, err := ParseNetworks(s.RelayNetworks)
 	if err != nil {
 		return fmt.Errorf("relay_networks: %w", err)
 	}

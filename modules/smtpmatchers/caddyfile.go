@@ -41,7 +41,7 @@ func (m *SenderDomain) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // UnmarshalCaddyfile reads `remote_ip <cidr|address>...`.
 func (m *RemoteIP) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	args, err := listArgs(d)
-	*m = append(*m, args...)
+	m.Ranges = append(m.Ranges, args...)
 	return err
 }
 

@@ -22,8 +22,8 @@
 package smtpmatchers
 
 import (
+	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -135,54 +135,43 @@ func (m SenderDomain) MatchRoute(in smtpapp.MatchInput) bool {
 }
 
 // RemoteIP matches messages from clients in the networks (CIDRs or single
-// addresses). Messages we made ourselves (DSNs, reports) have no client
-// address and never match.
-type RemoteIP []string
+// addresses), parsed as relay_networks are. Messages we made ourselves
+// (DSNs, reports) have no client address and never match. In JSON it is a
+// list: `"remote_ip": ["192.0.2.0/24", "2001:db8::1"]`.
+type RemoteIP struct {
+	// Ranges are the networks as given.
+	Ranges []string
+
+	nets smtpapp.IPNetworks
+}
 
 // CaddyModule returns the Caddy module information.
 func (RemoteIP) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "smtp.matchers.remote_ip", New: func() caddy.Module { return new(RemoteIP) }}
 }
 
-// Provision checks the networks.
+// MarshalJSON writes the list of networks.
+func (m RemoteIP) MarshalJSON() ([]byte, error) { return json.Marshal(m.Ranges) }
+
+// UnmarshalJSON reads the list of networks.
+func (m *RemoteIP) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &m.Ranges) }
+
+// Provision parses the networks once.
 func (m *RemoteIP) Provision(caddy.Context) error {
-	if len(*m) == 0 {
+	if len(m.Ranges) == 0 {
 		return fmt.Errorf("remote_ip: no networks")
 	}
-	for _, n := range *m {
-		if _, err := parsePrefix(n); err != nil {
-			return fmt.Errorf("remote_ip: %w", err)
-		}
+	nets, err := smtpapp.ParseNetworks(m.Ranges)
+	if err != nil {
+		return fmt.Errorf("remote_ip: %w", err)
 	}
+	m.nets = nets
 	return nil
 }
 
-// parsePrefix reads a CIDR or a single address.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
 // MatchRoute implements smtpapp.RouteMatcher.
-func (m RemoteIP) MatchRoute(in smtpapp.MatchInput) bool {
-	addr, ok := netip.AddrFromSlice(in.ClientIP)
-	if !ok {
-		return false
-	}
-	addr = addr.Unmap()
-	for _, n := range m {
-		if p, err := parsePrefix(n); err == nil && p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+func (m *RemoteIP) MatchRoute(in smtpapp.MatchInput) bool {
+	return m.nets.Contains(in.ClientIP)
 }
 
 // Authenticated matches messages from clients that did (true) or did not
@@ -207,7 +196,7 @@ var (
 	_ caddy.Provisioner        = (*Sender)(nil)
 	_ smtpapp.RouteMatcher     = SenderDomain(nil)
 	_ caddy.Provisioner        = (*SenderDomain)(nil)
-	_ smtpapp.RouteMatcher     = RemoteIP(nil)
+	_ smtpapp.RouteMatcher     = (*RemoteIP)(nil)
 	_ caddy.Provisioner        = (*RemoteIP)(nil)
 	_ smtpapp.RouteMatcher     = Authenticated(false)
 )

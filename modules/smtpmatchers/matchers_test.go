@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddyserver/caddy/v2"
 )
 
 func TestMatchers(t *testing.T) {
@@ -29,9 +30,9 @@ func TestMatchers(t *testing.T) {
 		{"sender domain", SenderDomain{"corp.example"}, in, true},
 		{"sender subdomain", SenderDomain{"*.example"}, in, true},
 		{"null sender has no domain", SenderDomain{"corp.example"}, null, false},
-		{"remote ip in cidr", RemoteIP{"192.0.2.0/24"}, in, true},
-		{"remote ip single", RemoteIP{"192.0.2.8"}, in, false},
-		{"no client ip", RemoteIP{"0.0.0.0/0"}, null, false},
+		{"remote ip in cidr", remoteIP(t, "192.0.2.0/24"), in, true},
+		{"remote ip single", remoteIP(t, "192.0.2.8"), in, false},
+		{"no client ip", remoteIP(t, "0.0.0.0/0"), null, false},
 		{"authenticated", Authenticated(true), in, true},
 		{"not authenticated", Authenticated(false), in, false},
 		{"not authenticated, anonymous", Authenticated(false), null, true},
@@ -43,9 +44,19 @@ func TestMatchers(t *testing.T) {
 	if !(RecipientDomain{}).LimitsRecipients() {
 		t.Error("recipient_domain must limit recipients (relay control)")
 	}
-	for _, m := range []smtpapp.RouteMatcher{Sender{"a@b"}, SenderDomain{"b"}, RemoteIP{"::1"}, Authenticated(true)} {
+	for _, m := range []smtpapp.RouteMatcher{Sender{"a@b"}, SenderDomain{"b"}, remoteIP(t, "::1"), Authenticated(true)} {
 		if _, ok := m.(smtpapp.RecipientLimiter); ok {
 			t.Errorf("%T limits recipients: a route with it alone would open relaying", m)
 		}
 	}
+}
+
+// remoteIP is a provisioned remote_ip matcher.
+func remoteIP(t *testing.T, ranges ...string) *RemoteIP {
+	t.Helper()
+	m := &RemoteIP{Ranges: ranges}
+	if err := m.Provision(caddy.Context{}); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
