@@ -79,6 +79,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.srv.auth == nil {
 		return nil, smtp.ErrAuthUnsupported
 	}
+	if s.hasFrom {
+		return nil, s.reject(errAuthInMail) // RFC 4954 section 4
+	}
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, username, password string) error {

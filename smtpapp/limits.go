@@ -2,6 +2,7 @@ package smtpapp
 
 import (
 	"net"
+	"net/textproto"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,9 @@ type connState struct {
 	// closeAfterReply makes the connection close once the next reply is
 	// written (after a 421).
 	closeAfterReply atomic.Bool
+	// hookedText is go-smtp's text writer that replaces its fixed replies
+	// (see replies.go); only touched on the connection's goroutine.
+	hookedText *textproto.Conn
 
 	// for the log line at the end of the connection
 	mu         sync.Mutex

@@ -174,6 +174,7 @@ func (l *listener) handle(c net.Conn) *trackedConn {
 	l.srv.app.metrics.connections.WithLabelValues(l.srv.name, l.cfg.TLS).Inc()
 	tc := l.srv.track(c, ip)
 	if l.cfg.TLS != TLSImplicit {
+		tc.plain = new(plainFilter)
 		if !l.feed.deliver(tc) {
 			tc.Close()
 		}
@@ -258,6 +259,7 @@ type trackedConn struct {
 	once   sync.Once
 	closed chan struct{}
 	start  time.Time
+	plain  *plainFilter // before TLS; nil on an implicit TLS listener
 }
 
 // closeFor closes the connection and records why.
@@ -270,10 +272,28 @@ func (c *trackedConn) closeFor(reason string) {
 	c.Close()
 }
 
-// Write closes the connection after the reply that carries a 421, when a
-// session asked for that.
+// Read reads what the client sent, through the plaintext filter before TLS.
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.plain == nil {
+		return c.Conn.Read(p)
+	}
+	return c.plain.read(c.Conn, p)
+}
+
+// Write writes a reply, through the plaintext filter before TLS, and
+// closes the connection after the reply that carries a 421, when a session
+// asked for that.
 func (c *trackedConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
+	out := p
+	if c.plain != nil {
+		out = c.plain.write(p)
+	}
+	n, err := c.Conn.Write(out)
+	if n == len(out) {
+		n = len(p)
+	} else {
+		n = min(n, len(p))
+	}
 	if c.state.closeAfterReply.Load() {
 		c.closeFor("limit")
 	}

@@ -31,6 +31,9 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	} else {
 		s.cs = new(connState)
 	}
+	if s.tls != nil {
+		hookReplies(c, s.cs)
+	}
 	s.logger = b.srv.logger.With(zap.String("remote_ip", s.ip))
 	s.cs.note(func(cs *connState) {
 		cs.helo = c.Hostname()
@@ -83,6 +86,8 @@ var (
 	errBareNewline   = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)"}
 	errLineTooLong   = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Line too long"}
 	errIncomplete    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Message data incomplete"}
+	errNestedMail    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Sender already given; send RSET to start over"}
+	errAuthInMail    = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH not allowed during a mail transaction"}
 )
 
 // rejectReasons label rejections in metrics.
@@ -104,6 +109,8 @@ var rejectReasons = map[*smtp.SMTPError]string{
 	errBareNewline:       "bare_newline",
 	errLineTooLong:       "line_too_long",
 	errIncomplete:        "incomplete",
+	errNestedMail:        "bad_sequence",
+	errAuthInMail:        "bad_sequence",
 	smtp.ErrDataTooLarge: "too_big",
 }
 
@@ -137,6 +144,9 @@ func (s *session) closeWith(err *smtp.SMTPError) error {
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.draining.Load() {
 		return s.refuse(errShuttingDown)
+	}
+	if s.hasFrom {
+		return s.reject(errNestedMail)
 	}
 	if s.srv.RequireTLS && s.tls == nil {
 		return s.reject(errTLSRequired)
@@ -335,7 +345,17 @@ func (s *session) Reset() {
 	s.body, s.ret, s.envID = "", "", ""
 }
 
-func (s *session) Logout() error { return nil }
+// Logout ends the session. On STARTTLS, go-smtp calls it on the
+// connection's goroutine with the connection already in TLS: the new text
+// writer gets the reply rewriting.
+func (s *session) Logout() error {
+	if s.tls == nil {
+		if _, ok := s.conn.TLSConnectionState(); ok {
+			hookReplies(s.conn, s.cs)
+		}
+	}
+	return nil
+}
 
 // checkAddress applies the syntax rules every address must pass (RFC 5321
 // 4.1.2, 4.5.3.1): at most 256 octets, a local part of at most 64 and a

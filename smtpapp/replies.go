@@ -1,0 +1,310 @@
+package smtpapp
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/textproto"
+	"reflect"
+	"strconv"
+	"sync"
+	"unsafe"
+
+	"github.com/emersion/go-smtp"
+)
+
+// go-smtp v0.25.1 answers some commands itself, before a session sees
+// them, with codes RFC 5321 section 4.3.2 does not give: 502 ("command not
+// implemented") for commands that are implemented but out of sequence,
+// where 503 is right, 502 for a missing AUTH mechanism and 500 for a
+// malformed AUTH parameter, where 501 is, and 500 for an unknown MAIL or
+// RCPT parameter, where 555 is (RFC 5321 section 4.1.1.11).
+// It also takes "STARTTLS <anything>" for STARTTLS and answers 220, where
+// RFC 3207 section 4 allows no parameter (501). go-smtp's replies are fixed
+// lines, so they are replaced on their way out, line by line:
+//
+//   - before TLS, in the connection under go-smtp (trackedConn), which also
+//     turns a STARTTLS line with a parameter into a command whose fixed
+//     reply is replaced by the 501;
+//   - after TLS, in the textproto writer of go-smtp's Conn (set when the TLS
+//     session's first session starts or the plaintext session logs out on
+//     STARTTLS), since under it only ciphertext passes.
+//
+// One gap: on an implicit TLS listener, replies to commands before the
+// first EHLO keep go-smtp's codes (502 for 503), as nothing of ours runs
+// between the handshake and that EHLO.
+
+// startTLSParam replaces a STARTTLS command line that has a parameter.
+// It is a 4-letter command go-smtp does not know, which it answers with a
+// fixed line replaced by the 501 reply.
+const startTLSParam = "XSTL"
+
+// replyRewrites maps go-smtp's fixed reply lines to the ones we send.
+var replyRewrites = map[string]string{
+	"502 5.5.1 Please introduce yourself first.\r\n":                          "503 5.5.1 Send EHLO or HELO first\r\n",
+	"502 5.5.1 Missing MAIL FROM command.\r\n":                                "503 5.5.1 Send MAIL first\r\n",
+	"502 5.5.1 Missing RCPT TO command.\r\n":                                  "503 5.5.1 Send MAIL and RCPT first\r\n",
+	"502 5.5.1 MAIL not allowed during message transfer\r\n":                  "503 5.5.1 MAIL not allowed before the last BDAT chunk\r\n",
+	"502 5.5.1 RCPT not allowed during message transfer\r\n":                  "503 5.5.1 RCPT not allowed before the last BDAT chunk\r\n",
+	"502 5.5.1 DATA not allowed during message transfer\r\n":                  "503 5.5.1 DATA not allowed before the last BDAT chunk\r\n",
+	"502 5.5.1 Already running in TLS\r\n":                                    "503 5.5.1 TLS already active\r\n",
+	"502 5.5.4 Missing parameter\r\n":                                         "501 5.5.4 Syntax error: AUTH needs a mechanism\r\n",
+	"500 5.5.4 Unknown MAIL FROM argument\r\n":                                "555 5.5.4 MAIL FROM parameter not recognized\r\n",
+	"500 5.5.4 Unknown RCPT TO argument\r\n":                                  "555 5.5.4 RCPT TO parameter not recognized\r\n",
+	"500 5.5.4 Malformed AUTH parameter value\r\n":                            "501 5.5.4 Malformed AUTH parameter value\r\n",
+	"500 5.5.4 Malformed AUTH parameter mailbox\r\n":                          "501 5.5.4 Malformed AUTH parameter mailbox\r\n",
+	"500 5.5.2 Syntax errors, " + startTLSParam + " command unrecognized\r\n": "501 5.5.4 Syntax error: STARTTLS takes no parameters\r\n",
+}
+
+// startTLSReady is go-smtp's reply to STARTTLS; the bytes after it are TLS.
+const startTLSReady = "220 2.0.0 Ready to start TLS\r\n"
+
+// maxRewritten is the length of the longest line in replyRewrites.
+var maxRewritten = func() int {
+	n := 0
+	for k := range replyRewrites {
+		n = max(n, len(k))
+	}
+	return n
+}()
+
+// rewriteReply returns the reply to send for p, one Write of go-smtp's
+// writer that starts a line: the replacement if p is one of go-smtp's
+// fixed lines, p otherwise.
+func rewriteReply(p []byte) []byte {
+	if len(p) > maxRewritten || len(p) < 4 || p[0] < '5' {
+		return p
+	}
+	if r, ok := replyRewrites[string(p)]; ok {
+		return []byte(r)
+	}
+	return p
+}
+
+// replyWriter replaces go-smtp's fixed reply lines in what it writes to w.
+// go-smtp flushes every reply line on its own, so a line is one Write
+// unless it is longer than the buffer; mid tracks that case.
+type replyWriter struct {
+	w   *bufio.Writer
+	mid bool // the last Write did not end a line
+}
+
+func (rw *replyWriter) Write(p []byte) (int, error) {
+	out := p
+	if !rw.mid {
+		out = rewriteReply(p)
+	}
+	rw.mid = len(p) > 0 && p[len(p)-1] != '\n'
+	if _, err := rw.w.Write(out); err != nil {
+		return 0, err
+	}
+	if err := rw.w.Flush(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// textField is the offset of go-smtp's Conn.text (*textproto.Conn), or
+// ok = false if the field is not there with that type.
+var textField = sync.OnceValues(func() (uintptr, bool) {
+	f, ok := reflect.TypeFor[smtp.Conn]().FieldByName("text")
+	if !ok || f.Type != reflect.TypeFor[*textproto.Conn]() {
+		return 0, false
+	}
+	return f.Offset, true
+})
+
+// hookReplies makes go-smtp's current text writer of c replace its fixed
+// reply lines, once per writer (go-smtp makes a new one on STARTTLS). It
+// must run on the goroutine that serves c (in NewSession, or in Logout
+// during STARTTLS).
+func hookReplies(c *smtp.Conn, cs *connState) {
+	off, ok := textField()
+	if !ok {
+		return
+	}
+	tp := *(**textproto.Conn)(unsafe.Add(unsafe.Pointer(c), off))
+	if tp == nil || tp.Writer.W == nil || cs.hookedText == tp {
+		return
+	}
+	cs.hookedText = tp
+	tp.Writer.W = bufio.NewWriter(&replyWriter{w: tp.Writer.W})
+}
+
+// plainFilter is what a connection does to its plaintext before go-smtp
+// (or our own handshake) starts TLS on it: it replaces go-smtp's fixed
+// reply lines and turns a STARTTLS command with a parameter into
+// startTLSParam. It knows where message content is (after DATA up to the
+// end-of-data line, and the bytes of a BDAT chunk) and leaves it alone.
+// Commands sent before the reply to DATA, against RFC 2920, are taken for
+// content until the next end of data: they are passed on as they are.
+type plainFilter struct {
+	mu      sync.Mutex // Read and Write of a net.Conn may run concurrently
+	readOff bool       // after a STARTTLS command: the client speaks TLS
+	replies replyWriterState
+
+	mode  int    // filterCommand, filterData or filterChunk
+	line  []byte // the part of a command line not yet passed on
+	tail  []byte // the last bytes of content, to find an end-of-data line across reads
+	chunk uint64 // BDAT bytes still to come
+	out   []byte // filtered bytes not yet returned by Read
+	err   error  // the error of the read that out came with
+	buf   []byte // what the last read read, only touched by Read
+}
+
+type replyWriterState struct {
+	off bool // after the reply to STARTTLS, or once go-smtp's writer is hooked
+	mid bool
+}
+
+const (
+	filterCommand = iota
+	filterData
+	filterChunk
+)
+
+// maxCommandLine bounds how much of a command line the filter holds back;
+// longer lines are passed on (go-smtp refuses them itself).
+const maxCommandLine = 4096
+
+// write filters one Write of go-smtp to the connection.
+func (f *plainFilter) write(p []byte) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := &f.replies
+	if st.off {
+		return p
+	}
+	out := p
+	if !st.mid {
+		out = rewriteReply(p)
+		if string(p) == startTLSReady {
+			st.off = true
+		}
+	}
+	st.mid = len(p) > 0 && p[len(p)-1] != '\n'
+	return out
+}
+
+// stopReplies ends the reply rewriting in the connection (go-smtp's own
+// writer does it from now on).
+func (f *plainFilter) stopReplies() {
+	f.mu.Lock()
+	f.replies.off = true
+	f.mu.Unlock()
+}
+
+// read reads from r into p through the filter. An error of r is returned
+// once what came with it has been read.
+func (f *plainFilter) read(r io.Reader, p []byte) (int, error) {
+	for {
+		f.mu.Lock()
+		if len(f.out) > 0 {
+			n := copy(p, f.out)
+			f.out = f.out[n:]
+			f.mu.Unlock()
+			return n, nil
+		}
+		if err := f.err; err != nil {
+			f.err = nil
+			f.mu.Unlock()
+			return 0, err
+		}
+		off := f.readOff
+		f.mu.Unlock()
+		if off {
+			return r.Read(p)
+		}
+		if len(f.buf) < len(p) {
+			f.buf = make([]byte, max(len(p), 4096))
+		}
+		n, err := r.Read(f.buf[:len(p)])
+		f.mu.Lock()
+		f.out = f.feed(f.out[:0], f.buf[:n])
+		if err != nil {
+			f.out = append(f.out, f.line...) // pass on what is held back
+			f.line = f.line[:0]
+			f.err = err
+		}
+		f.mu.Unlock()
+	}
+}
+
+// feed appends to out what the client's bytes b become, with f.mu held.
+func (f *plainFilter) feed(out, b []byte) []byte {
+	for len(b) > 0 {
+		if f.readOff {
+			return append(out, b...)
+		}
+		switch f.mode {
+		case filterChunk:
+			n := uint64(len(b))
+			if n > f.chunk {
+				n = f.chunk
+			}
+			out = append(out, b[:n]...)
+			b = b[n:]
+			if f.chunk -= n; f.chunk == 0 {
+				f.mode = filterCommand
+			}
+		case filterData:
+			// The end-of-data line: CRLF "." CRLF, where the first CRLF
+			// may be the line end of the DATA command itself.
+			joined := append(f.tail, b...)
+			i := bytes.Index(joined, []byte("\r\n.\r\n"))
+			if i < 0 {
+				out = append(out, b...)
+				f.tail = append(f.tail[:0], joined[max(0, len(joined)-4):]...)
+				b = nil
+				continue
+			}
+			end := i + 5 - len(f.tail) // bytes of b up to the end line
+			out = append(out, b[:end]...)
+			b = b[end:]
+			f.tail = f.tail[:0]
+			f.mode = filterCommand
+		default:
+			i := bytes.IndexByte(b, '\n')
+			if i < 0 {
+				f.line = append(f.line, b...)
+				if len(f.line) > maxCommandLine {
+					out = append(out, f.line...)
+					f.line = f.line[:0]
+				}
+				b = nil
+				continue
+			}
+			f.line = append(f.line, b[:i+1]...)
+			b = b[i+1:]
+			out = f.command(out, f.line)
+			f.line = f.line[:0]
+		}
+	}
+	return out
+}
+
+// command appends to out the command line l (with its line end) as go-smtp
+// is to read it, and sets the mode for what follows it.
+func (f *plainFilter) command(out, l []byte) []byte {
+	text := bytes.TrimRight(l, "\r\n")
+	verb, arg, _ := bytes.Cut(text, []byte(" "))
+	switch {
+	case len(text) >= 8 && bytes.EqualFold(text[:8], []byte("STARTTLS")):
+		// go-smtp takes every line that starts with STARTTLS for one.
+		if len(bytes.TrimSpace(text[8:])) > 0 {
+			return append(out, startTLSParam+"\r\n"...)
+		}
+		f.readOff = true
+	case bytes.EqualFold(verb, []byte("DATA")) && len(bytes.TrimSpace(arg)) == 0:
+		f.mode = filterData
+		f.tail = append(f.tail[:0], "\r\n"...)
+	case bytes.EqualFold(verb, []byte("BDAT")):
+		fields := bytes.Fields(arg)
+		if len(fields) > 0 {
+			if n, err := strconv.ParseUint(string(fields[0]), 10, 32); err == nil && n > 0 {
+				f.mode, f.chunk = filterChunk, n
+			}
+		}
+	}
+	return append(out, l...)
+}
