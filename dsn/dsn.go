@@ -19,6 +19,10 @@
 //	part 2: message/delivery-status, the per-message and per-recipient fields
 //	part 3: message/rfc822 (RET=FULL) or text/rfc822-headers (RET=HDRS)
 //
+// The header section alone is returned for a message that was sent with
+// REQUIRETLS (RFC 8689 section 5), and such a DSN must itself be sent with
+// REQUIRETLS: see Report.RequireTLS.
+//
 // When the original message or any address is internationalised (SMTPUTF8,
 // RFC 6531) the RFC 6533 types are used instead: report-type
 // global-delivery-status, message/global-delivery-status, message/global and
@@ -134,6 +138,15 @@ type Report struct {
 	// selects the RFC 6533 media types, as do non-ASCII addresses and a
 	// UTF-8 header section in the original.
 	UTF8 bool
+	// RequireTLS records that the original message was sent with the
+	// REQUIRETLS MAIL parameter (RFC 8689). A report on such a message
+	// returns its header section at most, whatever Return says: RFC 8689
+	// section 5 has the reporting MTA act as if RET=HDRS had been given and
+	// disregard RET=FULL. The DSN must then itself be sent with REQUIRETLS
+	// (Info.RequireTLS), as that section asks of every non-delivery report
+	// about a REQUIRETLS message; a report on a delivery carries the same
+	// header, so it is flagged too.
+	RequireTLS bool
 	// Recipients are the per-recipient reports; at least one is needed.
 	Recipients []Recipient
 	// MessageID is the DSN's own Message-ID, with or without angle
@@ -168,6 +181,10 @@ type Info struct {
 	// EightBit reports that the DSN holds octets above 127: it should be
 	// sent with BODY=8BITMIME.
 	EightBit bool
+	// RequireTLS reports that the DSN is about a REQUIRETLS message
+	// (Report.RequireTLS): it must be sent with the REQUIRETLS MAIL
+	// parameter, so that it travels only as the original would have.
+	RequireTLS bool
 	// Returned is what of the original message the DSN carries.
 	Returned Returned
 }
@@ -189,7 +206,8 @@ var (
 // With Return "FULL", a report that has at least one failed recipient and
 // an original of at most maxFullSize octets returns the whole original,
 // byte for byte, as message/rfc822 (RFC 3461 section 4.3: the content is
-// returned with failure reports only). Otherwise, or when the original is
+// returned with failure reports only), unless the original was sent with
+// REQUIRETLS (Report.RequireTLS). Otherwise, or when the original is
 // larger, or is not well-formed mail (a bare CR or LF, a NUL, or a line
 // longer than 998 octets), only its header section is returned, as
 // text/rfc822-headers; maxFullSize <= 0 never returns the full message.
@@ -216,19 +234,26 @@ func WriteInfo(w io.Writer, r *Report, original io.Reader, maxFullSize int64) (I
 	if err := r.validate(); err != nil {
 		return Info{}, err
 	}
-	full := strings.EqualFold(r.Return, "FULL") && maxFullSize > 0 && r.has(Failed)
+	wantFull := strings.EqualFold(r.Return, "FULL") && r.has(Failed)
+	// RFC 8689 section 5: for a REQUIRETLS message, RET=FULL is
+	// disregarded and the report behaves as if RET=HDRS had been given.
+	full := wantFull && maxFullSize > 0 && !r.RequireTLS
 	orig, err := readOriginal(original, full, maxFullSize)
 	if err != nil {
 		return Info{}, fmt.Errorf("dsn: reading original message: %w", err)
 	}
+	if wantFull && r.RequireTLS && orig.returned == ReturnedHeaders {
+		orig.notFull = notFullRequireTLS
+	}
 	global := r.UTF8 || r.hasUTF8Address() || orig.utf8Header
 
 	info := Info{
-		MessageID: r.messageID(),
-		Subject:   r.subject(),
-		Global:    global,
-		SMTPUTF8:  !isASCII(r.Sender) || !isASCII(r.ReportingMTA),
-		Returned:  orig.returned,
+		MessageID:  r.messageID(),
+		Subject:    r.subject(),
+		Global:     global,
+		SMTPUTF8:   !isASCII(r.Sender) || !isASCII(r.ReportingMTA),
+		Returned:   orig.returned,
+		RequireTLS: r.RequireTLS,
 	}
 	text := humanText(r, orig)
 	status := statusFields(r, global)

@@ -22,9 +22,13 @@ type originalCopy struct {
 	// internationalised message (RFC 6532).
 	utf8Header bool
 	// notFull says why a requested full return gave only the header:
-	// "too large" or "malformed"; "" otherwise.
+	// "too large", "malformed" or notFullRequireTLS; "" otherwise.
 	notFull string
 }
+
+// notFullRequireTLS is notFull for a REQUIRETLS original, which is never
+// returned in full (RFC 8689 section 5).
+const notFullRequireTLS = "requiretls"
 
 // readOriginal reads what the DSN returns of r: with full, the whole
 // message when it has at most max octets and is well-formed; otherwise

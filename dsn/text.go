@@ -45,6 +45,8 @@ func humanText(r *Report, o originalCopy) string {
 		closing = "A copy of your message is attached."
 	case o.returned == ReturnedHeaders && o.notFull == "too large":
 		closing = "The header of your message is attached; the message was too large to return in full."
+	case o.returned == ReturnedHeaders && o.notFull == notFullRequireTLS:
+		closing = "The header of your message is attached; a message sent with REQUIRETLS is never returned in full."
 	case o.returned == ReturnedHeaders && o.notFull != "":
 		closing = "The header of your message is attached; the message could not be returned in full."
 	case o.returned == ReturnedHeaders:

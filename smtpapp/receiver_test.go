@@ -49,12 +49,16 @@ type receivedMsg struct {
 	data  []byte
 	tls   bool
 	helo  string
+
+	requireTLS bool // MAIL FROM had REQUIRETLS
 }
 
 type receiverOpts struct {
 	tls       *tls.Config // nil: STARTTLS not offered
 	addr      string      // default 127.0.0.1:0
 	refuse454 bool
+	// requireTLS offers REQUIRETLS (go-smtp does so over TLS only).
+	requireTLS bool
 }
 
 func startReceiver(t *testing.T, o receiverOpts) *receiver {
@@ -65,6 +69,7 @@ func startReceiver(t *testing.T, o receiverOpts) *receiver {
 	r.srv.TLSConfig = o.tls
 	r.srv.EnableDSN = true
 	r.srv.EnableSMTPUTF8 = true
+	r.srv.EnableREQUIRETLS = o.requireTLS
 	r.srv.ErrorLog = nopLogger{}
 	addr := o.addr
 	if addr == "" {
@@ -141,12 +146,14 @@ type receiverSession struct {
 	helo  string
 	from  string
 	rcpts []string
+
+	requireTLS bool
 }
 
-func (s *receiverSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *receiverSession) Reset()        { s.from, s.requireTLS, s.rcpts = "", false, nil }
 func (s *receiverSession) Logout() error { return nil }
-func (s *receiverSession) Mail(from string, _ *smtp.MailOptions) error {
-	s.from = from
+func (s *receiverSession) Mail(from string, opts *smtp.MailOptions) error {
+	s.from, s.requireTLS = from, opts != nil && opts.RequireTLS
 	return nil
 }
 func (s *receiverSession) Rcpt(to string, _ *smtp.RcptOptions) error {
@@ -169,7 +176,7 @@ func (s *receiverSession) Data(rd io.Reader) error {
 		}
 	}
 	s.r.mu.Lock()
-	s.r.msgs = append(s.r.msgs, receivedMsg{from: s.from, rcpts: s.rcpts, data: data, tls: s.tls, helo: s.helo})
+	s.r.msgs = append(s.r.msgs, receivedMsg{from: s.from, rcpts: s.rcpts, data: data, tls: s.tls, helo: s.helo, requireTLS: s.requireTLS})
 	s.r.mu.Unlock()
 	return nil
 }

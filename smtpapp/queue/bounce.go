@@ -13,6 +13,13 @@ import (
 // notify queues one DSN to the sender of m about the given recipients
 // (failed ones, and delivered ones that asked for NOTIFY=SUCCESS). The DSN
 // has the null sender, so it never causes a DSN itself.
+//
+// A DSN about a REQUIRETLS message returns only the original's header
+// section and is queued with REQUIRETLS itself (RFC 8689 section 5), so
+// targets hand it only to a next hop that meets RFC 8689 section 4.2.1,
+// as they would the original. Where the return path offers no such hop the
+// DSN fails and, having the null sender, is dropped: it is never sent in
+// the clear.
 func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 	now := time.Now()
 	report := &dsn.Report{
@@ -23,6 +30,7 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 		Sender:          m.From,
 		Return:          m.Ret,
 		UTF8:            m.SMTPUTF8,
+		RequireTLS:      m.RequireTLS,
 		Date:            now,
 	}
 	for _, r := range rcpts {
@@ -75,6 +83,7 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 		Recipients: []*Recipient{{Addr: m.From, Notify: []string{"NEVER"}}},
 		Arrived:    now,
 		SMTPUTF8:   info.SMTPUTF8,
+		RequireTLS: info.RequireTLS,
 		Client:     ClientInfo{Helo: cfg.Hostname},
 		Server:     m.Server,
 	}
@@ -86,7 +95,7 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 		return err
 	}
 	q.log().Info("DSN queued", zap.String("msg_id", m.ID), zap.String("dsn_id", id),
-		zap.Int("rcpts", len(report.Recipients)))
+		zap.Int("rcpts", len(report.Recipients)), zap.Bool("require_tls", bounce.RequireTLS))
 	return nil
 }
 

@@ -35,6 +35,7 @@ func RunQueueTests(t *testing.T, open OpenFunc) {
 		{"DeliverAndRemove", testDeliverAndRemove},
 		{"TemporaryFailureIsRetried", testTemporaryFailureIsRetried},
 		{"PermanentFailureBouncesPartialResult", testPermanentFailureBouncesPartialResult},
+		{"REQUIRETLSBounce", testREQUIRETLSBounce},
 		{"NoBounceForNullSenderOrNotifyNever", testNoBounceForNullSenderOrNotifyNever},
 		{"SuccessDSNWhenAsked", testSuccessDSNWhenAsked},
 		{"ExpiryBounces", testExpiryBounces},
