@@ -80,7 +80,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		return nil, smtp.ErrAuthUnsupported
 	}
 	if s.hasFrom {
-		return nil, s.reject(errAuthInMail) // RFC 4954 section 4
+		return nil, s.reject(errAuthInMail, zap.String("from", s.from)) // RFC 4954 section 4
 	}
 	switch mech {
 	case sasl.Plain:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,9 +125,12 @@ func (s *session) refuse(err *smtp.SMTPError) error {
 	return err
 }
 
-// reject counts a rejected command against the connection; past
+// reject logs a rejected command at warning level (with fields saying
+// what was refused) and counts it against the connection; past
 // max_bad_commands the client gets 421 and the connection is closed.
-func (s *session) reject(err *smtp.SMTPError) error {
+func (s *session) reject(err *smtp.SMTPError, fields ...zap.Field) error {
+	s.logger.Warn("command rejected", append(fields,
+		zap.Int("code", err.Code), zap.String("enhanced_code", enhanced(err.EnhancedCode)), zap.String("reason", err.Message))...)
 	s.refuse(err)
 	if s.cs.badCommand() > s.srv.MaxBadCommands {
 		s.logger.Warn("too many rejected commands; closing connection", zap.Int("max_bad_commands", s.srv.MaxBadCommands))
@@ -146,7 +150,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.refuse(errShuttingDown)
 	}
 	if s.hasFrom {
-		return s.reject(errNestedMail)
+		return s.reject(errNestedMail, zap.String("from", from))
 	}
 	if s.srv.RequireTLS && s.tls == nil {
 		return s.reject(errTLSRequired)
@@ -160,16 +164,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if from != "" {
 		if e := checkAddress(from, false); e != nil {
-			s.logger.Info("rejected sender", zap.String("from", from), zap.String("reason", e.Message))
 			if e == errBadAddress {
 				e = errBadSender
 			}
-			return s.reject(e)
+			return s.reject(e, zap.String("from", from))
 		}
 	}
 	if s.identity != nil && !s.identity.mayUse(from) {
-		s.logger.Warn("rejected sender: not owned by the authenticated user", zap.String("from", from), zap.String("username", s.identity.Username))
-		return s.reject(errSenderNotOwn)
+		return s.reject(errSenderNotOwn, zap.String("from", from), zap.String("username", s.identity.Username))
 	}
 	if !s.srv.app.limits.allow("msg-rate:"+s.srv.name+":"+s.ip, s.srv.MessageRatePerIP, time.Minute) {
 		s.logger.Warn("message rate limit reached", zap.Int("message_rate_per_ip", s.srv.MessageRatePerIP))
@@ -188,12 +190,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if e := checkAddress(to, true); e != nil {
-		s.logger.Info("rejected recipient", zap.String("rcpt", to), zap.String("reason", e.Message))
-		return s.reject(e)
+		return s.reject(e, zap.String("rcpt", to))
 	}
 	if !s.mayRelayTo(to) {
-		s.logger.Info("rejected recipient: relaying denied", zap.String("rcpt", to), zap.String("from", s.from))
-		return s.reject(errRelayDenied)
+		return s.reject(errRelayDenied, zap.String("rcpt", to), zap.String("from", s.from))
 	}
 	if int(s.cs.recipients.Add(1)) > s.srv.MaxRecipientsPerConnection {
 		return s.refuse(errRcptsPerConn)
@@ -249,11 +249,18 @@ func (s *session) Data(r io.Reader) error {
 	log := s.logger.With(zap.String("msg_id", id))
 	if err := s.receive(id, msg, r); err != nil {
 		var serr *smtp.SMTPError
-		if !errors.As(err, &serr) {
+		var cerr clientError
+		switch {
+		case errors.As(err, &cerr):
+			// The client went away or stopped sending: not our failure.
+			log.Info("message not received: the client did not complete it", zap.Error(cerr.err))
+			serr = errIncomplete
+		case !errors.As(err, &serr):
 			log.Error("queueing message failed", zap.Error(err))
 			serr = errLocalFailure
-		} else {
-			log.Info("message rejected", zap.Int("code", serr.Code), zap.String("reason", serr.Message))
+		default:
+			log.Warn("message rejected", zap.Int("code", serr.Code),
+				zap.String("enhanced_code", enhanced(serr.EnhancedCode)), zap.String("reason", serr.Message))
 		}
 		reason, ok := rejectReasons[serr]
 		if !ok {
@@ -319,10 +326,21 @@ func classifyDataError(err error) error {
 		return serr // e.g. 552 message too big
 	case errors.Is(err, smtp.ErrTooLongLine):
 		return errLineTooLong
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, smtp.ErrDataReset):
-		return errIncomplete
 	}
-	return err
+	// Anything else came from reading the client: it closed the
+	// connection, reset it, timed out or sent RSET during BDAT.
+	return clientError{err}
+}
+
+// clientError is a failure to read a message from the client.
+type clientError struct{ err error }
+
+func (e clientError) Error() string { return "reading the message from the client: " + e.err.Error() }
+func (e clientError) Unwrap() error { return e.err }
+
+// enhanced formats an enhanced status code as "5.7.1".
+func enhanced(c smtp.EnhancedCode) string {
+	return strconv.Itoa(c[0]) + "." + strconv.Itoa(c[1]) + "." + strconv.Itoa(c[2])
 }
 
 func (s *session) clientInfo() queue.ClientInfo {

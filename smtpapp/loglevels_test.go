@@ -1,0 +1,111 @@
+package smtpapp_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	_ "github.com/caddyserver/caddy/v2/modules/logging" // the file log writer
+)
+
+// logTo sends every log line of the process at level and above to a file in
+// JSON, so that a test can see what was logged and at which level.
+func logTo(path, level string) func(map[string]any) {
+	return func(cfg map[string]any) {
+		cfg["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
+			"level":   level,
+			"writer":  map[string]any{"output": "file", "filename": path},
+			"encoder": map[string]any{"format": "json"},
+		}}}
+	}
+}
+
+// logEntry is one JSON log line.
+type logEntry map[string]any
+
+// readLog returns the log lines in path whose message is msg.
+func readLog(t *testing.T, path, msg string) []logEntry {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []logEntry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e logEntry
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e["msg"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestLogLevels: refusals (relaying denied, an address trick, a bare LF in
+// DATA) log at warning with the reply code; a client that drops the
+// connection in the middle of DATA is logged at info, never as our error.
+func TestLogLevels(t *testing.T) {
+	e := newTestEnv(t)
+	logFile := filepath.Join(e.dir, "caddy.log")
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+		}},
+	}, logTo(logFile, "DEBUG")))
+	addr := addrsOf(app, "mx")[0]
+
+	d := dial(t, addr)
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	d.cmd("MAIL FROM:<a@sender.test>", "250")
+	d.cmd("RCPT TO:<x@elsewhere.test>", "550 5.7.1")
+	d.cmd("RCPT TO:<x%elsewhere.test@example.test>", "550 5.7.1")
+	d.cmd("RCPT TO:<u@example.test>", "250")
+	d.cmd("DATA", "354")
+	d.raw("Subject: s\r\n\r\nbare\nlf\r\n.\r\n")
+	d.expect("550 5.6.0")
+
+	d2 := dial(t, addr)
+	d2.expect("220")
+	d2.cmd("EHLO client.example", "250")
+	d2.cmd("MAIL FROM:<a@sender.test>", "250")
+	d2.cmd("RCPT TO:<u@example.test>", "250")
+	d2.cmd("DATA", "354")
+	d2.raw("Subject: half a message\r\n\r\nand then")
+	d2.conn.Close()
+
+	var dropped []logEntry
+	eventually(t, "the dropped message is logged", func() bool {
+		dropped = readLog(t, logFile, "message not received: the client did not complete it")
+		return len(dropped) > 0
+	})
+	if lvl := dropped[0]["level"]; lvl != "info" {
+		t.Errorf("client disconnect logged at %v, want info", lvl)
+	}
+	wantWarn := map[string]bool{"Relaying denied": false, "Relaying denied: source routing": false}
+	for _, l := range readLog(t, logFile, "command rejected") {
+		reason, _ := l["reason"].(string)
+		for w := range wantWarn {
+			if strings.HasPrefix(reason, w) && l["level"] == "warn" && l["code"] == float64(550) {
+				wantWarn[w] = true
+			}
+		}
+	}
+	for w, seen := range wantWarn {
+		if !seen {
+			t.Errorf("no warning %q with code 550 in the log", w)
+		}
+	}
+	rejected := readLog(t, logFile, "message rejected")
+	if len(rejected) != 1 || rejected[0]["level"] != "warn" || rejected[0]["enhanced_code"] != "5.6.0" {
+		t.Errorf("bare LF rejection logged as %v, want one warning with 5.6.0", rejected)
+	}
+	if errs := readLog(t, logFile, "queueing message failed"); len(errs) > 0 {
+		t.Errorf("a client's disconnect was logged as our error: %v", errs)
+	}
+}
