@@ -154,7 +154,10 @@ func (m *MX) ProvisionTarget(env smtpapp.TargetEnv) error {
 		m.resolver = env.Resolver
 	}
 	if m.MTASTS == nil || *m.MTASTS {
-		m.sts = &tlsupgrade.MTASTSCache{Resolver: m.resolver, Store: storageStore{ctx: m.ctx, s: env.Storage}}
+		// Every lookup for a domain goes through the target's resolver:
+		// the _mta-sts TXT record and the policy host's address too.
+		m.sts = &tlsupgrade.MTASTSCache{Resolver: m.resolver, Store: storageStore{ctx: m.ctx, s: env.Storage},
+			Fetcher: &tlsupgrade.MTASTSFetcher{Resolver: m.resolver}}
 	}
 	return nil
 }
