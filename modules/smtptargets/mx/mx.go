@@ -45,7 +45,9 @@ func init() {
 // are recorded for TLS-RPT (RFC 8460).
 type MX struct {
 	// Resolvers are the DNS servers to ask (`host:port`, port 53 when
-	// omitted). DANE trusts only answers with the AD bit, so for DANE
+	// omitted) for every lookup of a delivery: MX, A/AAAA, TLSA, the
+	// `_mta-sts` TXT record and the address of the MTA-STS policy host.
+	// DANE trusts only answers with the AD bit, so for DANE
 	// these must be validating resolvers you trust (a local unbound, for
 	// example). Default: the servers in /etc/resolv.conf.
 	Resolvers []string `json:"resolvers,omitempty"`
