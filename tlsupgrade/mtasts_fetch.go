@@ -35,9 +35,16 @@ type MTASTSFetcher struct {
 	// Timeout bounds one fetch, from the connection to the end of the
 	// body. Default: DefaultMTASTSFetchTimeout.
 	Timeout time.Duration
+	// Resolver looks up the addresses of mta-sts.<domain>, so that the
+	// policy host is found through the same DNS servers as the MX hosts
+	// (the delivery target's resolvers). The connection goes to an
+	// address, but SNI and the certificate check stay with the name.
+	// Default: the system resolver, inside the net.Dialer.
+	Resolver IPResolver
 	// DialContext opens the TCP connection; it is called with the address
-	// "mta-sts.<domain>:443". FOR TESTS ONLY: a test points it at a
-	// loopback server on another port, since RFC 8461 allows port 443
+	// "mta-sts.<domain>:443", or with "<ip>:443" for each address of the
+	// host in turn when Resolver is set. FOR TESTS ONLY: a test points it
+	// at a loopback server on another port, since RFC 8461 allows port 443
 	// only and the fetcher never dials any other. Default: a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -45,11 +52,54 @@ type MTASTSFetcher struct {
 	client *http.Client
 }
 
+// IPResolver looks up the addresses of a host; *resolver.Resolver
+// satisfies it.
+type IPResolver interface {
+	LookupIP(ctx context.Context, host string) ([]net.IP, error)
+}
+
+// ResolvingDialer returns a DialContext function that looks up the host of
+// its "host:port" address with r and dials the addresses in turn with dial
+// (nil: a net.Dialer), so that an HTTP client finds its server through r
+// and not through the system resolver. An IP address is dialled as it is.
+func ResolvingDialer(r IPResolver, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if net.ParseIP(host) != nil {
+			return dial(ctx, network, addr)
+		}
+		ips, err := r.LookupIP(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		var errs []error
+		for _, ip := range ips {
+			c, err := dial(ctx, network, net.JoinHostPort(ip.String(), port))
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("%s has no address", host)
+		}
+		return nil, errors.Join(errs...)
+	}
+}
+
 // httpClient builds the client once.
 func (f *MTASTSFetcher) httpClient() *http.Client {
 	f.once.Do(func() {
 		dial := f.DialContext
-		if dial == nil {
+		if f.Resolver != nil {
+			dial = ResolvingDialer(f.Resolver, dial)
+		} else if dial == nil {
 			dial = (&net.Dialer{}).DialContext
 		}
 		timeout := f.Timeout

@@ -139,6 +139,16 @@ func certResultType(err error) string {
 	return ResultValidationFailure
 }
 
+// VerifyPeer checks the certificate chain of a completed handshake against
+// roots (nil: the system roots) for name, as the level verify does: for a
+// caller that wants to make sure of the peer before it sends a secret.
+func VerifyPeer(cs tls.ConnectionState, name string, roots *x509.CertPool) error {
+	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
+		return errors.New("no completed TLS handshake with a server certificate")
+	}
+	return verifyChain(cs.PeerCertificates, normalizeServerName(name), roots, time.Now())
+}
+
 // errNoServerName is recorded when there is no name to check a certificate
 // against (the destination was an IP literal and no ServerName was given).
 var errNoServerName = errors.New("no server name to check the certificate against")

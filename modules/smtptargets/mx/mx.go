@@ -45,7 +45,9 @@ func init() {
 // are recorded for TLS-RPT (RFC 8460).
 type MX struct {
 	// Resolvers are the DNS servers to ask (`host:port`, port 53 when
-	// omitted). DANE trusts only answers with the AD bit, so for DANE
+	// omitted) for every lookup of a delivery: MX, A/AAAA, TLSA, the
+	// `_mta-sts` TXT record and the address of the MTA-STS policy host.
+	// DANE trusts only answers with the AD bit, so for DANE
 	// these must be validating resolvers you trust (a local unbound, for
 	// example). Default: the servers in /etc/resolv.conf.
 	Resolvers []string `json:"resolvers,omitempty"`
@@ -154,7 +156,10 @@ func (m *MX) ProvisionTarget(env smtpapp.TargetEnv) error {
 		m.resolver = env.Resolver
 	}
 	if m.MTASTS == nil || *m.MTASTS {
-		m.sts = &tlsupgrade.MTASTSCache{Resolver: m.resolver, Store: storageStore{ctx: m.ctx, s: env.Storage}}
+		// Every lookup for a domain goes through the target's resolver:
+		// the _mta-sts TXT record and the policy host's address too.
+		m.sts = &tlsupgrade.MTASTSCache{Resolver: m.resolver, Store: storageStore{ctx: m.ctx, s: env.Storage},
+			Fetcher: &tlsupgrade.MTASTSFetcher{Resolver: m.resolver}}
 	}
 	return nil
 }

@@ -20,8 +20,9 @@ import (
 //	}
 //
 // The block is optional. Hosts are tried in order; the port defaults to
-// 25. Username and password may be placeholders such as
-// `{env.RELAY_PASSWORD}`, which are replaced when the config is loaded.
+// 25. auth needs `tls verify`. Username and password may be placeholders
+// such as `{env.RELAY_PASSWORD}`, which are replaced when the config is
+// loaded.
 func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume target name
 	r.Hosts = d.RemainingArgs()
@@ -33,7 +34,8 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("relay host '%s': %w", h, err)
 		}
 	}
-	return cfopts.Block(d, "relay", map[string]cfopts.Option{
+	var authAt caddyfile.Dispenser // the auth line, for the error below
+	err := cfopts.Block(d, "relay", map[string]cfopts.Option{
 		"tls": cfopts.Opt(1, 1, func(a []string) (err error) {
 			r.TLS, err = cfopts.TLSLevel(a[0])
 			return err
@@ -43,6 +45,7 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return errors.New("empty username or password")
 			}
 			r.Auth = &RelayAuth{Username: a[0], Password: a[1]}
+			authAt = *d
 			return nil
 		}),
 		"connect_timeout": cfopts.Opt(1, 1, func(a []string) (err error) {
@@ -58,6 +61,13 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return nil
 		}),
 	})
+	if err != nil {
+		return err
+	}
+	if err := checkAuthTLS(r.Auth != nil, r.TLS); err != nil {
+		return authAt.WrapErr(err)
+	}
+	return nil
 }
 
 // checkRelayHost checks a relay host given as `host`, `host:port`, an IP

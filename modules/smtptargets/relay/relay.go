@@ -49,7 +49,10 @@ type Relay struct {
 	CAFile string `json:"ca_file,omitempty"`
 
 	// Auth logs in to the relay with SMTP AUTH (PLAIN, or LOGIN if the
-	// server offers only that). Credentials are only ever sent over TLS.
+	// server offers only that). It needs tls verify: credentials are only
+	// ever sent over TLS to a host whose certificate is valid for its name
+	// (system roots or ca_file), never to whoever answers on the way.
+	// Default: no login.
 	Auth *RelayAuth `json:"auth,omitempty"`
 
 	// ConnectTimeout limits connecting to one host. Default: 30s.
@@ -117,9 +120,6 @@ func (r *Relay) Provision(caddy.Context) error {
 		}
 		r.hosts = append(r.hosts, rh)
 	}
-	if r.Auth != nil && r.TLS == string(tlsupgrade.LevelNone) {
-		return errors.New("relay: auth needs TLS (credentials are never sent in plaintext), but tls is none")
-	}
 	if r.Auth != nil {
 		repl := caddy.NewReplacer()
 		r.Auth.Username = repl.ReplaceAll(r.Auth.Username, "")
@@ -129,6 +129,26 @@ func (r *Relay) Provision(caddy.Context) error {
 		}
 	}
 	return nil
+}
+
+// Validate implements caddy.Validator: credentials go only to a relay
+// whose certificate verifies.
+func (r *Relay) Validate() error {
+	return checkAuthTLS(r.Auth != nil, r.TLS)
+}
+
+// checkAuthTLS refuses auth at any tls level but verify: at none the
+// password would cross the network in plaintext, and at opportunistic or
+// required anyone on the path can present a self-signed certificate and
+// read it.
+func checkAuthTLS(auth bool, level string) error {
+	if !auth || tlsupgrade.Level(level) == tlsupgrade.LevelVerify {
+		return nil
+	}
+	if level == "" {
+		level = string(tlsupgrade.LevelOpportunistic) + " (the default)"
+	}
+	return fmt.Errorf("relay: auth needs tls verify (a certificate valid for the host name, from the system roots or ca_file), but tls is %s", level)
 }
 
 // parseRelayHost reads `host`, `host:port` or `[ipv6]:port`; the port
@@ -170,7 +190,7 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 			errs = append(errs, err.Error())
 			continue
 		}
-		if err := r.login(conn); err != nil {
+		if err := r.login(conn, h.name); err != nil {
 			conn.Close()
 			return nil, err
 		}
@@ -180,14 +200,22 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}
 }
 
-// login authenticates when credentials are configured, only over TLS.
-func (r *Relay) login(conn *tlsupgrade.Conn) error {
+// login authenticates when credentials are configured, only over TLS
+// with a certificate that verifies for host. Validate already insists on
+// tls verify; this checks the live connection again, so that no later
+// change of the dial policy can hand the password to an impostor.
+func (r *Relay) login(conn *tlsupgrade.Conn, host string) error {
 	if r.Auth == nil {
 		return nil
 	}
-	if !conn.Result.TLS {
+	cs, ok := conn.TLSConnectionState()
+	if !ok || !conn.Result.Verified {
 		return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.7.0",
-			Message: "not sending relay credentials over a connection without TLS"}
+			Message: "not sending relay credentials over a connection without verified TLS"}
+	}
+	if err := tlsupgrade.VerifyPeer(cs, host, r.roots); err != nil {
+		return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.7.0",
+			Message: "not sending relay credentials: the certificate does not verify", Err: err}
 	}
 	var mech sasl.Client
 	switch {
@@ -211,6 +239,7 @@ func (r *Relay) login(conn *tlsupgrade.Conn) error {
 // Interface guards
 var (
 	_ caddy.Provisioner         = (*Relay)(nil)
+	_ caddy.Validator           = (*Relay)(nil)
 	_ queue.Target              = (*Relay)(nil)
 	_ smtpapp.TargetProvisioner = (*Relay)(nil)
 )
