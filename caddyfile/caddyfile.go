@@ -181,6 +181,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 
@@ -281,6 +282,11 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 	val, err := json.Marshal(app)
 	if err != nil {
 		return nil, fmt.Errorf("encoding smtp app: %w", err)
+	}
+	// After the block parsed: a more precise error about an option that
+	// ended up in the wrong block comes first.
+	if err := checkClosed(d.File()); err != nil {
+		return nil, err
 	}
 	return httpcaddyfile.App{Name: "smtp", Value: val}, nil
 }
@@ -402,6 +408,9 @@ func listenArgs(d *caddycf.Dispenser) (*smtpapp.Listener, error) {
 	a, err := args(d, 1, 2)
 	if err != nil {
 		return nil, err
+	}
+	if _, err := smtpapp.ParseListenAddress(a[0]); err != nil {
+		return nil, d.Errf("listen %s: %v", a[0], err)
 	}
 	l := &smtpapp.Listener{Address: a[0]}
 	if len(a) == 2 {
@@ -857,4 +866,41 @@ func flagArg(d *caddycf.Dispenser) (bool, error) {
 		return false, err
 	}
 	return true, nil
+}
+
+// checkClosed reads the Caddyfile again and refuses it if a block is still
+// open at its end. Caddy's parser lets the end of the file close the global
+// options block, so a block left open inside it (a route or server whose
+// "}" is missing) silently takes in the options after it and the file's
+// last "}" closes it. The file is read only when it is a file: a Caddyfile
+// from stdin is not checked.
+func checkClosed(filename string) error {
+	body, err := os.ReadFile(filename)
+	if err != nil {
+		return nil
+	}
+	tokens, err := caddycf.Tokenize(body, filename)
+	if err != nil {
+		return nil // the parser reports it
+	}
+	var open []int // lines of the blocks still open
+	for _, tok := range tokens {
+		if tok.File != filename {
+			continue // imported tokens balance in their own file
+		}
+		switch tok.Text {
+		case "{":
+			open = append(open, tok.Line)
+		case "}":
+			if len(open) == 0 {
+				return nil // the parser reports it
+			}
+			open = open[:len(open)-1]
+		}
+	}
+	if len(open) > 0 {
+		return fmt.Errorf("%s:%d: this block is not closed at the end of the file: a '}' is missing in it "+
+			"or in a block inside it, so the options after that block were read as part of it", filename, open[0])
+	}
+	return nil
 }

@@ -127,6 +127,71 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:3",
 		},
 		{
+			name: "listen address that is not an address",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen 127.0.0.999:25
+		}
+	}
+}`,
+			wantErr:  "listen 127.0.0.999:25: host \"127.0.0.999\" is neither an IP address nor a host name",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "listen port out of range",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen 127.0.0.1:99999
+		}
+	}
+}`,
+			wantErr:  "listen 127.0.0.1:99999: invalid start port",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "route block left open swallows the queue option",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			maildir /var/mail/{local}
+		queue {
+			path /var/spool/smtp
+		}
+	}
+}`,
+			wantErr:  "route has a second delivery target 'queue'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "server block left open swallows the queue option",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+		queue {
+			path /var/spool/smtp
+		}
+	}
+}`,
+			wantErr:  "unrecognized smtp server option 'queue'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "server block left open, then a route: braces do not balance",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+		route example.com {
+			maildir /var/mail/{local}
+		}
+	}
+}`,
+			wantErr: "Caddyfile:1: this block is not closed at the end of the file",
+		},
+		{
 			name: "unknown server option",
 			caddyfile: `{
 	smtp {
@@ -1535,6 +1600,11 @@ func TestAdaptErrors(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// On disk, as `caddy adapt --config Caddyfile` reads it.
+			t.Chdir(t.TempDir())
+			if err := os.WriteFile("Caddyfile", []byte(tc.caddyfile), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			_, _, err := adapt(t, "Caddyfile", []byte(tc.caddyfile))
 			if err == nil {
 				t.Fatalf("adapting succeeded, want an error containing %q", tc.wantErr)
@@ -1543,7 +1613,7 @@ func TestAdaptErrors(t *testing.T) {
 			if !strings.Contains(msg, tc.wantErr) {
 				t.Errorf("error %q does not contain %q", msg, tc.wantErr)
 			}
-			if !strings.HasSuffix(msg, "at "+tc.wantLine) {
+			if tc.wantLine != "" && !strings.HasSuffix(msg, "at "+tc.wantLine) {
 				t.Errorf("error %q does not end with position %q", msg, tc.wantLine)
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -301,14 +302,9 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 		default:
 			return fmt.Errorf("listen %q: unknown tls mode %q (want starttls, implicit or off)", l.Address, l.TLS)
 		}
-		na, err := caddy.ParseNetworkAddress(l.Address)
+		na, err := ParseListenAddress(l.Address)
 		if err != nil {
 			return fmt.Errorf("listen %q: %w", l.Address, err)
-		}
-		if na.IsUnixNetwork() || na.IsFdNetwork() {
-			// sockets without ports are fine; they are stream sockets
-		} else if na.Network != "tcp" && na.Network != "tcp4" && na.Network != "tcp6" {
-			return fmt.Errorf("listen %q: network %q is not a stream network", l.Address, na.Network)
 		}
 		l.addr = na
 	}
@@ -494,3 +490,53 @@ func (s *Server) newSMTPServer(l *Listener) *smtp.Server {
 var (
 	_ smtp.Backend = (*backend)(nil)
 )
+
+// ParseListenAddress parses a listen address as Caddy does and checks what
+// Caddy leaves to the bind: the network is a stream network, and the host
+// is empty, an IP address or a host name, so that a typo such as
+// 127.0.0.999 is refused when the config is loaded (and adapted), not when
+// the listener is bound.
+func ParseListenAddress(addr string) (caddy.NetworkAddress, error) {
+	na, err := caddy.ParseNetworkAddress(addr)
+	if err != nil {
+		return na, err
+	}
+	if na.IsUnixNetwork() || na.IsFdNetwork() {
+		return na, nil // sockets without ports are fine; they are stream sockets
+	}
+	if na.Network != "tcp" && na.Network != "tcp4" && na.Network != "tcp6" {
+		return na, fmt.Errorf("network %q is not a stream network", na.Network)
+	}
+	host := na.Host
+	if host == "" || strings.Contains(host, "{") { // a placeholder is checked when it is replaced
+		return na, nil
+	}
+	if ip, zone, _ := strings.Cut(host, "%"); net.ParseIP(ip) != nil && (zone == "" || strings.Contains(ip, ":")) {
+		return na, nil
+	}
+	if !isHostName(host) {
+		return na, fmt.Errorf("host %q is neither an IP address nor a host name", host)
+	}
+	return na, nil
+}
+
+// isHostName reports whether s is a DNS host name (RFC 1123 labels) whose
+// last label is not all digits, as no top-level domain is.
+func isHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, r := range l {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
+}
