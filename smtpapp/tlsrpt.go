@@ -86,7 +86,7 @@ func (a *App) sendTLSReports(ctx context.Context, start, end time.Time) {
 			if addr, ok := strings.CutPrefix(rua, "mailto:"); ok {
 				err = a.mailTLSReport(from, addr, domain, &report, gz)
 			} else {
-				err = postTLSReport(ctx, rua, gz)
+				err = postTLSReport(ctx, r, rua, gz)
 			}
 			if err != nil {
 				log.Error("sending TLS report", zap.String("domain", domain), zap.String("rua", rua), zap.Error(err))
@@ -137,8 +137,11 @@ func (a *App) mailTLSReport(from, to, domain string, report *tlsupgrade.TLSRPTRe
 	})
 }
 
-// postTLSReport sends a report to an https: rua (RFC 8460 section 5.4).
-func postTLSReport(ctx context.Context, url string, gz []byte) error {
+// postTLSReport sends a report to an https: rua (RFC 8460 section 5.4). The
+// report server's name is looked up with r, the resolver that found the
+// TLS-RPT record, not with the system resolver, and no proxy from the
+// environment is used.
+func postTLSReport(ctx context.Context, r tlsupgrade.IPResolver, url string, gz []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(gz))
@@ -146,7 +149,13 @@ func postTLSReport(ctx context.Context, url string, gz []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", mime.FormatMediaType(tlsupgrade.TLSRPTMediaTypeGzip, nil))
-	resp, err := http.DefaultClient.Do(req)
+	tr := &http.Transport{
+		DialContext:         tlsupgrade.ResolvingDialer(r, nil),
+		TLSHandshakeTimeout: 15 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
 		return err
 	}
