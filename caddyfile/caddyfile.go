@@ -36,6 +36,8 @@
 //				connection_rate_per_ip        <n>|off
 //				message_rate_per_ip           <n>|off
 //				recipient_rate_per_ip         <n>|off
+//				limit_ipv4_prefix             <bits>
+//				limit_ipv6_prefix             <bits>
 //				max_messages_per_connection   <n>
 //				max_recipients_per_connection <n>
 //				max_bad_commands              <n>
@@ -361,6 +363,10 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 			err = setOnce(d, scope, &srv.MessageRatePerIP, limitArg)
 		case "recipient_rate_per_ip":
 			err = setOnce(d, scope, &srv.RecipientRatePerIP, limitArg)
+		case "limit_ipv4_prefix":
+			err = setOnce(d, scope, &srv.LimitIPv4Prefix, prefixArg(32))
+		case "limit_ipv6_prefix":
+			err = setOnce(d, scope, &srv.LimitIPv6Prefix, prefixArg(128))
 		case "max_messages_per_connection":
 			err = setOnce(d, scope, &srv.MaxMessagesPerConnection, intArg)
 		case "max_recipients_per_connection":
@@ -784,6 +790,23 @@ func intArg(d *caddycf.Dispenser) (int, error) {
 		return 0, d.Errf("%s: want a positive integer, got '%s'", opt, v)
 	}
 	return n, nil
+}
+
+// prefixArg parses the single argument of the current option as a prefix
+// length from 1 to bits.
+func prefixArg(bits int) func(d *caddycf.Dispenser) (int, error) {
+	return func(d *caddycf.Dispenser) (int, error) {
+		opt := d.Val()
+		v, err := stringArg(d)
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(strings.TrimPrefix(v, "/"))
+		if err != nil || n < 1 || n > bits {
+			return 0, d.Errf("%s: want a prefix length from 1 to %d, got '%s'", opt, bits, v)
+		}
+		return n, nil
+	}
 }
 
 // limitArg parses the single argument of the current option as a positive

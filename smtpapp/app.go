@@ -79,16 +79,17 @@ type App struct {
 	// written there (and fsynced) before the client gets its 250.
 	Queue *QueueConfig `json:"queue,omitempty"`
 
-	ctx         caddy.Context
-	logger      *zap.Logger
-	limits      *rateTable
-	metrics     *metrics
-	tlsApp      *caddytls.TLS
-	names       map[string]struct{} // certificate names to manage
-	outbound    queue.Target
-	queue       *queue.Queue
-	detachQueue func()
-	targetEnv   TargetEnv
+	ctx            caddy.Context
+	logger         *zap.Logger
+	limits         *rateTable
+	limitsReleased bool
+	metrics        *metrics
+	tlsApp         *caddytls.TLS
+	names          map[string]struct{} // certificate names to manage
+	outbound       queue.Target
+	queue          *queue.Queue
+	detachQueue    func()
+	targetEnv      TargetEnv
 }
 
 // CaddyModule returns the Caddy module information.
@@ -107,7 +108,13 @@ const (
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
-	a.limits = newRateTable()
+	lim, _, err := rateTables.LoadOrNew(rateTableKey, func() (caddy.Destructor, error) {
+		return newRateTable(maxRateKeys), nil
+	})
+	if err != nil {
+		return err
+	}
+	a.limits = lim.(*rateTable)
 	a.metrics = newMetrics(ctx, a)
 
 	if a.Hostname == "" {
@@ -349,6 +356,18 @@ func (a *App) Start() error {
 // closed when the grace period ends. When Caddy is exiting, Stop waits for
 // them, and a client between transactions gets `421 4.3.2` at its next
 // MAIL.
+// Cleanup releases the app's hold on the state it shares with the next
+// config (the rate table).
+func (a *App) Cleanup() error {
+	// Sessions of this config that are still finishing keep using the
+	// table; it is only no longer held for this config.
+	if a.limits != nil && !a.limitsReleased {
+		_, _ = rateTables.Delete(rateTableKey)
+		a.limitsReleased = true
+	}
+	return nil
+}
+
 func (a *App) Stop() error {
 	// The newest config's routes take over the queue now.
 	if a.detachQueue != nil {
@@ -440,7 +459,8 @@ func (a *App) managedName(name string) bool {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
-	_ caddy.Validator   = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

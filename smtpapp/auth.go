@@ -101,7 +101,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 func (s *session) login(username, password string) error {
 	ip := s.remoteIP()
 	lim := s.srv.app.limits
-	ipKey, userKey := "authfail-ip:"+ip, "authfail-user:"+username
+	ipKey, userKey := "authfail-ip:"+s.srv.limitKey(ip), "authfail-user:"+username
 	if lim.count(ipKey, authFailureWindow) >= s.srv.maxAuthFailures() ||
 		lim.count(userKey, authFailureWindow) >= 2*s.srv.maxAuthFailures() {
 		s.logger.Warn("authentication refused: too many failures", zap.String("username", username))

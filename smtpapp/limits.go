@@ -1,20 +1,39 @@
 package smtpapp
 
 import (
+	"cmp"
 	"net"
 	"net/textproto"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // rateTable counts events per key in fixed windows (connections per IP per
-// minute, failed logins per user, ...). Memory stays bounded: expired
-// windows are swept when the table grows.
+// minute, failed logins per user, ...). Memory stays bounded: when the
+// table reaches its size, expired windows are swept, and if a flood of
+// distinct clients keeps it full, the windows closest to their end are
+// dropped (an eighth of the table at a time, so the cost stays small per
+// new key).
 type rateTable struct {
 	mu      sync.Mutex
+	max     int
 	windows map[string]*rateWindow
 }
+
+// rateTables holds the app's rate table across config reloads, so that a
+// reload does not give every client a fresh budget (Provision of the new
+// config takes the table the old one used).
+var rateTables = caddy.NewUsagePool()
+
+// rateTableKey is the key of the rate table in rateTables.
+const rateTableKey = "smtp.limits"
+
+// Destruct implements caddy.Destructor: nothing to release.
+func (t *rateTable) Destruct() error { return nil }
 
 type rateWindow struct {
 	start time.Time
@@ -25,15 +44,18 @@ type rateWindow struct {
 // maxRateKeys is the table size above which expired windows are swept.
 const maxRateKeys = 100_000
 
-func newRateTable() *rateTable {
-	return &rateTable{windows: make(map[string]*rateWindow)}
+func newRateTable(max int) *rateTable {
+	return &rateTable{max: max, windows: make(map[string]*rateWindow)}
 }
 
 func (t *rateTable) window(key string, span time.Duration, now time.Time) *rateWindow {
 	w := t.windows[key]
 	if w == nil || now.Sub(w.start) >= span {
-		if w == nil && len(t.windows) >= maxRateKeys {
+		if w == nil && len(t.windows) >= t.max {
 			t.sweep(now)
+			if len(t.windows) >= t.max {
+				t.evict(now, max(1, t.max/8))
+			}
 		}
 		w = &rateWindow{start: now, span: span}
 		t.windows[key] = w
@@ -48,6 +70,29 @@ func (t *rateTable) sweep(now time.Time) {
 			delete(t.windows, k)
 		}
 	}
+}
+
+// evict drops the n windows that end soonest.
+func (t *rateTable) evict(now time.Time, n int) {
+	type ending struct {
+		key  string
+		left time.Duration
+	}
+	all := make([]ending, 0, len(t.windows))
+	for k, w := range t.windows {
+		all = append(all, ending{k, w.span - now.Sub(w.start)})
+	}
+	slices.SortFunc(all, func(a, b ending) int { return cmp.Compare(a.left, b.left) })
+	for _, e := range all[:min(n, len(all))] {
+		delete(t.windows, e.key)
+	}
+}
+
+// len returns the number of windows held.
+func (t *rateTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.windows)
 }
 
 // add counts one event and returns the count in the current window.

@@ -203,6 +203,7 @@ func (l *listener) handle(c net.Conn) *trackedConn {
 // from ip and reserves a slot; it returns why the connection is refused
 // (and a metrics label for it), or "" when it is admitted.
 func (s *Server) admit(ip string) (reason, label string) {
+	ip = s.limitKey(ip)
 	if !s.app.limits.allow("conn-rate:"+s.name+":"+ip, s.ConnectionRatePerIP, time.Minute) {
 		return "too many connections from your address per minute", "connection_rate_per_ip"
 	}
@@ -308,8 +309,9 @@ func (c *trackedConn) Close() error {
 		delete(c.srv.conns, c)
 		c.srv.connsMu.Unlock()
 		c.srv.perIPMu.Lock()
-		if c.srv.perIP[c.ip]--; c.srv.perIP[c.ip] <= 0 {
-			delete(c.srv.perIP, c.ip)
+		key := c.srv.limitKey(c.ip)
+		if c.srv.perIP[key]--; c.srv.perIP[key] <= 0 {
+			delete(c.srv.perIP, key)
 		}
 		c.srv.perIPMu.Unlock()
 		<-c.srv.slots

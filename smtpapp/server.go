@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,6 +125,18 @@ type Server struct {
 	// give per minute (RCPT answered `451 4.7.1` beyond). Negative: no
 	// limit. Default: 5000.
 	RecipientRatePerIP int `json:"recipient_rate_per_ip,omitempty"`
+
+	// LimitIPv4Prefix is the prefix length by which IPv4 clients are
+	// counted for the per-address limits (max_connections_per_ip, the
+	// rates, failed logins): 32 counts every address on its own, 24 counts
+	// a /24 as one client. Default: 32.
+	LimitIPv4Prefix int `json:"limit_ipv4_prefix,omitempty"`
+
+	// LimitIPv6Prefix is the prefix length by which IPv6 clients are
+	// counted for the per-address limits. A site usually gets a /64 or
+	// more, so counting by /128 would give one client 2^64 budgets.
+	// Default: 64.
+	LimitIPv6Prefix int `json:"limit_ipv6_prefix,omitempty"`
 
 	// MaxMessagesPerConnection is the most transactions on one connection
 	// (`421 4.7.0` and disconnect beyond). Default: 1000.
@@ -340,6 +353,12 @@ func (s *Server) validate() error {
 	if s.ReadTimeout < 0 || s.WriteTimeout < 0 || s.CertificateWait < 0 || s.MaxSessionDuration < 0 || s.TLSHandshakeTimeout < 0 {
 		return errors.New("timeouts must not be negative")
 	}
+	if s.LimitIPv4Prefix < 0 || s.LimitIPv4Prefix > 32 {
+		return fmt.Errorf("limit_ipv4_prefix %d: want 1 to 32", s.LimitIPv4Prefix)
+	}
+	if s.LimitIPv6Prefix < 0 || s.LimitIPv6Prefix > 128 {
+		return fmt.Errorf("limit_ipv6_prefix %d: want 1 to 128", s.LimitIPv6Prefix)
+	}
 	if s.MaxMessagesPerConnection < 0 || s.MaxRecipientsPerConnection < 0 || s.MaxBadCommands < 0 || s.MaxAuthFailures < 0 {
 		return errors.New("per-connection limits must not be negative")
 	}
@@ -540,3 +559,34 @@ func isHostName(s string) bool {
 	}
 	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
 }
+
+// limitKey is the client a per-address limit counts ip as: the address
+// itself, or its network under limit_ipv4_prefix / limit_ipv6_prefix.
+func (s *Server) limitKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	bits := s.LimitIPv6Prefix
+	if bits == 0 {
+		bits = defaultLimitIPv6Prefix
+	}
+	if a.Is4() {
+		bits = s.LimitIPv4Prefix
+		if bits == 0 {
+			bits = 32
+		}
+	}
+	if bits >= a.BitLen() {
+		return a.WithZone("").String()
+	}
+	p, err := a.WithZone("").Prefix(bits)
+	if err != nil {
+		return ip
+	}
+	return p.String()
+}
+
+// defaultLimitIPv6Prefix is the default of limit_ipv6_prefix.
+const defaultLimitIPv6Prefix = 64

@@ -173,7 +173,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.identity != nil && !s.identity.mayUse(from) {
 		return s.reject(errSenderNotOwn, zap.String("from", from), zap.String("username", s.identity.Username))
 	}
-	if !s.srv.app.limits.allow("msg-rate:"+s.srv.name+":"+s.ip, s.srv.MessageRatePerIP, time.Minute) {
+	if !s.srv.app.limits.allow("msg-rate:"+s.srv.name+":"+s.srv.limitKey(s.ip), s.srv.MessageRatePerIP, time.Minute) {
 		s.logger.Warn("message rate limit reached", zap.Int("message_rate_per_ip", s.srv.MessageRatePerIP))
 		return s.refuse(errMessageRate)
 	}
@@ -198,7 +198,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if int(s.cs.recipients.Add(1)) > s.srv.MaxRecipientsPerConnection {
 		return s.refuse(errRcptsPerConn)
 	}
-	if !s.srv.app.limits.allow("rcpt-rate:"+s.srv.name+":"+s.ip, s.srv.RecipientRatePerIP, time.Minute) {
+	if !s.srv.app.limits.allow("rcpt-rate:"+s.srv.name+":"+s.srv.limitKey(s.ip), s.srv.RecipientRatePerIP, time.Minute) {
 		s.logger.Warn("recipient rate limit reached", zap.Int("recipient_rate_per_ip", s.srv.RecipientRatePerIP))
 		return s.refuse(errRcptRate)
 	}
