@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -38,7 +39,7 @@ type sharedSocket struct {
 func acquireSocket(ctx caddy.Context, na caddy.NetworkAddress, offset uint) (*sharedSocket, error) {
 	key := na.Network + "/" + na.JoinHostPort(offset)
 	val, _, err := sockets.LoadOrNew(key, func() (caddy.Destructor, error) {
-		ln, err := na.Listen(ctx, offset, net.ListenConfig{})
+		ln, err := listenOwned(ctx, na, offset)
 		if err != nil {
 			return nil, err
 		}
@@ -57,6 +58,24 @@ func acquireSocket(ctx caddy.Context, na caddy.NetworkAddress, offset uint) (*sh
 		return nil, err
 	}
 	return val.(*sharedSocket), nil
+}
+
+// listenOwned binds the address. A TCP socket is bound without
+// SO_REUSEPORT (which Caddy's own listeners set), so that a second process
+// with a config for the same address fails to start instead of sharing
+// the port, where the kernel would split the connections between two
+// gateways and their spools. Within this process, reloads share the socket
+// through the sockets pool and never bind twice.
+func listenOwned(ctx caddy.Context, na caddy.NetworkAddress, offset uint) (any, error) {
+	if !na.IsUnixNetwork() && !na.IsFdNetwork() {
+		addr := na.JoinHostPort(offset)
+		ln, err := (&net.ListenConfig{}).Listen(ctx, na.Network, addr)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%s is already in use, by another process (is another gateway running with a config for it?): %w", addr, err)
+		}
+		return ln, err
+	}
+	return na.Listen(ctx, offset, net.ListenConfig{})
 }
 
 // releaseSocket drops one use of the socket; the last use closes it.
