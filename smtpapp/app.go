@@ -324,7 +324,9 @@ func (a *App) Start() error {
 		return err
 	}
 	if a.TLSReporting != nil {
+		a.restoreTLSRPT()
 		go a.tlsrptLoop(a.ctx)
+		go a.tlsrptSaveLoop(a.ctx)
 	}
 	var started []*Server
 	for name, srv := range a.Servers {
@@ -369,6 +371,9 @@ func (a *App) Cleanup() error {
 }
 
 func (a *App) Stop() error {
+	if a.TLSReporting != nil {
+		a.saveTLSRPT()
+	}
 	// The newest config's routes take over the queue now.
 	if a.detachQueue != nil {
 		a.detachQueue()

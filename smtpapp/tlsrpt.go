@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"mime"
 	"net/http"
+	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -54,6 +59,85 @@ func (a *App) tlsrptLoop(ctx context.Context) {
 		}
 		end := next.Truncate(24 * time.Hour)
 		a.sendTLSReports(ctx, end.Add(-24*time.Hour), end)
+		a.saveTLSRPT() // the counts start afresh
+	}
+}
+
+// The day's TLS-RPT counts are kept in Caddy storage, so that a restart
+// does not lose them: saved every tlsrptSaveInterval when they changed and
+// when a config stops, restored once per process when the first config
+// with tls_reporting starts. A crash loses at most the last interval.
+const tlsrptSaveInterval = time.Minute
+
+var (
+	tlsrptRestore sync.Once
+	tlsrptSaved   struct {
+		sync.Mutex
+		gen   uint64
+		valid bool
+	}
+)
+
+// tlsrptStorageKey is where this gateway's counts live in Caddy storage;
+// with a storage shared by several gateways, each has its own.
+func (a *App) tlsrptStorageKey() string {
+	return path.Join("smtp", "tlsrpt", a.Hostname+".json")
+}
+
+// restoreTLSRPT adds the counts a previous process saved to the recorder.
+func (a *App) restoreTLSRPT() {
+	tlsrptRestore.Do(func() {
+		log := a.logger.Named("tlsrpt")
+		data, err := a.ctx.Storage().Load(a.ctx, a.tlsrptStorageKey())
+		if errors.Is(err, fs.ErrNotExist) {
+			return
+		}
+		var sets []tlsupgrade.TLSRPTPolicySet
+		if err == nil {
+			err = json.Unmarshal(data, &sets)
+		}
+		if err != nil {
+			log.Warn("restoring TLS-RPT counts", zap.String("key", a.tlsrptStorageKey()), zap.Error(err))
+			return
+		}
+		tlsReports.Merge(sets)
+		log.Info("TLS-RPT counts restored", zap.Int("policies", len(sets)))
+	})
+}
+
+// saveTLSRPT stores the recorder's counts if they changed since the last
+// save.
+func (a *App) saveTLSRPT() {
+	tlsrptSaved.Lock()
+	defer tlsrptSaved.Unlock()
+	sets, gen := tlsReports.Sets()
+	if tlsrptSaved.valid && gen == tlsrptSaved.gen {
+		return
+	}
+	data, err := json.Marshal(sets)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = a.ctx.Storage().Store(ctx, a.tlsrptStorageKey(), data)
+		cancel()
+	}
+	if err != nil {
+		a.logger.Named("tlsrpt").Error("saving TLS-RPT counts", zap.String("key", a.tlsrptStorageKey()), zap.Error(err))
+		return
+	}
+	tlsrptSaved.gen, tlsrptSaved.valid = gen, true
+}
+
+// tlsrptSaveLoop saves the counts every tlsrptSaveInterval until ctx ends.
+func (a *App) tlsrptSaveLoop(ctx context.Context) {
+	t := time.NewTicker(tlsrptSaveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.saveTLSRPT()
+		}
 	}
 }
 

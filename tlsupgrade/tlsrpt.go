@@ -182,6 +182,7 @@ func (r *TLSRPTReport) Filename(sender string) string {
 type TLSRPTRecorder struct {
 	mu       sync.Mutex
 	policies map[tlsrptKey]*tlsrptTally
+	gen      uint64 // changes with every change of policies
 }
 
 type tlsrptKey struct {
@@ -205,24 +206,10 @@ type tlsrptTally struct {
 // FailedSessionCount is ignored (each call is one session) and sessions with
 // equal details are counted together.
 func (r *TLSRPTRecorder) Record(policyDomain, policyType string, policyStrings []string, mxHost string, success bool, failure *FailureDetail) {
-	policyDomain = strings.ToLower(strings.TrimSuffix(policyDomain, "."))
-	key := tlsrptKey{policyDomain, policyType, strings.Join(policyStrings, "\n")}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.policies == nil {
-		r.policies = make(map[tlsrptKey]*tlsrptTally)
-	}
-	t := r.policies[key]
-	if t == nil {
-		t = &tlsrptTally{
-			policy:   TLSRPTPolicy{Type: policyType, String: slices.Clone(policyStrings), Domain: policyDomain},
-			failures: make(map[FailureDetail]int64),
-		}
-		r.policies[key] = t
-	}
-	if mxHost = strings.TrimSuffix(mxHost, "."); mxHost != "" && !slices.Contains(t.policy.MXHost, mxHost) {
-		t.policy.MXHost = append(t.policy.MXHost, mxHost)
-	}
+	t := r.tally(policyDomain, policyType, policyStrings)
+	t.addMX(mxHost)
 	if success {
 		t.success++
 		return
@@ -267,19 +254,12 @@ func (r *TLSRPTRecorder) Reports(org, contact string, start, end time.Time) []TL
 	r.mu.Lock()
 	policies := r.policies
 	r.policies = nil
+	r.gen++
 	r.mu.Unlock()
 
 	byDomain := make(map[string][]TLSRPTPolicySet)
 	for key, t := range policies {
-		set := TLSRPTPolicySet{
-			Policy:  t.policy,
-			Summary: TLSRPTSummary{TotalSuccessfulSessionCount: t.success, TotalFailureSessionCount: t.failure},
-		}
-		for _, d := range t.failureOrder {
-			d.FailedSessionCount = t.failures[d]
-			set.FailureDetails = append(set.FailureDetails, d)
-		}
-		byDomain[key.domain] = append(byDomain[key.domain], set)
+		byDomain[key.domain] = append(byDomain[key.domain], t.set())
 	}
 	start, end = start.UTC().Truncate(time.Second), end.UTC().Truncate(time.Second)
 	reports := make([]TLSRPTReport, 0, len(byDomain))
