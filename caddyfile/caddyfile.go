@@ -206,6 +206,7 @@ const (
 	targetNamespace  = "smtp.targets"                  // route delivery targets
 	authNamespace    = "smtp.authentication.providers" // SMTP AUTH providers
 	matcherNamespace = "smtp.matchers"                 // route matchers
+	checkNamespace   = "smtp.checks"                   // checks of routes
 )
 
 // defaultAuthProvider is the provider of an `authentication` block that
@@ -439,18 +440,25 @@ func parseAuthentication(d *caddycf.Dispenser) (json.RawMessage, error) {
 	if d.NextArg() {
 		provider = d.Val()
 	}
-	id := authNamespace + "." + provider
+	return inlineModule(d, authNamespace, "provider", provider, "authentication provider")
+}
+
+// inlineModule unmarshals the module name of namespace from the tokens of
+// d (from its name on) into its JSON with the name under inlineKey; what
+// names the kind of module in errors.
+func inlineModule(d *caddycf.Dispenser, namespace, inlineKey, name, what string) (json.RawMessage, error) {
+	id := namespace + "." + name
 	if _, err := caddy.GetModule(id); err != nil {
-		return nil, d.Errf("unrecognized authentication provider '%s' (known: %s)", provider, knownModules(authNamespace))
+		return nil, d.Errf("unrecognized %s '%s' (known: %s)", what, name, knownModules(namespace))
 	}
 	mod, err := caddycf.UnmarshalModule(d, id)
 	if err != nil {
 		return nil, err
 	}
 	var warnings []caddyconfig.Warning
-	raw := caddyconfig.JSONModuleObject(mod, "provider", provider, &warnings)
+	raw := caddyconfig.JSONModuleObject(mod, inlineKey, name, &warnings)
 	if len(warnings) > 0 {
-		return nil, d.Errf("encoding authentication provider '%s': %s", provider, warnings[0].Message)
+		return nil, d.Errf("encoding %s '%s': %s", what, name, warnings[0].Message)
 	}
 	return raw, nil
 }
@@ -565,6 +573,14 @@ func parseRoute(d *caddycf.Dispenser) (*smtpapp.Route, error) {
 	var target string
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		name := d.Val()
+		if name == "check" {
+			raw, err := unmarshalCheck(d)
+			if err != nil {
+				return nil, err
+			}
+			r.Checks = append(r.Checks, raw)
+			continue
+		}
 		if name == "match" {
 			if r.Match != nil {
 				return nil, d.Err("route has a second match block; put all its matchers in one")
@@ -656,20 +672,17 @@ func parseTarget(d *caddycf.Dispenser, owner, example string) (json.RawMessage, 
 // unmarshalTarget reads the target called name (a module in the
 // smtp.targets namespace) at the dispenser's position into its JSON.
 func unmarshalTarget(d *caddycf.Dispenser, owner, name string) (json.RawMessage, error) {
-	id := targetNamespace + "." + name
-	if _, err := caddy.GetModule(id); err != nil {
-		return nil, d.Errf("unrecognized %s target '%s' (known: %s)", owner, name, knownModules(targetNamespace))
+	return inlineModule(d, targetNamespace, "target", name, owner+" target")
+}
+
+// unmarshalCheck parses `check <name> [<args...>] [{ ... }]` in a route
+// block into a module of the smtp.checks namespace; the module gets the
+// tokens from its name on.
+func unmarshalCheck(d *caddycf.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
 	}
-	mod, err := caddycf.UnmarshalModule(d, id)
-	if err != nil {
-		return nil, err
-	}
-	var warnings []caddyconfig.Warning
-	raw := caddyconfig.JSONModuleObject(mod, "target", name, &warnings)
-	if len(warnings) > 0 {
-		return nil, d.Errf("encoding %s target '%s': %s", owner, name, warnings[0].Message)
-	}
-	return raw, nil
+	return inlineModule(d, checkNamespace, "check", d.Val(), "check")
 }
 
 // knownModules lists the names of the modules registered in namespace.

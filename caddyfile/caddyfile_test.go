@@ -423,7 +423,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "wrong argument count or unexpected line ending after '/b'",
+			wantErr:  "maildir: unknown option '/b' (want create_mailboxes)",
 			wantLine: "Caddyfile:4",
 		},
 		{

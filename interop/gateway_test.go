@@ -89,7 +89,7 @@ func (g *gateway) config(smtpApp map[string]any, tlsApp map[string]any) map[stri
 func (g *gateway) maildirRoute(domain string) map[string]any {
 	return map[string]any{
 		"domains": []string{domain},
-		"deliver": map[string]any{"target": "maildir", "path": filepath.Join(g.mail, "{domain}", "{local}")},
+		"deliver": map[string]any{"target": "maildir", "path": filepath.Join(g.mail, "{domain}", "{local}"), "create_mailboxes": true},
 	}
 }
 

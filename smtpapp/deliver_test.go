@@ -31,7 +31,7 @@ func (e *testEnv) startRelayGateway(relay map[string]any) (addr string, app *App
 		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
 		"routes": []any{
 			map[string]any{"domains": []string{"example.test"}, "deliver": relay},
-			map[string]any{"domains": []string{"sender.test"}, "deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}},
+			map[string]any{"domains": []string{"sender.test"}, "deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}},
 		},
 	}))
 	return addrsOf(app, "mx")[0], app
@@ -337,7 +337,7 @@ func TestMXDelivery(t *testing.T) {
 	app := e.load(e.config(map[string]any{
 		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
 		"routes": []any{map[string]any{"domains": []string{"sender.test"},
-			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}}},
+			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}}},
 		"outbound": map[string]any{"target": "mx", "resolvers": []string{dns.Addr()}, "port": port, "connect_timeout": "2s"},
 	}))
 	// Outbound mail (the submission path arrives with AUTH): enqueue it

@@ -102,7 +102,7 @@ func (e *testEnv) config(smtpApp map[string]any, extra ...func(map[string]any)) 
 	if _, ok := smtpApp["routes"]; !ok {
 		smtpApp["routes"] = []any{map[string]any{
 			"domains": []string{"example.test"},
-			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")},
+			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true},
 		}}
 	}
 	cfg := map[string]any{

@@ -22,6 +22,7 @@ type metrics struct {
 	tlsHandshakes      *prometheus.CounterVec // server, version
 	certificateWaits   *prometheus.CounterVec // server, result
 	commandsRejected   *prometheus.CounterVec // server, reason
+	checkResults       *prometheus.CounterVec // check, verdict
 	messagesAccepted   *prometheus.CounterVec // server
 	messagesRejected   *prometheus.CounterVec // server, reason
 	bytesReceived      *prometheus.CounterVec // server
@@ -47,6 +48,7 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		tlsHandshakes:      counter("tls_handshakes_total", "Completed inbound TLS handshakes (STARTTLS and implicit), by TLS version.", "server", "version"),
 		certificateWaits:   counter("certificate_waits_total", "Handshakes held because the certificate was not ready yet, by outcome (ready or timeout).", "server", "result"),
 		commandsRejected:   counter("commands_rejected_total", "SMTP commands refused by policy or limits, by reason.", "server", "reason"),
+		checkResults:       counter("check_results_total", "Verdicts of the checks, by check and verdict.", "check", "verdict"),
 		messagesAccepted:   counter("messages_accepted_total", "Messages queued (answered 250).", "server"),
 		messagesRejected:   counter("messages_rejected_total", "Messages refused after DATA, by reason.", "server", "reason"),
 		bytesReceived:      counter("received_bytes_total", "Bytes of accepted messages, our Received header included.", "server"),

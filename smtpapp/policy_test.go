@@ -85,7 +85,7 @@ func (w *policyWorld) gateway(t *testing.T, e *testEnv, mxOpts map[string]any, e
 	app := map[string]any{
 		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
 		"routes": []any{map[string]any{"domains": []string{"sender.test"},
-			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}}},
+			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}}},
 		"outbound": mxTarget,
 	}
 	for k, v := range extra {

@@ -40,6 +40,14 @@ type Route struct {
 	// `{"target": "maildir", "path": "/var/mail/{domain}"}`.
 	Deliver json.RawMessage `json:"deliver,omitempty" caddy:"namespace=smtp.targets inline_key=target"`
 
+	// Checks judge every recipient this route takes, at RCPT time, in
+	// order (modules in the `smtp.checks` namespace, e.g.
+	// `{"check": "recipients", "addresses": ["alice@example.com"]}`); the
+	// first that refuses decides the reply. Default: none (every recipient
+	// is taken, unless the target refuses it).
+	Checks []json.RawMessage `json:"checks,omitempty" caddy:"namespace=smtp.checks inline_key=check"`
+
+	checks      []namedCheck
 	matchers    []RouteMatcher
 	limitsRcpts bool // Domains or a recipient-limiting matcher
 	target      queue.Target
@@ -134,7 +142,7 @@ func (r *Route) provision(ctx caddy.Context, app *App) error {
 		return err
 	}
 	r.target = t
-	return nil
+	return r.provisionChecks(ctx)
 }
 
 // NormalizeDomainPatterns lowercases recipient domain patterns, removes

@@ -18,11 +18,11 @@ func TestMatchRoutes(t *testing.T) {
 		"routes": []any{
 			map[string]any{
 				"match":   map[string]any{"sender_domain": []string{"sender.test"}},
-				"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "by-sender", "{local}")},
+				"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "by-sender", "{local}"), "create_mailboxes": true},
 			},
 			map[string]any{
 				"domains": []string{"example.test"},
-				"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")},
+				"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true},
 			},
 		},
 	}))

@@ -192,7 +192,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if e := checkAddress(to, true); e != nil {
 		return s.reject(e, zap.String("rcpt", to))
 	}
-	if !s.mayRelayTo(to) {
+	in := s.matchInput(to)
+	if !s.mayRelayTo(in) {
 		return s.reject(errRelayDenied, zap.String("rcpt", to), zap.String("from", s.from))
 	}
 	if int(s.cs.recipients.Add(1)) > s.srv.MaxRecipientsPerConnection {
@@ -201,6 +202,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.srv.app.limits.allow("rcpt-rate:"+s.srv.name+":"+s.srv.limitKey(s.ip), s.srv.RecipientRatePerIP, time.Minute) {
 		s.logger.Warn("recipient rate limit reached", zap.Int("recipient_rate_per_ip", s.srv.RecipientRatePerIP))
 		return s.refuse(errRcptRate)
+	}
+	if r := s.srv.app.routeFor(s.srv, in, false); r != nil {
+		if err := s.checkRecipient(r, &in); err != nil {
+			return err
+		}
 	}
 	rcpt := &queue.Recipient{Addr: to}
 	if opts != nil {
@@ -215,15 +221,21 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
-// mayRelayTo is relay control: the domains of the routes are open to
-// anyone; every other domain only to authenticated users and clients in
-// relay_networks.
-func (s *session) mayRelayTo(rcpt string) bool {
+// matchInput is what routes and checks see of a recipient of the current
+// transaction.
+func (s *session) matchInput(rcpt string) MatchInput {
 	in := MatchInput{Sender: s.from, Recipient: rcpt, RecipientDomain: queue.Domain(rcpt),
 		ClientIP: net.ParseIP(s.ip), Server: s.srv.name}
 	if s.identity != nil {
 		in.AuthUser = s.identity.Username
 	}
+	return in
+}
+
+// mayRelayTo is relay control: the domains of the routes are open to
+// anyone; every other domain only to authenticated users and clients in
+// relay_networks.
+func (s *session) mayRelayTo(in MatchInput) bool {
 	if s.srv.app.routeFor(s.srv, in, true) != nil {
 		return true
 	}

@@ -44,7 +44,7 @@ func TestOutOfTreeTargetAndMatcher(t *testing.T) {
 				},
 				map[string]any{
 					"domains": []string{"example.test"},
-					"deliver": map[string]any{"target": "maildir", "path": filepath.Join(mail, "{local}")},
+					"deliver": map[string]any{"target": "maildir", "path": filepath.Join(mail, "{local}"), "create_mailboxes": true},
 				},
 			},
 		}},

@@ -7,13 +7,19 @@ import (
 // UnmarshalCaddyfile sets up the maildir target from Caddyfile tokens, as
 // used inside a route block of the `smtp` global option. Syntax:
 //
-//	maildir <path>
+//	maildir <path> [create_mailboxes]
 func (m *Maildir) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume target name
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
 	m.Path = d.Val()
+	if d.NextArg() {
+		if d.Val() != "create_mailboxes" {
+			return d.Errf("maildir: unknown option '%s' (want create_mailboxes)", d.Val())
+		}
+		m.CreateMailboxes = true
+	}
 	if d.NextArg() {
 		return d.ArgErr()
 	}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
@@ -40,6 +42,15 @@ type Maildir struct {
 	// `/var/mail/{domain}/{local}`. Relative paths are relative to Caddy's
 	// working directory.
 	Path string `json:"path,omitempty"`
+
+	// CreateMailboxes makes a Maildir for every recipient whose directory
+	// does not exist yet. By default, when Path has `{local}` (one
+	// mailbox per user), a recipient whose directory does not exist is
+	// refused at RCPT with `550 5.1.1` (a gateway that invents mailboxes
+	// accepts mail for any guessed address); create the directories of
+	// the users that exist, or set this. A Path without `{local}` is one
+	// Maildir for all, created when needed. Default: false.
+	CreateMailboxes bool `json:"create_mailboxes,omitempty"`
 
 	hostname string
 	metrics  smtpapp.DeliveryMetrics
@@ -98,7 +109,11 @@ func (s maildirSession) Deliver(ctx context.Context, msg *queue.Message, rcpts [
 			continue
 		}
 		if err := s.m.deliverOne(msg, rcpt.Addr); err != nil {
-			res[i].Err = queue.TempFail("maildir delivery failed", err)
+			var de *queue.DeliveryError
+			if !errors.As(err, &de) {
+				de = queue.TempFail("maildir delivery failed", err)
+			}
+			res[i].Err = de
 			continue
 		}
 		res[i].Reply, res[i].Action = "250 2.0.0 delivered to maildir", "delivered"
@@ -107,8 +122,57 @@ func (s maildirSession) Deliver(ctx context.Context, msg *queue.Message, rcpts [
 	return res
 }
 
+// perUser reports whether every recipient has a mailbox of its own that
+// must exist (Path has {local} and CreateMailboxes is off).
+func (m *Maildir) perUser() bool {
+	return !m.CreateMailboxes && strings.Contains(m.Path, "{local}")
+}
+
+var (
+	errNoMailbox      = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "User unknown"}
+	errMailboxUnknown = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Mailbox temporarily unavailable, try again later"}
+)
+
+// mailboxExists reports whether the recipient's Maildir directory exists.
+func (m *Maildir) mailboxExists(rcpt string) (bool, error) {
+	fi, err := os.Stat(m.dirFor(rcpt))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return fi.IsDir(), nil
+}
+
+// CheckRecipient implements smtpapp.RecipientCheck: with one mailbox per
+// user, a recipient without one is unknown.
+func (m *Maildir) CheckRecipient(_ context.Context, in *smtpapp.CheckInput) smtpapp.Verdict {
+	if !m.perUser() {
+		return smtpapp.Accept()
+	}
+	ok, err := m.mailboxExists(in.Recipient)
+	switch {
+	case err != nil:
+		return smtpapp.Verdict{Result: smtpapp.VerdictTempfail, Reply: errMailboxUnknown, Reason: err.Error()}
+	case !ok:
+		return smtpapp.Verdict{Result: smtpapp.VerdictReject, Reply: errNoMailbox, Reason: "no maildir for the recipient"}
+	}
+	return smtpapp.Accept()
+}
+
 func (m *Maildir) deliverOne(msg *queue.Message, rcpt string) error {
 	dir := m.dirFor(rcpt)
+	if m.perUser() {
+		// Checked at RCPT already; the mailbox may have gone since.
+		ok, err := m.mailboxExists(rcpt)
+		if err != nil {
+			return queue.TempFail("maildir unavailable", err)
+		}
+		if !ok {
+			return &queue.DeliveryError{Code: 550, Enhanced: "5.1.1", Message: "no such mailbox"}
+		}
+	}
 	for _, sub := range []string{"tmp", "new", "cur"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return err
@@ -213,4 +277,5 @@ var (
 	_ caddy.Provisioner         = (*Maildir)(nil)
 	_ queue.Target              = (*Maildir)(nil)
 	_ smtpapp.TargetProvisioner = (*Maildir)(nil)
+	_ smtpapp.RecipientCheck    = (*Maildir)(nil)
 )
