@@ -3,7 +3,6 @@ package interop
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,19 +151,11 @@ func checkGatewayCopy(t *testing.T, g *gateway, host, qid string, orig []byte) s
 func TestGatewayRelaysToPostfix(t *testing.T) {
 	p := newPostfix(t, nil)
 	kp := newCert(t, p.conf, "smtpd", nil, false, "postfix.example.internal")
-	vmail := p.mkdirOwned("vmail")
-	vmap := p.writeFile("vmailbox", []byte("bob@example.test example.test/bob/\n"), 0o644)
+	vmail := p.virtualMailboxes("example.test", "bob")
 	for k, v := range map[string]string{
 		"smtpd_tls_security_level": "may",
 		"smtpd_tls_cert_file":      kp.cert,
 		"smtpd_tls_key_file":       kp.key,
-		"virtual_mailbox_domains":  "example.test",
-		"virtual_mailbox_base":     vmail,
-		// texthash: needs no postmap.
-		"virtual_mailbox_maps": "texthash:" + vmap,
-		"virtual_uid_maps":     "static:" + strconv.Itoa(p.uid),
-		"virtual_gid_maps":     "static:" + strconv.Itoa(p.gid),
-		"virtual_minimum_uid":  strconv.Itoa(p.uid),
 	} {
 		p.settings[k] = v
 	}

@@ -108,6 +108,31 @@ func (p *postfixInstance) writeFile(name string, data []byte, mode os.FileMode) 
 	return path
 }
 
+// virtualMailboxes makes the instance store mail for the given users of
+// domain in Maildirs under <instance>/vmail/<domain>/<user>/, and refuse
+// other users of the domain; it returns the vmail directory.
+func (p *postfixInstance) virtualMailboxes(domain string, users ...string) string {
+	p.t.Helper()
+	vmail := p.mkdirOwned("vmail")
+	var table strings.Builder
+	for _, u := range users {
+		fmt.Fprintf(&table, "%s@%s %s/%s/\n", u, domain, domain, u)
+	}
+	vmap := p.writeFile("vmailbox", []byte(table.String()), 0o644)
+	for k, v := range map[string]string{
+		"virtual_mailbox_domains": domain,
+		"virtual_mailbox_base":    vmail,
+		// texthash: needs no postmap.
+		"virtual_mailbox_maps": "texthash:" + vmap,
+		"virtual_uid_maps":     "static:" + strconv.Itoa(p.uid),
+		"virtual_gid_maps":     "static:" + strconv.Itoa(p.gid),
+		"virtual_minimum_uid":  strconv.Itoa(p.uid),
+	} {
+		p.settings[k] = v
+	}
+	return vmail
+}
+
 func (p *postfixInstance) mainCF() string {
 	base := map[string]string{
 		"compatibility_level":   "3.6",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -23,6 +24,25 @@ type RecipientCheck interface {
 	// CheckRecipient judges the recipient in.Recipient. It must return
 	// promptly (ctx carries the deadline) and be safe for concurrent use.
 	CheckRecipient(ctx context.Context, in *CheckInput) Verdict
+}
+
+// RecipientProber is implemented by delivery targets that can ask their
+// next hop whether it takes a recipient (an SMTP callout: EHLO, MAIL
+// FROM:<>, RCPT, RSET, QUIT, under the target's TLS policy), such as the
+// relay target.
+type RecipientProber interface {
+	// ProbeRecipient returns nil if the next hop takes rcpt, else a
+	// *queue.DeliveryError: permanent for a 5xx reply to RCPT, temporary
+	// for a 4xx reply and when the next hop cannot be asked.
+	ProbeRecipient(ctx context.Context, rcpt string) error
+}
+
+// RouteTargetUser is implemented by checks that work with the delivery
+// target of their route (a callout asks it about recipients). UseRouteTarget
+// is called once the route's target is provisioned; an error fails the
+// config.
+type RouteTargetUser interface {
+	UseRouteTarget(t queue.Target) error
 }
 
 // CheckInput is what a check sees of a transaction: the envelope so far
@@ -83,6 +103,11 @@ func (r *Route) provisionChecks(ctx caddy.Context) error {
 		name := "check"
 		if m, ok := mod.(caddy.Module); ok {
 			name = m.CaddyModule().ID.Name()
+		}
+		if u, ok := mod.(RouteTargetUser); ok {
+			if err := u.UseRouteTarget(r.target); err != nil {
+				return fmt.Errorf("check %s: %w", name, err)
+			}
 		}
 		r.checks = append(r.checks, namedCheck{name, c})
 	}

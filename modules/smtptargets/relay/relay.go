@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/smtptargets/smtpclient"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
@@ -183,6 +184,16 @@ func (r *Relay) Destination(*queue.Message, string) string { return "" }
 // Open implements queue.Target: the first host that answers gets the
 // session.
 func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
+	conn, h, err := r.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return smtpclient.New(conn, h.name, h.addr, r.metrics, true), nil
+}
+
+// connect dials the relay hosts in order and logs in to the first that
+// answers.
+func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error) {
 	var errs []string
 	for _, h := range r.hosts {
 		conn, err := smtpclient.Dial(ctx, h.addr, h.name, r.localName, tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)}, r.roots, time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
@@ -192,12 +203,45 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 		}
 		if err := r.login(conn, h.name); err != nil {
 			conn.Close()
-			return nil, err
+			return nil, h, err
 		}
-		return smtpclient.New(conn, h.name, h.addr, r.metrics, true), nil
+		return conn, h, nil
 	}
-	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
+	return nil, relayHost{}, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
 		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}
+}
+
+// ProbeRecipient implements smtpapp.RecipientProber: it asks the first
+// relay host that answers, as a delivery would (same TLS policy, same
+// login), whether it takes rcpt, with the null sender, and sends no
+// message.
+func (r *Relay) ProbeRecipient(ctx context.Context, rcpt string) error {
+	conn, _, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Client.Mail("", nil); err != nil {
+		return probeError(err, "MAIL FROM:<> refused")
+	}
+	err = conn.Client.Rcpt(rcpt, nil)
+	_ = conn.Client.Reset()
+	_ = conn.Client.Quit()
+	if err != nil {
+		return probeError(err, "recipient refused")
+	}
+	return nil
+}
+
+// probeError turns the relay's reply into a delivery error: permanent for
+// 5xx, temporary for anything else.
+func probeError(err error, what string) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &queue.DeliveryError{Temporary: se.Code < 500, Code: se.Code,
+			Enhanced: fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2]), Message: what, Err: err}
+	}
+	return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.2", Message: what, Err: err}
 }
 
 // login authenticates when credentials are configured, only over TLS
@@ -242,4 +286,5 @@ var (
 	_ caddy.Validator           = (*Relay)(nil)
 	_ queue.Target              = (*Relay)(nil)
 	_ smtpapp.TargetProvisioner = (*Relay)(nil)
+	_ smtpapp.RecipientProber   = (*Relay)(nil)
 )
