@@ -31,6 +31,7 @@
 //				}
 //				require_auth
 //				relay_networks <ip|cidr> [<ip|cidr>...]
+//				check <name> [<args...>] [{ ... }]   (e.g. dnsbl)
 //
 //				max_connections_per_ip        <n>|off
 //				connection_rate_per_ip        <n>|off
@@ -351,6 +352,10 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 		case "require_auth":
 			requireAuth = d.Token()
 			err = setOnce(d, scope, &srv.RequireAuth, flagArg)
+		case "check":
+			var raw json.RawMessage
+			raw, err = unmarshalCheck(d)
+			srv.Checks = append(srv.Checks, raw)
 		case "relay_networks":
 			if srv.RelayNetworks != nil {
 				return duplicateErr(d, scope)

@@ -185,6 +185,26 @@ func (r *Resolver) LookupIP(ctx context.Context, host string) ([]net.IP, error) 
 	return nil, worseError(errs[0], errs[1])
 }
 
+// LookupA returns the IPv4 addresses of name (A records, CNAMEs
+// followed), as a DNS blocklist answers; a name that does not exist is a
+// NotFound error.
+func (r *Resolver) LookupA(ctx context.Context, name string) ([]net.IP, error) {
+	if _, err := canonicalName(name); err != nil {
+		return nil, &Error{Name: name, Type: "A", Rcode: -1, Err: err}
+	}
+	a, err := r.lookup(ctx, name, dns.TypeA, false)
+	if err != nil {
+		return nil, err
+	}
+	var ips []net.IP
+	for _, rr := range a.rrs {
+		if rr, ok := rr.(*dns.A); ok {
+			ips = append(ips, rr.A)
+		}
+	}
+	return ips, nil
+}
+
 // worseError picks the error to report when neither address type was found:
 // a temporary failure beats NXDOMAIN, which beats NODATA.
 func worseError(a, b error) error {

@@ -95,23 +95,34 @@ func (r *Route) provisionChecks(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading checks: %w", err)
 	}
-	for i, mod := range mods.([]any) {
+	r.checks, err = recipientChecks(mods.([]any), r.target)
+	return err
+}
+
+// recipientChecks names the loaded check modules and gives those that
+// want it the route's target (nil for a server's checks).
+func recipientChecks(mods []any, target queue.Target) ([]namedCheck, error) {
+	var checks []namedCheck
+	for i, mod := range mods {
 		c, ok := mod.(RecipientCheck)
 		if !ok {
-			return fmt.Errorf("check %d: module %T does not judge recipients", i, mod)
+			return nil, fmt.Errorf("check %d: module %T does not judge recipients", i, mod)
 		}
 		name := "check"
 		if m, ok := mod.(caddy.Module); ok {
 			name = m.CaddyModule().ID.Name()
 		}
 		if u, ok := mod.(RouteTargetUser); ok {
-			if err := u.UseRouteTarget(r.target); err != nil {
-				return fmt.Errorf("check %s: %w", name, err)
+			if target == nil {
+				return nil, fmt.Errorf("check %s: works with a route's delivery target: put it in a route", name)
+			}
+			if err := u.UseRouteTarget(target); err != nil {
+				return nil, fmt.Errorf("check %s: %w", name, err)
 			}
 		}
-		r.checks = append(r.checks, namedCheck{name, c})
+		checks = append(checks, namedCheck{name, c})
 	}
-	return nil
+	return checks, nil
 }
 
 // checkRecipient runs the route's recipient checks, then its target's,
@@ -119,9 +130,15 @@ func (r *Route) provisionChecks(ctx caddy.Context) error {
 // rejection counts against the connection as a rejected command (which
 // bounds guessing of addresses).
 func (s *session) checkRecipient(r *Route, in *CheckInput) error {
-	checks := r.checks
-	if tc, ok := r.target.(RecipientCheck); ok {
-		checks = append(checks[:len(checks):len(checks)], namedCheck{"target", tc})
+	var checks []namedCheck
+	if s.identity == nil && !s.srv.relayNetworks.contains(s.ip) {
+		checks = append(checks, s.srv.checks...)
+	}
+	if r != nil {
+		checks = append(checks, r.checks...)
+		if tc, ok := r.target.(RecipientCheck); ok {
+			checks = append(checks, namedCheck{"target", tc})
+		}
 	}
 	for _, c := range checks {
 		ctx, cancel := context.WithTimeout(s.srv.app.ctx, checkTimeout)

@@ -3,7 +3,12 @@ package smtpapp_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
 )
 
 // TestRecipientListCheck: a route's recipients check takes the listed
@@ -85,5 +90,54 @@ func TestMaildirRefusesUnknownMailbox(t *testing.T) {
 	e.waitMail("example.test", "known", 1)
 	if _, err := os.Stat(filepath.Join(e.mail, "example.test", "invented")); !os.IsNotExist(err) {
 		t.Errorf("a mailbox was made for the unknown recipient (stat: %v)", err)
+	}
+}
+
+// TestDNSBLCheck: a server's dnsbl check asks each zone about the client
+// (served by a loopback DNS server) and refuses with 554 5.7.1 naming the
+// zone when the weights reach the threshold; an allow list takes weight
+// away; a zone's error code does not list; answers are cached; clients in
+// relay_networks are not checked.
+func TestDNSBLCheck(t *testing.T) {
+	dns := testdns.Start(t)
+	dns.AddA("1.0.0.127.bl.test", "127.0.0.2") // listed
+	dns.AddA("3.0.0.127.bl.test", "127.0.0.2") // listed, and allowed below
+	dns.AddA("3.0.0.127.wl.test", "127.0.0.2")
+	dns.AddA("4.0.0.127.bl.test", "127.255.255.254") // "query refused": an error, not a listing
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen":         []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"relay_networks": []string{"127.0.0.5"},
+			"checks": []any{map[string]any{"check": "dnsbl", "threshold": 5, "resolvers": []string{dns.Addr()},
+				"zones": []any{
+					map[string]any{"zone": "bl.test", "weight": 5},
+					map[string]any{"zone": "wl.test", "weight": -10},
+				}}},
+		}},
+	}))
+	addr := addrsOf(app, "mx")[0]
+	rcpt := func(from, want string) string {
+		d := dialFrom(t, from, addr)
+		d.expect("220")
+		d.cmd("EHLO client.example", "250")
+		d.cmd("MAIL FROM:<a@sender.test>", "250")
+		got := d.cmd("RCPT TO:<u@example.test>", want)
+		d.cmd("QUIT", "221")
+		return got
+	}
+	if got := rcpt("127.0.0.1", "554 5.7.1"); !strings.Contains(got, "[127.0.0.1] blocked using bl.test") {
+		t.Errorf("listed client refused with %q, want the zone named", got)
+	}
+	rcpt("127.0.0.1", "554 5.7.1")
+	if n := dns.Queries("1.0.0.127.bl.test", mdns.TypeA); n != 1 {
+		t.Errorf("bl.test asked %d times about 127.0.0.1, want 1 (cached)", n)
+	}
+	rcpt("127.0.0.2", "250")
+	rcpt("127.0.0.3", "250")
+	rcpt("127.0.0.4", "250")
+	rcpt("127.0.0.5", "250")
+	if n := dns.Queries("5.0.0.127.bl.test", mdns.TypeA); n != 0 {
+		t.Errorf("a relay_networks client was looked up %d times", n)
 	}
 }

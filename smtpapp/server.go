@@ -81,6 +81,15 @@ type Server struct {
 	// Default: the app's routes.
 	Routes []*Route `json:"routes,omitempty"`
 
+	// Checks judge every recipient of mail this server receives, at RCPT
+	// time, before the checks of the recipient's route (modules in the
+	// `smtp.checks` namespace, e.g. `{"check": "dnsbl", ...}`); the first
+	// that refuses decides the reply. Clients in relay_networks and
+	// authenticated users are not checked. Default: none.
+	Checks []json.RawMessage `json:"checks,omitempty" caddy:"namespace=smtp.checks inline_key=check"`
+
+	checks []namedCheck
+
 	// TLSConnectionPolicies configure STARTTLS and implicit TLS the Caddy
 	// way (protocols, cipher suites, curves, client authentication, ...).
 	// Whatever they say, this server always sets `default_sni` to its
@@ -327,6 +336,15 @@ func (s *Server) provision(ctx caddy.Context, app *App, name string) error {
 		}
 		if err := r.provision(ctx, app); err != nil {
 			return fmt.Errorf("route %d: %w", i, err)
+		}
+	}
+	if s.Checks != nil {
+		mods, err := ctx.LoadModule(s, "Checks")
+		if err != nil {
+			return fmt.Errorf("loading checks: %w", err)
+		}
+		if s.checks, err = recipientChecks(mods.([]any), nil); err != nil {
+			return err
 		}
 	}
 	s.slots = make(chan struct{}, s.MaxConnections)

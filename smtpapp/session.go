@@ -203,10 +203,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.logger.Warn("recipient rate limit reached", zap.Int("recipient_rate_per_ip", s.srv.RecipientRatePerIP))
 		return s.refuse(errRcptRate)
 	}
-	if r := s.srv.app.routeFor(s.srv, in, false); r != nil {
-		if err := s.checkRecipient(r, &in); err != nil {
-			return err
-		}
+	if err := s.checkRecipient(s.srv.app.routeFor(s.srv, in, false), &in); err != nil {
+		return err
 	}
 	rcpt := &queue.Recipient{Addr: to}
 	if opts != nil {

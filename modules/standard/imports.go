@@ -10,6 +10,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpauth/accounts"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/callout"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dnsbl"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/recipients"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
