@@ -141,3 +141,47 @@ func TestDNSBLCheck(t *testing.T) {
 		t.Errorf("a relay_networks client was looked up %d times", n)
 	}
 }
+
+// TestSPFCheck: the RFC 7208 results against records on a loopback DNS
+// server, each with its default action (and permerror set to reject):
+// pass, neutral, none and softfail are taken, fail gets 550 5.7.23,
+// temperror 451 4.4.3, permerror 550 5.7.24; the null sender is checked
+// by its HELO name.
+func TestSPFCheck(t *testing.T) {
+	dns := testdns.Start(t)
+	dns.AddTXT("pass.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.AddTXT("soft.test", "v=spf1 ip4:192.0.2.1 ~all")
+	dns.AddTXT("neutral.test", "v=spf1 ?all")
+	dns.AddTXT("other.test", "v=some other record")
+	dns.SetRcode("temp.test", mdns.TypeTXT, mdns.RcodeServerFailure)
+	dns.AddTXT("perm.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.AddTXT("perm.test", "v=spf1 -all") // two SPF records: permerror
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{map[string]any{"check": "spf", "permerror": "reject", "resolvers": []string{dns.Addr()}}},
+		}},
+	}))
+	addr := addrsOf(app, "mx")[0]
+	for _, tc := range []struct{ from, helo, sender, want string }{
+		{"127.0.0.1", "client.example", "a@pass.test", "250"},
+		{"127.0.0.2", "client.example", "a@pass.test", "550 5.7.23"},
+		{"127.0.0.1", "client.example", "a@soft.test", "250"},
+		{"127.0.0.1", "client.example", "a@neutral.test", "250"},
+		{"127.0.0.1", "client.example", "a@other.test", "250"},
+		{"127.0.0.1", "client.example", "a@temp.test", "451 4.4.3"},
+		{"127.0.0.1", "client.example", "a@perm.test", "550 5.7.24"},
+		{"127.0.0.1", "pass.test", "", "250"},
+		{"127.0.0.2", "pass.test", "", "550 5.7.23"},
+	} {
+		d := dialFrom(t, tc.from, addr)
+		d.expect("220")
+		d.cmd("EHLO "+tc.helo, "250")
+		d.cmd("MAIL FROM:<"+tc.sender+">", "250")
+		if got := d.cmd("RCPT TO:<u@example.test>", tc.want); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s from %s (HELO %s): %q, want %s", tc.sender, tc.from, tc.helo, got, tc.want)
+		}
+		d.cmd("QUIT", "221")
+	}
+}

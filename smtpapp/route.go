@@ -88,6 +88,8 @@ type MatchInput struct {
 	AuthUser string
 	// Server is the name of the server that accepted the message.
 	Server string
+	// Helo is the name the client gave in EHLO/HELO.
+	Helo string
 }
 
 // NewMatchInput builds the matcher input for one recipient of a message.
@@ -99,6 +101,7 @@ func NewMatchInput(m *queue.Message, rcpt string) MatchInput {
 		ClientIP:        net.ParseIP(m.Client.Addr),
 		AuthUser:        m.Client.AuthUser,
 		Server:          m.Server,
+		Helo:            m.Client.Helo,
 	}
 }
 

@@ -223,7 +223,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // transaction.
 func (s *session) matchInput(rcpt string) MatchInput {
 	in := MatchInput{Sender: s.from, Recipient: rcpt, RecipientDomain: queue.Domain(rcpt),
-		ClientIP: net.ParseIP(s.ip), Server: s.srv.name}
+		ClientIP: net.ParseIP(s.ip), Server: s.srv.name, Helo: s.conn.Hostname()}
 	if s.identity != nil {
 		in.AuthUser = s.identity.Username
 	}
