@@ -45,6 +45,7 @@
 //				max_auth_failures             <n>
 //				max_session_duration          <duration>
 //				tls_handshake_timeout         <duration>
+//				greeting_delay                <duration>
 //			}
 //
 //			queue {
@@ -385,6 +386,8 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 			err = setOnce(d, scope, &srv.MaxSessionDuration, durationArg)
 		case "tls_handshake_timeout":
 			err = setOnce(d, scope, &srv.TLSHandshakeTimeout, durationArg)
+		case "greeting_delay":
+			err = setOnce(d, scope, &srv.GreetingDelay, durationArg)
 		case "tls":
 			if len(srv.TLSConnectionPolicies) > 0 {
 				return duplicateErr(d, scope)

@@ -185,3 +185,23 @@ func TestSPFCheck(t *testing.T) {
 		d.cmd("QUIT", "221")
 	}
 }
+
+// TestGreetingDelayRefusesEarlyTalkers: with greeting_delay, a client that
+// sends a command before the greeting is refused with 554 5.5.1 and the
+// connection closed; one that waits gets the greeting and is served.
+func TestGreetingDelayRefusesEarlyTalkers(t *testing.T) {
+	e := newTestEnv(t)
+	addr := e.start(map[string]any{"greeting_delay": "2s"})[0]
+
+	early := dial(t, addr)
+	early.raw("EHLO impatient.example\r\n")
+	early.expect("554 5.5.1", "talked before the greeting")
+	assertClosed(t, early)
+
+	d := dial(t, addr)
+	d.expect("220")
+	d.cmd("EHLO patient.example", "250")
+	if r := d.sendMail("a@sender.test", "u@example.test", "Subject: waited\r\n\r\nok"); !strings.HasPrefix(r, "250") {
+		t.Fatalf("the patient client's message: %q", r)
+	}
+}

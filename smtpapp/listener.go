@@ -194,6 +194,10 @@ func (l *listener) handle(c net.Conn) *trackedConn {
 	tc := l.srv.track(c, ip)
 	if l.cfg.TLS != TLSImplicit {
 		tc.plain = new(plainFilter)
+		if l.srv.GreetingDelay > 0 {
+			go l.greetLater(tc)
+			return tc
+		}
 		if !l.feed.deliver(tc) {
 			tc.Close()
 		}
@@ -216,6 +220,33 @@ func (l *listener) handle(c net.Conn) *trackedConn {
 		}
 	}()
 	return tc
+}
+
+// greetLater waits greeting_delay before go-smtp greets the client, and
+// refuses a client that sends anything in that time.
+func (l *listener) greetLater(tc *trackedConn) {
+	delay := time.Duration(l.srv.GreetingDelay)
+	_ = tc.Conn.SetReadDeadline(time.Now().Add(delay))
+	var b [1]byte
+	n, err := tc.Conn.Read(b[:])
+	_ = tc.Conn.SetReadDeadline(time.Time{})
+	var ne net.Error
+	switch {
+	case n > 0:
+		l.srv.logger.Warn("client talked before the greeting; refused", zap.String("remote_ip", tc.ip),
+			zap.Duration("greeting_delay", delay))
+		l.srv.app.metrics.connectionsRefused.WithLabelValues(l.srv.name, "early_talker").Inc()
+		_ = tc.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, _ = fmt.Fprintf(tc.Conn, "554 5.5.1 %s Protocol error: you talked before the greeting\r\n", l.srv.Hostname)
+		tc.closeFor("early_talker")
+		return
+	case errors.As(err, &ne) && ne.Timeout():
+		if !l.feed.deliver(tc) {
+			tc.Close()
+		}
+	default:
+		tc.Close() // the client went away
+	}
 }
 
 // admit applies the connection limits of the server to a new connection

@@ -173,6 +173,15 @@ type Server struct {
 	// listeners. Default: 10s.
 	TLSHandshakeTimeout caddy.Duration `json:"tls_handshake_timeout,omitempty"`
 
+	// GreetingDelay holds the greeting back this long on plaintext and
+	// STARTTLS listeners, and refuses a client that talks before it (an
+	// "early talker", RFC 5321 section 4.3.1: spam software often does)
+	// with `554 5.5.1` and a closed connection, as Postfix's postscreen
+	// does. Each connection waits that long for its greeting, holding its
+	// connection slot. Not on implicit TLS listeners, where the client
+	// speaks first. Default: 0 (off).
+	GreetingDelay caddy.Duration `json:"greeting_delay,omitempty"`
+
 	// CertificateWait is how long a TLS handshake is held when the
 	// certificate for the server's hostname is not available yet (just
 	// after start, or after a reload added the name) before it fails.
@@ -368,7 +377,7 @@ func (s *Server) validate() error {
 	if s.MaxMessageSize < 0 || s.MaxRecipients < 0 || s.MaxConnections < 0 || s.MaxLineLength < 0 {
 		return errors.New("limits must not be negative")
 	}
-	if s.ReadTimeout < 0 || s.WriteTimeout < 0 || s.CertificateWait < 0 || s.MaxSessionDuration < 0 || s.TLSHandshakeTimeout < 0 {
+	if s.ReadTimeout < 0 || s.WriteTimeout < 0 || s.CertificateWait < 0 || s.MaxSessionDuration < 0 || s.TLSHandshakeTimeout < 0 || s.GreetingDelay < 0 {
 		return errors.New("timeouts must not be negative")
 	}
 	if s.LimitIPv4Prefix < 0 || s.LimitIPv4Prefix > 32 {
