@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -238,6 +239,14 @@ func (l *listener) greetLater(tc *trackedConn) {
 		l.srv.app.metrics.connectionsRefused.WithLabelValues(l.srv.name, "early_talker").Inc()
 		_ = tc.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_, _ = fmt.Fprintf(tc.Conn, "554 5.5.1 %s Protocol error: you talked before the greeting\r\n", l.srv.Hostname)
+		// Closing with unread input would reset the connection, and the
+		// reset can overtake the reply: end our side, then read what the
+		// client sent (bounded) before closing.
+		if cw, ok := tc.Conn.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		_ = tc.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(tc.Conn, 64<<10))
 		tc.closeFor("early_talker")
 		return
 	case errors.As(err, &ne) && ne.Timeout():
