@@ -75,7 +75,7 @@ import (
 // quarters, and done records always go ahead. While space is low, a
 // mostly dead active segment is rotated so that compaction can delete it
 // (an active segment without live messages is also rotated once it
-// reaches a quarter of segLimit). A done record that still cannot be
+// reaches a quarter of segLimit or MinFree, whichever is less). A done record that still cannot be
 // written is retried with the next one.
 //
 // A failed sync leaves the log in doubt: the records written since the
@@ -704,7 +704,7 @@ func (s *Store) Remove(id string) error {
 func (s *Store) compact() error {
 	low := s.space.Low()
 	if a := s.active(); s.off >= min(segMinReclaim, s.limit/4) &&
-		(a.live == 0 && s.off >= s.limit/4 || low && a.liveBytes*2 < s.off) {
+		(a.live == 0 && s.off >= min(s.limit/4, s.space.MinFree()) || low && a.liveBytes*2 < s.off) {
 		// The active segment is never deleted: start another so that
 		// this one can go.
 		if err := s.rotate(); err != nil {

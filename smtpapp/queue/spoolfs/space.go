@@ -20,8 +20,9 @@ const spaceCheckEvery = time.Second
 // that a store can refuse new messages while keeping room for the state
 // records of the messages it holds (done marks, retry updates, copies made
 // by compaction). Below MinFree new messages are refused; state records
-// may dig into the reserve (see Allows). The state changes are logged: a
-// warning when space runs low, info when it is back.
+// may dig into the reserve (see Allows). Once low, the state clears when
+// one and a half times MinFree is free again. The state changes are
+// logged: a warning when space runs low, info when it is back.
 type Space struct {
 	dir     string
 	logger  *zap.Logger
@@ -74,7 +75,17 @@ func (s *Space) refresh(force bool) {
 		return
 	}
 	s.checked, s.free = time.Now(), free
-	s.setLow(free < s.minFree)
+	s.setLow(s.below(free))
+}
+
+// below reports whether free is short of the line: MinFree, or half as
+// much again once low (so that acceptance does not flap around the line).
+// Caller holds mu.
+func (s *Space) below(free int64) bool {
+	if s.low {
+		return free < s.minFree+s.minFree/2
+	}
+	return free < s.minFree
 }
 
 // setLow records the state, logging a change. Caller holds mu.
@@ -123,7 +134,15 @@ func (s *Space) Allows(n int64, r Reserve) bool {
 	case Reclaim:
 		keep /= 4
 	}
-	return s.free-n >= keep
+	if s.free-n >= keep {
+		return true
+	}
+	if r == NewMessage {
+		// A message that does not fit: refuse the next ones at MAIL
+		// until space is back.
+		s.setLow(true)
+	}
+	return false
 }
 
 // Used counts n bytes just written against the cached free space.
@@ -131,7 +150,7 @@ func (s *Space) Used(n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.free -= n
-	if s.free < s.minFree {
+	if s.below(s.free) {
 		// Near the line: trust the file system, not the estimate.
 		s.refresh(true)
 	}
