@@ -68,9 +68,11 @@ func OpenWith(dir string, opts Options) (*Store, error) {
 // StorageLow implements queue.SpaceWatcher.
 func (s *Store) StorageLow() bool { return s.space.Low() }
 
-// noSpace turns running out of space into queue.ErrInsufficientStorage.
-func noSpace(err error) error {
+// noSpace turns running out of space into queue.ErrInsufficientStorage
+// (and the low state).
+func (s *Store) noSpace(err error) error {
 	if errors.Is(err, syscall.ENOSPC) {
+		s.space.NoSpace()
 		return fmt.Errorf("%w: %w", queue.ErrInsufficientStorage, err)
 	}
 	return err
@@ -108,7 +110,7 @@ type dirBody struct {
 
 func (b *dirBody) Write(p []byte) (int, error) {
 	n, err := b.w.Write(p)
-	return n, noSpace(err)
+	return n, b.s.noSpace(err)
 }
 
 func (b *dirBody) Commit(m *queue.Message) error {
@@ -120,7 +122,7 @@ func (b *dirBody) Commit(m *queue.Message) error {
 		b.Abort()
 	}
 	b.done = true
-	return noSpace(err)
+	return b.s.noSpace(err)
 }
 
 func (b *dirBody) commit(m *queue.Message) error {
@@ -252,7 +254,7 @@ func (s *Store) Save(m *queue.Message) error {
 	tmp := filepath.Join(s.dir, "tmp", m.ID+".json")
 	if err := spoolfs.WriteJSON(tmp, m); err != nil {
 		os.Remove(tmp)
-		return noSpace(err)
+		return s.noSpace(err)
 	}
 	if err := os.Rename(tmp, s.msgPath(m.ID, ".json")); err != nil {
 		os.Remove(tmp)

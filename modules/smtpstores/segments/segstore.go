@@ -555,10 +555,17 @@ func (b *segBody) Write(p []byte) (int, error) {
 		n, err = b.buf.Write(p)
 	}
 	b.n += int64(n)
+	return n, b.s.noSpace(err)
+}
+
+// noSpace turns running out of space into queue.ErrInsufficientStorage
+// (and the low state).
+func (s *Store) noSpace(err error) error {
 	if errors.Is(err, syscall.ENOSPC) {
-		err = fmt.Errorf("%w: %w", queue.ErrInsufficientStorage, err)
+		s.space.NoSpace()
+		return fmt.Errorf("%w: %w", queue.ErrInsufficientStorage, err)
 	}
-	return n, err
+	return err
 }
 
 func (b *segBody) Commit(m *queue.Message) error {
@@ -663,9 +670,7 @@ func (s *Store) appendChecked(typ byte, id string, env []byte, body io.Reader, b
 		return nil, 0, queue.ErrInsufficientStorage
 	}
 	seg, off, err := s.appendRecord(typ, id, env, body, bodyLen)
-	if errors.Is(err, syscall.ENOSPC) {
-		err = fmt.Errorf("%w: %w", queue.ErrInsufficientStorage, err)
-	}
+	err = s.noSpace(err)
 	if err == nil {
 		s.space.Used(total)
 	}

@@ -13,7 +13,10 @@ import (
 const DefaultMinFree = 256 << 20
 
 // spaceCheckEvery is how long a statfs result is trusted; writes through
-// the spool count against it in between (see Space.Used).
+// the spool count against it in between (see Space.Used). Near the line
+// (less than twice MinFree free) every check asks the file system, as the
+// estimate misses what the file system adds (blocks, inodes, others'
+// files).
 const spaceCheckEvery = time.Second
 
 // Space watches the free space of the file system that holds a spool, so
@@ -106,8 +109,21 @@ func (s *Space) setLow(low bool) {
 func (s *Space) Low() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh(false)
+	s.refresh(s.near(0))
 	return s.low
+}
+
+// near reports whether n more bytes would bring the cached free space
+// within twice MinFree. Caller holds mu.
+func (s *Space) near(n int64) bool { return s.free-n < 2*s.minFree }
+
+// NoSpace records that a write failed with ENOSPC: new messages are
+// refused until space is back.
+func (s *Space) NoSpace() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refresh(true)
+	s.setLow(true)
 }
 
 // Reserve is how much of the reserve (MinFree) a write may use.
@@ -126,7 +142,7 @@ const (
 func (s *Space) Allows(n int64, r Reserve) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refresh(false)
+	s.refresh(s.near(n))
 	keep := s.minFree
 	switch r {
 	case StateUpdate:
@@ -150,7 +166,7 @@ func (s *Space) Used(n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.free -= n
-	if s.below(s.free) {
+	if s.near(0) {
 		// Near the line: trust the file system, not the estimate.
 		s.refresh(true)
 	}
