@@ -58,6 +58,7 @@
 //				messages_per_connection <n>
 //				max_return_size         <size>
 //				idle_timeout            <duration>
+//				min_free                <size>
 //				store                   segments|files
 //			}
 //
@@ -501,6 +502,8 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 			err = setOnce(d, scope, &q.MaxReturnSize, sizeArg)
 		case "idle_timeout":
 			err = setOnce(d, scope, &q.IdleTimeout, durationArg)
+		case "min_free":
+			err = setOnce(d, scope, &q.MinFree, sizeArg)
 		case "store":
 			if q.Store != nil {
 				return nil, duplicateErr(d, scope)

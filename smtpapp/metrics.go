@@ -61,6 +61,13 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		n, _ := a.queueStats()
 		return float64(n)
 	})
+	f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "queue_storage_low",
+		Help: "1 while the spool refuses new messages for want of free space (queue.min_free), else 0."}, func() float64 {
+		if q := a.queue; q != nil && q.StorageLow() {
+			return 1
+		}
+		return 0
+	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "queue_oldest_message_age_seconds",
 		Help: "Age of the oldest message in the queue (0 when empty)."}, func() float64 {
 		_, oldest := a.queueStats()

@@ -149,6 +149,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.srv.draining.Load() {
 		return s.refuse(errShuttingDown)
 	}
+	if s.srv.app.queue.StorageLow() {
+		s.logger.Warn("message refused: spool storage low", zap.Int("code", errStorageLow.Code), zap.String("enhanced_code", "4.3.1"))
+		return s.refuse(errStorageLow)
+	}
 	if s.hasFrom {
 		return s.reject(errNestedMail, zap.String("from", from))
 	}
@@ -265,6 +269,9 @@ func (s *session) Data(r io.Reader) error {
 			// The client went away or stopped sending: not our failure.
 			log.Info("message not received: the client did not complete it", zap.Error(cerr.err))
 			serr = errIncomplete
+		case errors.Is(err, queue.ErrInsufficientStorage):
+			log.Warn("message refused: spool storage low", zap.Error(err))
+			serr = errStorageLow
 		case !errors.As(err, &serr):
 			log.Error("queueing message failed", zap.Error(err))
 			serr = errLocalFailure

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
@@ -55,6 +56,16 @@ type QueueConfig struct {
 	// Default: 1048576 (1 MiB).
 	MaxReturnSize int64 `json:"max_return_size,omitempty"`
 
+	// MinFree is the free space, in bytes, that the spool keeps on its
+	// file system for the state of the messages it holds (done marks,
+	// retry updates, compaction). While less is free, new messages are
+	// refused with `452 4.3.1 Insufficient system storage` at MAIL (or at
+	// the end of DATA when the transfer used up the rest); deliveries go
+	// on, and acceptance resumes by itself once space is back. The
+	// Caddyfile takes sizes such as `64MiB`. Default: 5% of the file
+	// system or 256 MiB, whichever is less.
+	MinFree int64 `json:"min_free,omitempty"`
+
 	// Store is the spool format: a module of the `smtp.queue.stores`
 	// namespace, named by its `module` key.
 	//
@@ -73,6 +84,12 @@ type QueueConfig struct {
 
 	opener StoreOpener // the loaded Store module
 }
+
+// errStorageLow refuses new messages while the spool keeps its remaining
+// space for the messages it holds (RFC 3463: 4.3.1).
+var errStorageLow = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
+
+func init() { rejectReasons[errStorageLow] = "storage_low" }
 
 // queues holds one queue per spool directory. A reload acquires the queue
 // before the old config releases it, so the same scheduler keeps running
@@ -104,7 +121,7 @@ func (a *App) provisionQueue() error {
 	}
 	a.Queue.Path = abs
 	if a.Queue.MaxAge < 0 || a.Queue.RetryInitial < 0 || a.Queue.RetryMax < 0 ||
-		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 || a.Queue.IdleTimeout < 0 {
+		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 || a.Queue.IdleTimeout < 0 || a.Queue.MinFree < 0 {
 		return fmt.Errorf("queue: values must not be negative")
 	}
 	return a.Queue.loadStore(a.ctx)
@@ -156,7 +173,7 @@ func (a *App) queueConfig() queue.Config {
 func (a *App) startQueue() error {
 	logger := a.logger.Named("queue")
 	val, _, err := queues.LoadOrNew(a.Queue.Path, func() (caddy.Destructor, error) {
-		store, err := a.Queue.opener.OpenStore(StoreEnv{Dir: a.Queue.Path, Logger: logger})
+		store, err := a.Queue.opener.OpenStore(StoreEnv{Dir: a.Queue.Path, Logger: logger, MinFree: a.Queue.MinFree})
 		if err != nil {
 			return nil, err
 		}

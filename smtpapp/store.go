@@ -23,4 +23,8 @@ type StoreEnv struct {
 	Dir string
 	// Logger is the queue's logger.
 	Logger *zap.Logger
+	// MinFree is the free space (bytes) the store keeps for the state of
+	// the messages it holds (`queue.min_free`); below it new messages are
+	// refused with 452 4.3.1. 0 means the store's default.
+	MinFree int64
 }

@@ -238,6 +238,13 @@ func (q *Queue) Commit(w BodyWriter, m *Message) error {
 	return nil
 }
 
+// StorageLow reports whether the store refuses new messages for want of
+// space (false for stores that do not watch it).
+func (q *Queue) StorageLow() bool {
+	sw, ok := q.store.(SpaceWatcher)
+	return ok && sw.StorageLow()
+}
+
 // Len returns the number of messages in the queue.
 func (q *Queue) Len() int {
 	q.mu.Lock()

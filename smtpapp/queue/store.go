@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"io"
 )
 
@@ -32,4 +33,16 @@ type BodyWriter interface {
 	io.Writer
 	Commit(m *Message) error
 	Abort()
+}
+
+// ErrInsufficientStorage is what Create and Commit return (wrapped) when a
+// store keeps its remaining space for the messages it already holds: the
+// client should try again later (452 4.3.1).
+var ErrInsufficientStorage = errors.New("insufficient storage for new messages")
+
+// SpaceWatcher is implemented by stores that manage their free space.
+type SpaceWatcher interface {
+	// StorageLow reports whether new messages are refused for want of
+	// space. Deliveries and done marks go on meanwhile.
+	StorageLow() bool
 }

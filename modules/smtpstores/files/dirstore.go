@@ -9,6 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+
+	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
@@ -23,20 +26,56 @@ import (
 // fsyncs the JSON, renames both into msg/ (body first) and fsyncs msg/.
 // Directory syncs of concurrent commits are combined (group commit).
 // held-domains.json keeps the recipient domains whose delivery is held.
+//
+// Space: below MinFree free bytes (see spoolfs.Space) new messages are
+// refused with queue.ErrInsufficientStorage, at Create and again at
+// Commit (the body may have used the rest); envelope updates may use half
+// of the reserve. Removing a message needs no space.
 type Store struct {
-	dir  string
-	lock *os.File
-	sync *spoolfs.GroupSync
+	dir   string
+	lock  *os.File
+	sync  *spoolfs.GroupSync
+	space *spoolfs.Space
+}
+
+// Options are the settings of a files spool.
+type Options struct {
+	// MinFree is the free space kept for the envelopes of queued
+	// messages; 0 means the spoolfs.NewSpace default.
+	MinFree int64
+	// Logger gets the changes of the space state.
+	Logger *zap.Logger
 }
 
 // Open opens (creating if needed) a spool directory and takes its
 // lock. It fails if another process holds the spool.
-func Open(dir string) (*Store, error) {
+func Open(dir string) (*Store, error) { return OpenWith(dir, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(dir string, opts Options) (*Store, error) {
 	lock, err := spoolfs.Lock(dir, "msg")
 	if err != nil {
 		return nil, err
 	}
-	return &Store{dir: dir, lock: lock, sync: spoolfs.NewDirSync(filepath.Join(dir, "msg"))}, nil
+	space, err := spoolfs.NewSpace(dir, opts.MinFree, opts.Logger)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return &Store{dir: dir, lock: lock, sync: spoolfs.NewDirSync(filepath.Join(dir, "msg")), space: space}, nil
+}
+
+// StorageLow implements queue.SpaceWatcher.
+func (s *Store) StorageLow() bool { return s.space.Low() }
+
+// noSpace turns running out of space into queue.ErrInsufficientStorage
+// (and the low state).
+func (s *Store) noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		s.space.NoSpace()
+		return fmt.Errorf("%w: %w", queue.ErrInsufficientStorage, err)
+	}
+	return err
 }
 
 // Dir returns the spool directory.
@@ -50,6 +89,9 @@ func (s *Store) msgPath(id, ext string) string {
 func (s *Store) Create(id string) (queue.BodyWriter, error) {
 	if !queue.ValidID(id) {
 		return nil, fmt.Errorf("invalid message id %q", id)
+	}
+	if s.space.Low() {
+		return nil, queue.ErrInsufficientStorage
 	}
 	f, err := os.OpenFile(filepath.Join(s.dir, "tmp", id+".eml"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -66,7 +108,10 @@ type dirBody struct {
 	done bool
 }
 
-func (b *dirBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+func (b *dirBody) Write(p []byte) (int, error) {
+	n, err := b.w.Write(p)
+	return n, b.s.noSpace(err)
+}
 
 func (b *dirBody) Commit(m *queue.Message) error {
 	if b.done {
@@ -77,7 +122,7 @@ func (b *dirBody) Commit(m *queue.Message) error {
 		b.Abort()
 	}
 	b.done = true
-	return err
+	return b.s.noSpace(err)
 }
 
 func (b *dirBody) commit(m *queue.Message) error {
@@ -89,7 +134,11 @@ func (b *dirBody) commit(m *queue.Message) error {
 		return err
 	}
 	m.ID, m.Size = b.id, st.Size()
-	if err := b.f.Sync(); err != nil {
+	b.s.space.Used(st.Size())
+	if !b.s.space.Allows(0, spoolfs.NewMessage) {
+		return queue.ErrInsufficientStorage
+	}
+	if err := spoolfs.Fsync(b.f); err != nil {
 		return err
 	}
 	if err := b.f.Close(); err != nil {
@@ -199,10 +248,13 @@ func (s *Store) quarantine(id string) {
 
 // Save implements queue.Store: the envelope is replaced atomically.
 func (s *Store) Save(m *queue.Message) error {
+	if !s.space.Allows(4096, spoolfs.StateUpdate) {
+		return fmt.Errorf("saving message %s: %w", m.ID, queue.ErrInsufficientStorage)
+	}
 	tmp := filepath.Join(s.dir, "tmp", m.ID+".json")
 	if err := spoolfs.WriteJSON(tmp, m); err != nil {
 		os.Remove(tmp)
-		return err
+		return s.noSpace(err)
 	}
 	if err := os.Rename(tmp, s.msgPath(m.ID, ".json")); err != nil {
 		os.Remove(tmp)
@@ -221,6 +273,7 @@ func (s *Store) Remove(id string) error {
 	if err := os.Remove(s.msgPath(id, ".eml")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	s.space.Freed()
 	return nil
 }
 

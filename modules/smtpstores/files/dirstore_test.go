@@ -54,3 +54,10 @@ func TestStore(t *testing.T) { queuetest.RunStoreTests(t, openStore) }
 
 // TestQueue runs the queue scenarios on files stores.
 func TestQueue(t *testing.T) { queuetest.RunQueueTests(t, openStore) }
+
+// TestSpace runs the free-space scenario on the files store.
+func TestSpace(t *testing.T) {
+	queuetest.RunSpaceTests(t, func(dir string, minFree int64) (queue.Store, error) {
+		return OpenWith(dir, Options{MinFree: minFree})
+	})
+}

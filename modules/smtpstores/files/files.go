@@ -25,7 +25,8 @@ func init() {
 // non-empty `segments/*.seg`) is refused: they would never be delivered.
 // After draining it with the segments store, remove `segments/` to switch.
 //
-// It has no options: `"store": "files"`, or `{"module": "files"}`.
+// Its free-space reserve is `queue.min_free`. It has no options of its
+// own: `"store": "files"`, or `{"module": "files"}`.
 type Opener struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -41,7 +42,7 @@ func (Opener) OpenStore(env smtpapp.StoreEnv) (queue.Store, error) {
 	if err := spoolfs.RefuseOtherFormat(env.Dir, "files", "segments/*.seg"); err != nil {
 		return nil, err
 	}
-	return Open(env.Dir)
+	return OpenWith(env.Dir, Options{MinFree: env.MinFree, Logger: env.Logger})
 }
 
 // Interface guards

@@ -26,7 +26,8 @@ func init() {
 // is refused: they would never be delivered. Drain it with the files
 // store first.
 //
-// It has no options: `"store": "segments"`, or `{"module": "segments"}`.
+// Its free-space reserve is `queue.min_free`. It has no options of its
+// own: `"store": "segments"`, or `{"module": "segments"}`.
 type Opener struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -42,7 +43,7 @@ func (Opener) OpenStore(env smtpapp.StoreEnv) (queue.Store, error) {
 	if err := spoolfs.RefuseOtherFormat(env.Dir, "segments", "msg/*.json"); err != nil {
 		return nil, err
 	}
-	return Open(env.Dir)
+	return OpenWith(env.Dir, Options{MinFree: env.MinFree, Logger: env.Logger})
 }
 
 // Interface guards

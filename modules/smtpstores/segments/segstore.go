@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 )
@@ -65,6 +67,21 @@ import (
 // the copy is fdatasynced, and the old segment is deleted. On Load a later
 // msg record for an id replaces an earlier one, and env/done records for
 // ids without a msg record (their segment is gone) are ignored.
+//
+// Space: the store keeps MinFree bytes of the file system free for the
+// state records of the messages it holds (see spoolfs.Space). Below it,
+// Create and Commit refuse new messages with queue.ErrInsufficientStorage;
+// env records may use half the reserve, copies made by compaction three
+// quarters, and done records always go ahead. While space is low, a
+// mostly dead active segment is rotated so that compaction can delete it
+// (an active segment without live messages is also rotated once it
+// reaches a quarter of segLimit or MinFree, whichever is less). A done record that still cannot be
+// written is retried with the next one.
+//
+// A failed sync leaves the log in doubt: the records written since the
+// last good sync are cut off (their commits fail, so a message answered
+// with an error is not delivered after a restart) and the store refuses
+// further writes until it is opened again.
 type Store struct {
 	dir  string
 	lock *os.File
@@ -81,6 +98,17 @@ type Store struct {
 	loadErr error // damage found by scan, reported by Load
 	limit   int64
 	memBody int
+	space   *spoolfs.Space
+	pending []string // ids whose done record could not be written yet
+}
+
+// Options are the settings of a segment spool.
+type Options struct {
+	// MinFree is the free space kept for state records; 0 means the
+	// spoolfs.NewSpace default.
+	MinFree int64
+	// Logger gets the changes of the space state.
+	Logger *zap.Logger
 }
 
 type segment struct {
@@ -90,6 +118,7 @@ type segment struct {
 	live      int      // live messages whose body is here
 	liveBytes int64
 	size      int64
+	synced    int64 // bytes covered by a successful sync
 }
 
 type segEntry struct {
@@ -109,6 +138,10 @@ const (
 	segLimit   = 64 << 20
 	segMemBody = 256 << 10
 	segMaxOld  = 8
+
+	// segMinReclaim is the smallest active segment rotated to reclaim
+	// its dead records.
+	segMinReclaim = 64 << 10
 )
 
 var segCRC = crc32.MakeTable(crc32.Castagnoli)
@@ -116,17 +149,31 @@ var segCRC = crc32.MakeTable(crc32.Castagnoli)
 // Open opens (creating if needed) a segment spool, takes its
 // lock and reads the segments (see Store).
 func Open(dir string) (*Store, error) {
-	return open(dir, segLimit, segMemBody)
+	return OpenWith(dir, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(dir string, opts Options) (*Store, error) {
+	return openWith(dir, segLimit, segMemBody, opts)
 }
 
 func open(dir string, limit int64, memBody int) (*Store, error) {
+	return openWith(dir, limit, memBody, Options{})
+}
+
+func openWith(dir string, limit int64, memBody int, opts Options) (*Store, error) {
 	lock, err := spoolfs.Lock(dir, "segments")
 	if err != nil {
 		return nil, err
 	}
+	space, err := spoolfs.NewSpace(dir, opts.MinFree, opts.Logger)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
 	s := &Store{
 		dir: dir, lock: lock, index: make(map[string]*segEntry),
-		limit: limit, memBody: memBody,
+		limit: limit, memBody: memBody, space: space,
 		fsync: fdatasync,
 	}
 	s.sync = spoolfs.NewGroupSync(s.syncActive)
@@ -191,7 +238,7 @@ func (s *Store) scan() error {
 			}
 			s.off = end
 		}
-		seg.size = end
+		seg.size, seg.synced = end, end
 	}
 	if len(s.segs) == 0 {
 		if err := s.newSegment(1); err != nil {
@@ -316,9 +363,10 @@ func (s *Store) active() *segment { return s.segs[len(s.segs)-1] }
 func (s *Store) rotate() error {
 	cur := s.active()
 	if err := s.fsync(cur.f); err != nil {
-		s.err = fmt.Errorf("syncing segment: %w", err)
+		s.inDoubt(cur, err)
 		return s.err
 	}
+	cur.synced = cur.size
 	if err := s.newSegment(cur.seq + 1); err != nil {
 		return err
 	}
@@ -333,26 +381,57 @@ func (s *Store) rotate() error {
 // Bytes written to an older segment were synced when it was rotated.
 func (s *Store) syncActive() error {
 	s.mu.Lock()
-	f := s.active().f
+	if s.err != nil {
+		// In doubt: the records waiting for this sync were cut off.
+		defer s.mu.Unlock()
+		return s.err
+	}
+	seg := s.active()
+	f, end := seg.f, s.off
 	s.mu.Unlock()
 	err := s.fsync(f)
-	if err != nil {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if f.Fd() == ^uintptr(0) || s.active().f != f {
-			// Rotated (and closed) meanwhile: rotate synced it in full.
-			return nil
-		}
-		if s.err == nil {
-			s.err = fmt.Errorf("syncing segment: %w", err)
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil {
+		seg.synced = max(seg.synced, end)
+		return nil
+	}
+	if f.Fd() == ^uintptr(0) || s.active() != seg {
+		// Rotated (and closed) meanwhile: rotate synced it in full.
+		return nil
+	}
+	if s.err == nil {
+		s.inDoubt(seg, err)
 	}
 	return err
+}
+
+// inDoubt handles a failed sync of seg: the store refuses further writes,
+// and the records written after the last good sync are cut off, so that
+// none of the commits that fail with it comes back after a restart.
+// Caller holds mu.
+func (s *Store) inDoubt(seg *segment, err error) {
+	s.err = fmt.Errorf("syncing segment: %w", err)
+	if seg.f == nil || seg.size <= seg.synced {
+		return
+	}
+	if terr := seg.f.Truncate(seg.synced); terr != nil {
+		s.err = errors.Join(s.err, fmt.Errorf("cutting off unsynced records: %w", terr))
+		return
+	}
+	_ = seg.f.Sync()
+	seg.size = seg.synced
+	if seg == s.active() {
+		s.off = seg.synced
+	}
 }
 
 // fdatasync syncs a file's data (and size), holding a reference to the
 // descriptor so a concurrent Close cannot hand its number to another file.
 func fdatasync(f *os.File) error {
+	if err := spoolfs.BeforeSync(f.Name(), spoolfs.SyncFile); err != nil {
+		return err
+	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -437,6 +516,9 @@ func (s *Store) Create(id string) (queue.BodyWriter, error) {
 	if !queue.ValidID(id) {
 		return nil, fmt.Errorf("invalid message id %q", id)
 	}
+	if s.space.Low() {
+		return nil, queue.ErrInsufficientStorage
+	}
 	return &segBody{s: s, id: id}, nil
 }
 
@@ -473,7 +555,17 @@ func (b *segBody) Write(p []byte) (int, error) {
 		n, err = b.buf.Write(p)
 	}
 	b.n += int64(n)
-	return n, err
+	return n, b.s.noSpace(err)
+}
+
+// noSpace turns running out of space into queue.ErrInsufficientStorage
+// (and the low state).
+func (s *Store) noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		s.space.NoSpace()
+		return fmt.Errorf("%w: %w", queue.ErrInsufficientStorage, err)
+	}
+	return err
 }
 
 func (b *segBody) Commit(m *queue.Message) error {
@@ -495,7 +587,7 @@ func (b *segBody) Commit(m *queue.Message) error {
 	}
 	s := b.s
 	s.mu.Lock()
-	seg, off, err := s.appendRecord(segTypeMsg, b.id, env, body, b.n)
+	seg, off, err := s.appendChecked(segTypeMsg, b.id, env, body, b.n, spoolfs.NewMessage)
 	if err == nil {
 		s.apply(seg, segTypeMsg, b.id, env, off, b.n)
 	}
@@ -558,7 +650,7 @@ func (s *Store) Save(m *queue.Message) error {
 		s.mu.Unlock()
 		return fmt.Errorf("message %s: %w", m.ID, os.ErrNotExist)
 	}
-	seg, off, err := s.appendRecord(segTypeEnv, m.ID, env, nil, 0)
+	seg, off, err := s.appendChecked(segTypeEnv, m.ID, env, nil, 0, spoolfs.StateUpdate)
 	if err == nil {
 		s.apply(seg, segTypeEnv, m.ID, env, off, 0)
 	}
@@ -569,25 +661,67 @@ func (s *Store) Save(m *queue.Message) error {
 	return s.sync.Sync()
 }
 
+// appendChecked is appendRecord for a write that must leave the reserve
+// of r free; running out of space is queue.ErrInsufficientStorage.
+// Caller holds mu.
+func (s *Store) appendChecked(typ byte, id string, env []byte, body io.Reader, bodyLen int64, r spoolfs.Reserve) (*segment, int64, error) {
+	total := segHdrLen + int64(len(id)) + int64(len(env)) + bodyLen + 4
+	if !s.space.Allows(total, r) {
+		return nil, 0, queue.ErrInsufficientStorage
+	}
+	seg, off, err := s.appendRecord(typ, id, env, body, bodyLen)
+	err = s.noSpace(err)
+	if err == nil {
+		s.space.Used(total)
+	}
+	return seg, off, err
+}
+
+// StorageLow implements queue.SpaceWatcher.
+func (s *Store) StorageLow() bool { return s.space.Low() }
+
 // Remove implements queue.Store: a done record, not synced (a power loss may
-// bring the message back for one more delivery).
+// bring the message back for one more delivery). Done records use the
+// space reserve; one that cannot be written even so is kept and retried
+// with the next Remove, and the message is forgotten at once, so that
+// compaction can reclaim its segment.
 func (s *Store) Remove(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.index[id]; !ok {
 		return nil
 	}
-	if _, _, err := s.appendRecord(segTypeEnd, id, nil, nil, 0); err != nil {
-		return err
-	}
 	s.apply(nil, segTypeEnd, id, nil, 0, 0)
-	return s.compact()
+	s.pending = append(s.pending, id)
+	var err error
+	for len(s.pending) > 0 {
+		if _, _, err = s.appendRecord(segTypeEnd, s.pending[0], nil, nil, 0); err != nil {
+			break
+		}
+		s.pending = s.pending[1:]
+	}
+	return errors.Join(err, s.compact())
 }
 
 // compact deletes, oldest first, non-active segments without live bodies,
 // copying forward the few live messages that pin the oldest (see
 // Store). Caller holds mu.
 func (s *Store) compact() error {
+	low := s.space.Low()
+	if a := s.active(); s.off >= min(segMinReclaim, s.limit/4) &&
+		(a.live == 0 && s.off >= min(s.limit/4, s.space.MinFree()) || low && a.liveBytes*2 < s.off) {
+		// The active segment is never deleted: start another so that
+		// this one can go.
+		if err := s.rotate(); err != nil {
+			return err
+		}
+	}
+	deleted := false
+	defer func() {
+		if deleted {
+			s.space.Freed()
+		}
+	}()
 	// Bounded: copying forward may itself rotate.
 	for n := len(s.segs) - 1; n > 0 && len(s.segs) > 1; n-- {
 		old := s.segs[0]
@@ -598,8 +732,12 @@ func (s *Store) compact() error {
 				live += seg.liveBytes
 			}
 			mostlyDead := len(s.segs)-1 > segMaxOld && live*2 < size
-			if old.liveBytes > s.limit/4 && !mostlyDead {
+			reclaims := low && old.liveBytes*2 < old.size
+			if old.liveBytes > s.limit/4 && !mostlyDead && !reclaims {
 				return nil
+			}
+			if !s.space.Allows(old.liveBytes, spoolfs.Reclaim) {
+				return nil // the copy would not fit
 			}
 			if err := s.copyForward(old); err != nil {
 				return err
@@ -608,6 +746,7 @@ func (s *Store) compact() error {
 		if err := os.Remove(old.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
+		deleted = true
 		s.segs = s.segs[1:]
 	}
 	return nil
@@ -635,13 +774,16 @@ func (s *Store) copyForward(old *segment) error {
 			return err
 		}
 		s.apply(seg, segTypeMsg, id, e.env, off, e.bodyLen)
+		s.space.Used(e.bodyLen)
 	}
 	// The copies must be durable before the original goes. Earlier
 	// segments written by this loop were synced when rotated.
-	if err := s.fsync(s.active().f); err != nil {
-		s.err = fmt.Errorf("syncing segment: %w", err)
+	a := s.active()
+	if err := s.fsync(a.f); err != nil {
+		s.inDoubt(a, err)
 		return s.err
 	}
+	a.synced = a.size
 	return nil
 }
 

@@ -265,3 +265,11 @@ func TestLock(t *testing.T) {
 	}
 	s2.Close()
 }
+
+// TestSpace runs the free-space scenario: done records are written from
+// the reserve while new messages are refused.
+func TestSpace(t *testing.T) {
+	queuetest.RunSpaceTests(t, func(dir string, minFree int64) (queue.Store, error) {
+		return OpenWith(dir, Options{MinFree: minFree})
+	})
+}

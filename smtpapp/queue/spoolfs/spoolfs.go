@@ -71,7 +71,7 @@ func WriteJSON(path string, v any) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := Fsync(f); err != nil {
 		f.Close()
 		return err
 	}
@@ -81,6 +81,9 @@ func WriteJSON(path string, v any) error {
 // SyncDir fsyncs a directory so that entries created, renamed or removed
 // in it are durable.
 func SyncDir(dir string) error {
+	if err := hook(dir, SyncDirectory); err != nil {
+		return err
+	}
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
