@@ -35,7 +35,9 @@ func FuzzEnvelope(f *testing.F) {
 			if err := json.Unmarshal(enc, &again); err != nil {
 				t.Fatalf("own encoding %s does not decode: %v", enc, err)
 			}
-			if enc2, _ := json.Marshal(&again); !bytes.Equal(enc2, enc) || !reflect.DeepEqual(&again, &dec) {
+			// Compared as JSON: an empty list decodes to an empty
+			// slice the first time and to nil after omitempty.
+			if enc2, _ := json.Marshal(&again); !bytes.Equal(enc2, enc) {
 				t.Fatalf("%s decodes, encodes as %s, then as %s", data, enc, enc2)
 			}
 		}
