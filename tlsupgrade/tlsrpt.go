@@ -318,7 +318,7 @@ func ParseTLSRPTRecord(txt string) ([]string, error) {
 		for u := range strings.SplitSeq(value, ",") {
 			u = strings.Trim(u, " \t")
 			parsed, err := url.Parse(u)
-			if u == "" || err != nil || parsed.Scheme == "" {
+			if u == "" || !isURIText(u) || err != nil || parsed.Scheme == "" {
 				return nil, fmt.Errorf("tls-rpt record: bad rua URI %q", u)
 			}
 			switch strings.ToLower(parsed.Scheme) {
@@ -340,6 +340,19 @@ func ParseTLSRPTRecord(txt string) ([]string, error) {
 		return nil, errors.New("tls-rpt record: no mailto: or https: rua")
 	}
 	return rua, nil
+}
+
+// isURIText reports whether s holds only characters a URI may contain (RFC
+// 3986 section 2): printable US-ASCII other than space and "<>\"\\^`{|}.
+// url.Parse lets more through ("mailto:a b" has an opaque part with a
+// space).
+func isURIText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("<>\"\\^`{|}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // LookupTLSRPT returns the report URIs of domain from its TXT record

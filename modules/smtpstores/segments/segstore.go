@@ -274,8 +274,11 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 		typ, idLen := hdr[4], int64(hdr[5])
 		envLen := int64(binary.BigEndian.Uint32(hdr[6:]))
 		bodyLen := int64(binary.BigEndian.Uint64(hdr[10:]))
+		// Each length is checked on its own first: a sum with a huge
+		// bodyLen wraps around, and the envelope buffer below would
+		// then be as large as the header claims (up to 4 GiB).
 		if binary.BigEndian.Uint32(hdr) != segMagic || typ < segTypeMsg || typ > segTypeEnd ||
-			bodyLen < 0 || end+segHdrLen+idLen+envLen+bodyLen+4 > size {
+			bodyLen < 0 || bodyLen > size || envLen > size || end+segHdrLen+idLen+envLen+bodyLen+4 > size {
 			return end, size, errors.New("bad or torn record")
 		}
 		crc := crc32.Update(0, segCRC, hdr)

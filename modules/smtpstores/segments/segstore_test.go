@@ -3,11 +3,13 @@ package segments
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -272,4 +274,37 @@ func TestSpace(t *testing.T) {
 	queuetest.RunSpaceTests(t, func(dir string, minFree int64) (queue.Store, error) {
 		return OpenWith(dir, Options{MinFree: minFree})
 	})
+}
+
+// TestHugeLengthsInHeader: a record header whose body length is close to
+// 2^63 must not make the envelope length pass the bounds check by wrapping
+// the sum around (which made scan allocate the 4 GiB envelope it claims).
+func TestHugeLengthsInHeader(t *testing.T) {
+	dir := t.TempDir()
+	hdr := make([]byte, segHdrLen)
+	binary.BigEndian.PutUint32(hdr, segMagic)
+	hdr[4], hdr[5] = segTypeMsg, 2
+	binary.BigEndian.PutUint32(hdr[6:], 0xffffffff)
+	binary.BigEndian.PutUint64(hdr[10:], 1<<63-16)
+	if err := os.MkdirAll(filepath.Join(dir, "segments"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "segments", "0000000000000001.seg")
+	if err := os.WriteFile(path, append(hdr, "M3 and then some"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := openSeg(t, dir, segLimit, segMemBody)
+	defer s.Close()
+	runtime.ReadMemStats(&after)
+	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+		t.Fatalf("opening a 34 byte segment allocated %d bytes", n)
+	}
+	if msgs := queuetest.Load(t, s); len(msgs) != 0 {
+		t.Fatalf("loaded %v", msgs)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() != 0 {
+		t.Fatalf("bad record not cut off: %v, %v", st.Size(), err)
+	}
 }
