@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -110,6 +111,7 @@ var rejectReasons = map[*smtp.SMTPError]string{
 	errBareNewline:       "bare_newline",
 	errLineTooLong:       "line_too_long",
 	errIncomplete:        "incomplete",
+	errNeedUTF8:          "bad_address",
 	errNestedMail:        "bad_sequence",
 	errAuthInMail:        "bad_sequence",
 	smtp.ErrDataTooLarge: "too_big",
@@ -167,7 +169,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.closeWith(errTooManyMsgs)
 	}
 	if from != "" {
-		if e := checkAddress(from, false); e != nil {
+		e := checkAddress(from, false)
+		if e == nil {
+			e = checkEncoding(from, opts != nil && opts.UTF8)
+		}
+		if e != nil {
 			if e == errBadAddress {
 				e = errBadSender
 			}
@@ -193,7 +199,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	if e := checkAddress(to, true); e != nil {
+	e := checkAddress(to, true)
+	if e == nil {
+		e = checkEncoding(to, s.smtputf8)
+	}
+	if e != nil {
 		return s.reject(e, zap.String("rcpt", to))
 	}
 	in := s.matchInput(to)
@@ -398,6 +408,46 @@ func (s *session) Logout() error {
 // local parts that hide another '@' and source routes are refused), a
 // domain that is a host name or a valid address literal. For recipients,
 // '%' and '!' in the local part (the old relay syntaxes) are refused too.
+// isDotAtom reports whether s is a dot-atom: atext (letters, digits and
+// !#$%&'*+-/=?^_`{|}~, and any non-ASCII UTF-8, which checkEncoding
+// judges) in dot-separated, non-empty parts.
+func isDotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// errNeedUTF8 refuses a non-ASCII address without SMTPUTF8 (RFC 6531
+// section 3.5).
+var errNeedUTF8 = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7}, Message: "Non-ASCII address without SMTPUTF8"}
+
+// checkEncoding refuses an address that is not valid UTF-8, and a
+// non-ASCII one unless the transaction has SMTPUTF8: the spool keeps
+// addresses as UTF-8 text, and a next hop without SMTPUTF8 may not get
+// them.
+func checkEncoding(addr string, smtputf8 bool) *smtp.SMTPError {
+	if !utf8.ValidString(addr) {
+		return errBadAddress
+	}
+	if !smtputf8 {
+		for i := 0; i < len(addr); i++ {
+			if addr[i] >= 0x80 {
+				return errNeedUTF8
+			}
+		}
+	}
+	return nil
+}
+
 func checkAddress(addr string, recipient bool) *smtp.SMTPError {
 	if len(addr) > 256 {
 		return errBadAddress
@@ -420,6 +470,13 @@ func checkAddress(addr string, recipient bool) *smtp.SMTPError {
 	}
 	if recipient && strings.ContainsAny(local, "%!") {
 		return errRouting
+	}
+	// go-smtp takes quoted local parts and hands them over unquoted: a
+	// local part with a space, "<", ">" or another special would then go
+	// to the next hop unquoted (`RCPT TO:<c>@example.test>` from
+	// `"c>"@example.test`). Only dot-atoms (RFC 5321 section 4.1.2) pass.
+	if !isDotAtom(local) {
+		return errBadAddress
 	}
 	if lit, ok := strings.CutPrefix(domain, "["); ok {
 		lit, ok = strings.CutSuffix(lit, "]")
