@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/spoolfs"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
@@ -34,6 +35,15 @@ func TestTLSRPTCountsSurviveRestart(t *testing.T) {
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	// The stopped config closes its queue in the background.
+	eventually(t, "queue closed after stop", func() bool {
+		s, err := spoolfs.Lock(e.spool, "msg")
+		if err != nil {
+			return false
+		}
+		s.Close()
+		return true
+	})
 
 	// A new process: nothing in memory.
 	smtpapp.TestTLSReports.Reports("", "", time.Time{}, time.Time{})
