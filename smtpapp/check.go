@@ -57,11 +57,17 @@ const (
 	VerdictReject = "reject"
 	// VerdictTempfail: refused with a 4xx reply; the client tries later.
 	VerdictTempfail = "tempfail"
+	// VerdictAllow: accepted, and the remaining checks of the same list
+	// (the server's, or the route's) are skipped, as an allow list does.
+	// The route's own checks (recipient verification) and its target's
+	// still run after the server's list.
+	VerdictAllow = "allow"
 )
 
 // Verdict is what a check decided.
 type Verdict struct {
-	// Result is VerdictAccept, VerdictReject or VerdictTempfail.
+	// Result is VerdictAccept, VerdictAllow, VerdictReject or
+	// VerdictTempfail.
 	Result string
 	// Reply is the reply for a reject or tempfail. Default: 550 5.7.1 or
 	// 451 4.7.1 with a generic text. It is sent to the client: it must not
@@ -130,16 +136,27 @@ func recipientChecks(mods []any, target queue.Target) ([]namedCheck, error) {
 // rejection counts against the connection as a rejected command (which
 // bounds guessing of addresses).
 func (s *session) checkRecipient(r *Route, in *CheckInput) error {
-	var checks []namedCheck
+	var lists [][]namedCheck
 	if s.identity == nil && !s.srv.relayNetworks.contains(s.ip) {
-		checks = append(checks, s.srv.checks...)
+		lists = append(lists, s.srv.checks)
 	}
 	if r != nil {
-		checks = append(checks, r.checks...)
+		lists = append(lists, r.checks)
 		if tc, ok := r.target.(RecipientCheck); ok {
-			checks = append(checks, namedCheck{"target", tc})
+			lists = append(lists, []namedCheck{{"target", tc}})
 		}
 	}
+	for _, checks := range lists {
+		if err := s.runRecipientChecks(checks, in); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runRecipientChecks runs one list of checks: up to the first that does
+// not accept (an allow ends the list with no refusal).
+func (s *session) runRecipientChecks(checks []namedCheck, in *CheckInput) error {
 	for _, c := range checks {
 		ctx, cancel := context.WithTimeout(s.srv.app.ctx, checkTimeout)
 		v := c.check.CheckRecipient(ctx, in)
@@ -151,6 +168,10 @@ func (s *session) checkRecipient(r *Route, in *CheckInput) error {
 		switch v.Result {
 		case VerdictAccept:
 			continue
+		case VerdictAllow:
+			s.logger.Debug("recipient allowed by a check", zap.String("check", c.name), zap.String("rcpt", in.Recipient),
+				zap.String("reason", v.Reason))
+			return nil
 		case VerdictTempfail:
 			reply := v.Reply
 			if reply == nil {
