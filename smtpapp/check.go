@@ -3,12 +3,17 @@ package smtpapp
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
+	"sync"
 	"time"
 
-	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddyserver/caddy/v2"
+	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
 // Checks are the gateway's judgement: modules of the `smtp.checks`
@@ -45,9 +50,155 @@ type RouteTargetUser interface {
 	UseRouteTarget(t queue.Target) error
 }
 
+// MessageCheck is implemented by checks that judge the message itself, at
+// the end of DATA (or of the last BDAT chunk), such as DKIM verification.
+type MessageCheck interface {
+	// StartMessage is called when the message data begins. The judge it
+	// returns is fed the message as it streams in.
+	StartMessage(in *MessageInput) MessageJudge
+}
+
+// MessageJudge judges one message for a MessageCheck.
+type MessageJudge interface {
+	// Write is given the message as the client sent it (header section
+	// and body, CRLF line endings, dot-stuffing undone), in pieces, as it
+	// arrives. It must not keep p and should not block for long: the
+	// client's transfer waits for it. Its errors are ignored.
+	Write(p []byte) (int, error)
+	// Finish is called once the whole message was written, and decides.
+	// ctx carries the deadline.
+	Finish(ctx context.Context) Verdict
+	// Abort is called instead of Finish when the transfer failed; it
+	// releases what the judge holds.
+	Abort()
+}
+
+// MessageInput is what a message check sees: the envelope, the client
+// and the transaction's shared state.
+type MessageInput struct {
+	// Sender is the envelope sender ("" for the null sender).
+	Sender string
+	// Recipients are the accepted recipients.
+	Recipients []string
+	// ClientIP is the address of the client; Helo its EHLO name; AuthUser
+	// its SMTP AUTH username ("" when not authenticated).
+	ClientIP net.IP
+	Helo     string
+	AuthUser string
+	// Server is the name of the server that receives the message.
+	Server string
+	// Tx is the transaction's shared state (authentication results of
+	// earlier checks, such as SPF's).
+	Tx *Transaction
+}
+
+// CheckOrder is implemented by checks that use the results of other
+// checks (DMARC uses DKIM's): a config where one of those comes after it
+// in the same list of checks is refused.
+type CheckOrder interface {
+	// RunsAfter names the checks (module names, such as "dkim") that must
+	// not follow it in its list.
+	RunsAfter() []string
+}
+
 // CheckInput is what a check sees of a transaction: the envelope so far
 // and the client.
 type CheckInput = MatchInput
+
+// Transaction is the state the checks of one mail transaction share: the
+// authentication results that the Authentication-Results header (RFC
+// 8601) reports and that DMARC evaluates, and a summary per check for the
+// log and the admin API. It is safe for concurrent use.
+type Transaction struct {
+	mu      sync.Mutex
+	results []keyedResult
+	checks  []queue.CheckResult
+	allowed bool // the server's checks allowed the transaction
+}
+
+type keyedResult struct {
+	key string
+	res authres.Result
+}
+
+// SetAuthResult records an authentication result for the
+// Authentication-Results header under key (a method and what it
+// verified, such as "spf" or "dkim:example.com:sel"), replacing one
+// recorded before under the same key.
+func (t *Transaction) SetAuthResult(key string, r authres.Result) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.results {
+		if t.results[i].key == key {
+			t.results[i].res = r
+			return
+		}
+	}
+	t.results = append(t.results, keyedResult{key, r})
+}
+
+// AuthResults returns the results recorded so far, in the order they were
+// first recorded.
+func (t *Transaction) AuthResults() []authres.Result {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]authres.Result, len(t.results))
+	for i, r := range t.results {
+		out[i] = r.res
+	}
+	return out
+}
+
+// noteCheck records a check's result for the message's log line and
+// envelope: once per check name (a later, less favourable result of the
+// same check for another recipient replaces an accept).
+func (t *Transaction) noteCheck(name string, v Verdict) {
+	if t == nil {
+		return
+	}
+	note := v.Note
+	if note == "" {
+		note = v.Result
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.checks {
+		if t.checks[i].Check == name {
+			if t.checks[i].Verdict == VerdictAccept && v.Result != VerdictAccept {
+				t.checks[i] = queue.CheckResult{Check: name, Verdict: v.Result, Result: note}
+			}
+			return
+		}
+	}
+	t.checks = append(t.checks, queue.CheckResult{Check: name, Verdict: v.Result, Result: note})
+}
+
+// allow marks the transaction allowed by the server's checks: message
+// checks of the server then do not refuse or quarantine it.
+func (t *Transaction) allow() {
+	t.mu.Lock()
+	t.allowed = true
+	t.mu.Unlock()
+}
+
+func (t *Transaction) isAllowed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.allowed
+}
+
+// checkResults returns a copy of the summaries.
+func (t *Transaction) checkResults() []queue.CheckResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.checks)
+}
 
 // The results of a check.
 const (
@@ -57,6 +208,10 @@ const (
 	VerdictReject = "reject"
 	// VerdictTempfail: refused with a 4xx reply; the client tries later.
 	VerdictTempfail = "tempfail"
+	// VerdictQuarantine: accepted, and kept in the spool, held, instead of
+	// being delivered (an administrator releases or deletes it). Only
+	// message checks quarantine; for a recipient check it is an accept.
+	VerdictQuarantine = "quarantine"
 	// VerdictAllow: accepted, and the remaining checks of the same list
 	// (the server's, or the route's) are skipped, as an allow list does.
 	// The route's own checks (recipient verification) and its target's
@@ -75,6 +230,21 @@ type Verdict struct {
 	Reply *smtp.SMTPError
 	// Reason says why, for the log (never sent to the client).
 	Reason string
+	// Note is a short summary of the result for the message's log line
+	// and envelope, such as "pass" or "listed in zen.example (5)".
+	// Default: Result.
+	Note string
+	// Headers are header fields to add to the message when it is
+	// accepted or quarantined (tags such as X-Spam-Flag), from message
+	// checks only. The Authentication-Results header comes from
+	// Transaction.SetAuthResult, not from here.
+	Headers []HeaderField
+}
+
+// HeaderField is a header field a check adds to a message. Value is
+// unfolded text; it is sanitised of line breaks before use.
+type HeaderField struct {
+	Name, Value string
 }
 
 // Accept is the verdict of a check with no objection.
@@ -86,10 +256,11 @@ var (
 )
 
 // namedCheck is a check with the name it has in the config, for logs and
-// metrics.
+// metrics; rcpt or msg (or both) is set.
 type namedCheck struct {
-	name  string
-	check RecipientCheck
+	name string
+	rcpt RecipientCheck
+	msg  MessageCheck
 }
 
 // provisionChecks loads a route's checks.
@@ -110,9 +281,10 @@ func (r *Route) provisionChecks(ctx caddy.Context) error {
 func recipientChecks(mods []any, target queue.Target) ([]namedCheck, error) {
 	var checks []namedCheck
 	for i, mod := range mods {
-		c, ok := mod.(RecipientCheck)
-		if !ok {
-			return nil, fmt.Errorf("check %d: module %T does not judge recipients", i, mod)
+		rc, _ := mod.(RecipientCheck)
+		mc, _ := mod.(MessageCheck)
+		if rc == nil && mc == nil {
+			return nil, fmt.Errorf("check %d: module %T judges neither recipients nor messages", i, mod)
 		}
 		name := "check"
 		if m, ok := mod.(caddy.Module); ok {
@@ -126,7 +298,18 @@ func recipientChecks(mods []any, target queue.Target) ([]namedCheck, error) {
 				return nil, fmt.Errorf("check %s: %w", name, err)
 			}
 		}
-		checks = append(checks, namedCheck{name, c})
+		checks = append(checks, namedCheck{name: name, rcpt: rc, msg: mc})
+	}
+	for i, mod := range mods {
+		o, ok := mod.(CheckOrder)
+		if !ok {
+			continue
+		}
+		for _, later := range checks[i+1:] {
+			if slices.Contains(o.RunsAfter(), later.name) {
+				return nil, fmt.Errorf("check %s must come after check %s: it uses its results", checks[i].name, later.name)
+			}
+		}
 	}
 	return checks, nil
 }
@@ -143,35 +326,45 @@ func (s *session) checkRecipient(r *Route, in *CheckInput) error {
 	if r != nil {
 		lists = append(lists, r.checks)
 		if tc, ok := r.target.(RecipientCheck); ok {
-			lists = append(lists, []namedCheck{{"target", tc}})
+			lists = append(lists, []namedCheck{{name: "target", rcpt: tc}})
 		}
 	}
-	for _, checks := range lists {
-		if err := s.runRecipientChecks(checks, in); err != nil {
+	for i, checks := range lists {
+		allowed, err := s.runRecipientChecks(checks, in)
+		if err != nil {
 			return err
+		}
+		if allowed && i == 0 && s.identity == nil && !s.srv.relayNetworks.contains(s.ip) {
+			s.tx.allow()
 		}
 	}
 	return nil
 }
 
 // runRecipientChecks runs one list of checks: up to the first that does
-// not accept (an allow ends the list with no refusal).
-func (s *session) runRecipientChecks(checks []namedCheck, in *CheckInput) error {
+// not accept (an allow ends the list with no refusal, and allowed is true).
+func (s *session) runRecipientChecks(checks []namedCheck, in *CheckInput) (allowed bool, err error) {
 	for _, c := range checks {
+		if c.rcpt == nil {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(s.srv.app.ctx, checkTimeout)
-		v := c.check.CheckRecipient(ctx, in)
+		v := c.rcpt.CheckRecipient(ctx, in)
 		cancel()
-		if v.Result == "" {
+		if v.Result == "" || v.Result == VerdictQuarantine {
 			v.Result = VerdictAccept
 		}
 		s.srv.app.metrics.checkResults.WithLabelValues(c.name, v.Result).Inc()
+		if c.name != "target" {
+			s.tx.noteCheck(c.name, v)
+		}
 		switch v.Result {
 		case VerdictAccept:
 			continue
 		case VerdictAllow:
 			s.logger.Debug("recipient allowed by a check", zap.String("check", c.name), zap.String("rcpt", in.Recipient),
 				zap.String("reason", v.Reason))
-			return nil
+			return true, nil
 		case VerdictTempfail:
 			reply := v.Reply
 			if reply == nil {
@@ -179,17 +372,17 @@ func (s *session) runRecipientChecks(checks []namedCheck, in *CheckInput) error 
 			}
 			s.logger.Warn("recipient deferred by a check", zap.String("check", c.name), zap.String("rcpt", in.Recipient),
 				zap.String("from", in.Sender), zap.Int("code", reply.Code), zap.String("reason", v.Reason))
-			return s.refuse(reply)
+			return false, s.refuse(reply)
 		default: // reject, and anything unknown
 			reply := v.Reply
 			if reply == nil {
 				reply = errCheckRejected
 			}
-			return s.reject(reply, zap.String("check", c.name), zap.String("rcpt", in.Recipient),
+			return false, s.reject(reply, zap.String("check", c.name), zap.String("rcpt", in.Recipient),
 				zap.String("from", in.Sender), zap.String("check_reason", v.Reason))
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // checkTimeout bounds one check of one recipient.

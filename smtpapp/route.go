@@ -90,6 +90,9 @@ type MatchInput struct {
 	Server string
 	// Helo is the name the client gave in EHLO/HELO.
 	Helo string
+	// Tx is the state the checks of the transaction share (nil outside a
+	// session, when routing queued messages).
+	Tx *Transaction
 }
 
 // NewMatchInput builds the matcher input for one recipient of a message.

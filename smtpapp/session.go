@@ -66,6 +66,8 @@ type session struct {
 	ret        string
 	envID      string
 	rcpts      []*queue.Recipient
+	rcptRoutes []*Route     // the route of each recipient (nil: none)
+	tx         *Transaction // the checks' shared state
 }
 
 // SMTP replies used by sessions. Replies for local failures are 4xx: a
@@ -188,6 +190,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.refuse(errMessageRate)
 	}
 	s.from, s.hasFrom = from, true
+	s.tx = new(Transaction)
 	if opts != nil {
 		s.requireTLS = opts.RequireTLS
 		s.smtputf8 = opts.UTF8
@@ -217,7 +220,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		s.logger.Warn("recipient rate limit reached", zap.Int("recipient_rate_per_ip", s.srv.RecipientRatePerIP))
 		return s.refuse(errRcptRate)
 	}
-	if err := s.checkRecipient(s.srv.app.routeFor(s.srv, in, false), &in); err != nil {
+	route := s.srv.app.routeFor(s.srv, in, false)
+	if err := s.checkRecipient(route, &in); err != nil {
 		return err
 	}
 	rcpt := &queue.Recipient{Addr: to}
@@ -230,6 +234,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		}
 	}
 	s.rcpts = append(s.rcpts, rcpt)
+	s.rcptRoutes = append(s.rcptRoutes, route)
 	return nil
 }
 
@@ -237,7 +242,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // transaction.
 func (s *session) matchInput(rcpt string) MatchInput {
 	in := MatchInput{Sender: s.from, Recipient: rcpt, RecipientDomain: queue.Domain(rcpt),
-		ClientIP: net.ParseIP(s.ip), Server: s.srv.name, Helo: s.conn.Hostname()}
+		ClientIP: net.ParseIP(s.ip), Server: s.srv.name, Helo: s.conn.Hostname(), Tx: s.tx}
 	if s.identity != nil {
 		in.AuthUser = s.identity.Username
 	}
@@ -299,11 +304,21 @@ func (s *session) Data(r io.Reader) error {
 	s.cs.note(func(cs *connState) { cs.accepted++; cs.bytes += msg.Size })
 	s.srv.app.metrics.messagesAccepted.WithLabelValues(s.srv.name).Inc()
 	s.srv.app.metrics.bytesReceived.WithLabelValues(s.srv.name).Add(float64(msg.Size))
-	log.Info("message queued",
+	fields := []zap.Field{
 		zap.String("from", msg.From),
 		zap.Int("rcpts", len(msg.Recipients)),
 		zap.Int64("size", msg.Size),
-		zap.String("tls_version", msg.Client.TLSVersion))
+		zap.String("tls_version", msg.Client.TLSVersion),
+	}
+	if len(msg.Checks) > 0 {
+		fields = append(fields, zap.Object("checks", checkResultsField(msg.Checks)))
+	}
+	if msg.Quarantine != nil {
+		fields = append(fields, zap.String("quarantined_by", msg.Quarantine.Check))
+		log.Warn("message quarantined", append(fields, zap.String("reason", msg.Quarantine.Reason))...)
+	} else {
+		log.Info("message queued", fields...)
+	}
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + id}
 }
 
@@ -325,9 +340,25 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 	scan := &tlsRequiredScanner{}
 	src, done := s.strictData(r)
 	defer done()
-	if _, err := io.Copy(destWriter{io.MultiWriter(w, scan)}, src); err != nil {
+	judges := s.startMessageChecks(msg)
+	filter := newAuthResultsFilter(w, s.srv.Hostname)
+	if _, err := io.Copy(destWriter{io.MultiWriter(filter, scan)}, io.TeeReader(src, judges)); err != nil {
+		judges.abort()
 		w.Abort()
 		return classifyDataError(err)
+	}
+	if err := filter.Flush(); err != nil {
+		judges.abort()
+		w.Abort()
+		return err
+	}
+	if filter.removed > 0 {
+		s.logger.Warn("removed Authentication-Results header fields that claimed our authserv-id",
+			zap.String("msg_id", id), zap.Int("fields", filter.removed), zap.String("authserv_id", s.srv.Hostname))
+	}
+	if err := s.finishMessageChecks(judges, msg); err != nil {
+		w.Abort()
+		return err
 	}
 	// RFC 8689 section 5: with REQUIRETLS the header field is ignored.
 	msg.TLSOptional = scan.optout && !msg.RequireTLS
@@ -386,7 +417,7 @@ func (s *session) clientInfo() queue.ClientInfo {
 }
 
 func (s *session) Reset() {
-	s.from, s.hasFrom, s.requireTLS, s.smtputf8, s.rcpts = "", false, false, false, nil
+	s.from, s.hasFrom, s.requireTLS, s.smtputf8, s.rcpts, s.rcptRoutes, s.tx = "", false, false, false, nil, nil, nil
 	s.body, s.ret, s.envID = "", "", ""
 }
 

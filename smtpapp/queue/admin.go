@@ -609,6 +609,7 @@ const (
 	StateDeferred   = "deferred"    // an attempt failed temporarily; waiting to retry
 	StateDelivering = "delivering"  // a delivery round is running
 	StateHeld       = "held"        // held by an administrator
+	StateQuarantine = "quarantined" // held because a check quarantined it
 	StateDomainHeld = "domain_held" // every pending recipient is in a held domain
 )
 
@@ -630,7 +631,8 @@ type Snapshot struct {
 	// NextAttempt is when the next round is due; absent while the message
 	// is held or being delivered.
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
-	// State is queued, deferred, delivering, held or domain_held.
+	// State is queued, deferred, delivering, held, quarantined or
+	// domain_held.
 	State string `json:"state"`
 	// Held is set while the message is held by an administrator.
 	Held bool `json:"held"`
@@ -648,6 +650,10 @@ type Snapshot struct {
 	BodyType   string `json:"body_type,omitempty"`
 	Ret        string `json:"ret,omitempty"`
 	EnvID      string `json:"envid,omitempty"`
+	// Checks are the results of the checks that judged the message.
+	Checks []CheckResult `json:"checks,omitempty"`
+	// Quarantine says which check quarantined the message, and why.
+	Quarantine *Quarantine `json:"quarantine,omitempty"`
 }
 
 // RecipientSnapshot describes one recipient in a Snapshot.
@@ -703,6 +709,7 @@ func (q *Queue) snapshot(e *entry, now time.Time) Snapshot {
 		AgeSeconds: int64(now.Sub(m.Arrived) / time.Second), Attempts: m.Attempts,
 		Held: m.Held, Server: m.Server, Client: m.Client,
 		RequireTLS: m.RequireTLS, SMTPUTF8: m.SMTPUTF8, BodyType: m.Body, Ret: m.Ret, EnvID: m.EnvID,
+		Checks: m.Checks, Quarantine: m.Quarantine,
 		Recipients: make([]RecipientSnapshot, 0, len(m.Recipients)),
 	}
 	var failure string
@@ -727,6 +734,8 @@ func (q *Queue) snapshot(e *entry, now time.Time) Snapshot {
 		s.LastError = failure
 	}
 	switch {
+	case m.Held && m.Quarantine != nil:
+		s.State = StateQuarantine
 	case m.Held:
 		s.State = StateHeld
 	case !q.idle(e):
@@ -763,12 +772,16 @@ func (q *Queue) ReadBody(id string) ([]byte, error) {
 
 func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err error) {
 	q.mu.Lock()
-	_, ok := q.entries[id]
+	e, ok := q.entries[id]
+	var headers string
+	if ok {
+		headers = e.msg.Headers
+	}
 	q.mu.Unlock()
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	f, err := q.store.OpenBody(id)
+	f, err := openWithHeaders(q.store, id, headers)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

@@ -57,8 +57,37 @@ type Message struct {
 	// Held is set while an administrator holds the message: it is not
 	// delivered (and does not expire) until released.
 	Held bool `json:"held,omitempty"`
+	// Headers are header fields (each ending in CRLF) that go before the
+	// stored data when the message is read: those the checks wrote at the
+	// end of DATA, such as Authentication-Results.
+	Headers string `json:"headers,omitempty"`
+	// Checks are the results of the checks that judged the message.
+	Checks []CheckResult `json:"checks,omitempty"`
+	// Quarantine is set when a check quarantined the message: it is then
+	// kept Held until an administrator releases or deletes it.
+	Quarantine *Quarantine `json:"quarantine,omitempty"`
 
 	store Store // set by the Queue (New, Commit) for OpenBody
+}
+
+// CheckResult is what one check said about a message.
+type CheckResult struct {
+	// Check is the check's name, such as "spf".
+	Check string `json:"check"`
+	// Verdict is what it decided: accept, allow, quarantine, ...
+	Verdict string `json:"verdict"`
+	// Result is its short summary, such as "pass" or "fail".
+	Result string `json:"result,omitempty"`
+}
+
+// Quarantine says why a message was quarantined.
+type Quarantine struct {
+	// Check is the check that quarantined the message.
+	Check string `json:"check"`
+	// Reason is the check's reason.
+	Reason string `json:"reason,omitempty"`
+	// At is when the message was quarantined.
+	At time.Time `json:"at"`
 }
 
 // ClientInfo describes the SMTP client a message came from.
@@ -106,13 +135,30 @@ const (
 	Failed    Status = "failed"    // permanently failed (bounced)
 )
 
-// OpenBody opens the message body for reading.
+// OpenBody opens the message for reading: its Headers, then the data
+// stored.
 func (m *Message) OpenBody() (io.ReadCloser, error) {
 	if m.store == nil {
 		return nil, errors.New("queue: message has no store")
 	}
-	return m.store.OpenBody(m.ID)
+	return openWithHeaders(m.store, m.ID, m.Headers)
 }
+
+// openWithHeaders opens a stored body behind the given header fields.
+func openWithHeaders(s Store, id, headers string) (io.ReadCloser, error) {
+	rc, err := s.OpenBody(id)
+	if err != nil || headers == "" {
+		return rc, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(strings.NewReader(headers), rc), rc}, nil
+}
+
+// DataSize is the size of the message as OpenBody reads it: the stored
+// data and the Headers.
+func (m *Message) DataSize() int64 { return m.Size + int64(len(m.Headers)) }
 
 // Pending returns the recipients still to be delivered.
 func (m *Message) Pending() []*Recipient {

@@ -13,9 +13,11 @@ import (
 
 	"blitiri.com.ar/go/spf"
 	"github.com/caddyserver/caddy/v2"
+	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/checkopt"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
@@ -33,8 +35,9 @@ func init() {
 //	permerror | accept   | accept, reject (550 5.7.24)
 //
 // pass, neutral and none are accepted. The result is logged on refusals
-// and counted per verdict; the Authentication-Results header comes with
-// the DATA stage of the checks.
+// and counted per verdict, and goes into the message's
+// Authentication-Results header (spf=... smtp.mailfrom=...), where the
+// dmarc check finds it.
 type SPF struct {
 	// Fail is what an SPF fail does: `reject` or `accept`. Default: reject.
 	Fail string `json:"fail,omitempty"`
@@ -97,27 +100,13 @@ func (SPF) CaddyModule() caddy.ModuleInfo {
 // Provision checks the actions and sets up the resolver.
 func (s *SPF) Provision(ctx caddy.Context) error {
 	s.logger = ctx.Logger()
-	for _, a := range []struct {
-		field   *string
-		name    string
-		def     string
-		allowed []string
-	}{
-		{&s.Fail, "fail", actionReject, []string{actionReject, actionAccept}},
-		{&s.SoftFail, "softfail", actionAccept, []string{actionAccept, actionReject}},
-		{&s.TempError, "temperror", actionTempfail, []string{actionTempfail, actionAccept}},
-		{&s.PermError, "permerror", actionAccept, []string{actionAccept, actionReject}},
-	} {
-		if *a.field == "" {
-			*a.field = a.def
-		}
-		ok := false
-		for _, v := range a.allowed {
-			ok = ok || *a.field == v
-		}
-		if !ok {
-			return fmt.Errorf("spf: %s %q: want %s", a.name, *a.field, strings.Join(a.allowed, " or "))
-		}
+	if err := checkopt.Actions("spf",
+		checkopt.Action{Field: &s.Fail, Name: "fail", Default: actionReject, Allowed: []string{actionReject, actionAccept}},
+		checkopt.Action{Field: &s.SoftFail, Name: "softfail", Default: actionAccept, Allowed: []string{actionAccept, actionReject}},
+		checkopt.Action{Field: &s.TempError, Name: "temperror", Default: actionTempfail, Allowed: []string{actionTempfail, actionAccept}},
+		checkopt.Action{Field: &s.PermError, Name: "permerror", Default: actionAccept, Allowed: []string{actionAccept, actionReject}},
+	); err != nil {
+		return err
 	}
 	if s.Timeout == 0 {
 		s.Timeout = caddy.Duration(defaultTimeout)
@@ -171,6 +160,11 @@ func (s *SPF) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpap
 		return smtpapp.Accept()
 	}
 	res, err := s.evaluate(ctx, in)
+	ar := &authres.SPFResult{Value: authres.ResultValue(res), From: in.Sender}
+	if in.Sender == "" {
+		ar.From, ar.Helo = "", in.Helo
+	}
+	in.Tx.SetAuthResult("spf", ar)
 	action := actionAccept
 	var reply *smtp.SMTPError
 	switch res {
@@ -189,11 +183,11 @@ func (s *SPF) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpap
 	}
 	switch action {
 	case actionReject:
-		return smtpapp.Verdict{Result: smtpapp.VerdictReject, Reply: reply, Reason: reason}
+		return smtpapp.Verdict{Result: smtpapp.VerdictReject, Reply: reply, Reason: reason, Note: string(res)}
 	case actionTempfail:
-		return smtpapp.Verdict{Result: smtpapp.VerdictTempfail, Reply: reply, Reason: reason}
+		return smtpapp.Verdict{Result: smtpapp.VerdictTempfail, Reply: reply, Reason: reason, Note: string(res)}
 	}
-	return smtpapp.Accept()
+	return smtpapp.Verdict{Result: smtpapp.VerdictAccept, Note: string(res)}
 }
 
 // evaluate runs check_host() once per client, HELO and sender within

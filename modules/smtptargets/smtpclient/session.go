@@ -137,7 +137,7 @@ func (s *Session) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.
 	}
 	defer body.Close()
 
-	opts := &smtp.MailOptions{Size: m.Size, Body: smtp.BodyType(m.Body), UTF8: m.SMTPUTF8 && utf8, RequireTLS: m.RequireTLS}
+	opts := &smtp.MailOptions{Size: m.DataSize(), Body: smtp.BodyType(m.Body), UTF8: m.SMTPUTF8 && utf8, RequireTLS: m.RequireTLS}
 	if s.dsn {
 		opts.Return = smtp.DSNReturn(m.Ret)
 		opts.EnvelopeID = m.EnvID

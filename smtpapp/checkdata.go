@@ -1,0 +1,376 @@
+package smtpapp
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/authres"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// The DATA stage of the checks: message checks (MessageCheck) of the
+// server and of the recipients' routes are fed the message as it streams
+// into the spool, and decide after the end of data, before the reply.
+// What they found goes into one Authentication-Results header field (RFC
+// 8601) that the message carries in front of the stored data
+// (queue.Message.Headers).
+
+// judge is a running MessageJudge with its check's name and list.
+type judge struct {
+	name   string
+	server bool // from the server's checks (an allow list overrides it)
+	j      MessageJudge
+}
+
+// judgeSet feeds every judge of a message; its Write never fails.
+type judgeSet []judge
+
+func (js judgeSet) Write(p []byte) (int, error) {
+	for _, j := range js {
+		_, _ = j.j.Write(p)
+	}
+	return len(p), nil
+}
+
+func (js judgeSet) abort() {
+	for _, j := range js {
+		j.j.Abort()
+	}
+}
+
+// startMessageChecks starts the message checks that apply: the server's
+// (not for authenticated users and relay_networks clients), then those of
+// each route that took a recipient, each route once.
+func (s *session) startMessageChecks(msg *queue.Message) judgeSet {
+	in := &MessageInput{Sender: s.from, ClientIP: net.ParseIP(s.ip), Helo: s.conn.Hostname(), Server: s.srv.name, Tx: s.tx}
+	for _, r := range msg.Recipients {
+		in.Recipients = append(in.Recipients, r.Addr)
+	}
+	if s.identity != nil {
+		in.AuthUser = s.identity.Username
+	}
+	var js judgeSet
+	start := func(checks []namedCheck, server bool) {
+		for _, c := range checks {
+			if c.msg != nil {
+				js = append(js, judge{name: c.name, server: server, j: c.msg.StartMessage(in)})
+			}
+		}
+	}
+	if s.identity == nil && !s.srv.relayNetworks.contains(s.ip) {
+		start(s.srv.checks, true)
+	}
+	seen := make(map[*Route]bool)
+	for _, r := range s.rcptRoutes {
+		if r != nil && !seen[r] {
+			seen[r] = true
+			start(r.checks, false)
+		}
+	}
+	return js
+}
+
+// finishMessageChecks asks the judges for their verdicts, in order, and
+// applies them to msg: the first reject or tempfail refuses the message
+// (the judges after it are aborted); a quarantine holds it; header fields
+// and the Authentication-Results header go into msg.Headers.
+func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
+	var added []HeaderField
+	allowed := s.tx.isAllowed()
+	for i, j := range js {
+		ctx, cancel := context.WithTimeout(s.srv.app.ctx, checkTimeout)
+		v := j.j.Finish(ctx)
+		cancel()
+		if v.Result == "" || v.Result == VerdictAllow {
+			v.Result = VerdictAccept
+		}
+		if allowed && j.server && v.Result != VerdictAccept {
+			s.logger.Info("message check overridden by an allow list", zap.String("msg_id", msg.ID),
+				zap.String("check", j.name), zap.String("verdict", v.Result), zap.String("reason", v.Reason))
+			v.Result, v.Reply = VerdictAccept, nil
+		}
+		s.srv.app.metrics.checkResults.WithLabelValues(j.name, v.Result).Inc()
+		s.tx.noteCheck(j.name, v)
+		switch v.Result {
+		case VerdictAccept:
+		case VerdictQuarantine:
+			if msg.Quarantine == nil {
+				msg.Held = true
+				msg.Quarantine = &queue.Quarantine{Check: j.name, Reason: v.Reason, At: time.Now()}
+			}
+		default: // tempfail, reject, and anything unknown (a reject)
+			js[i+1:].abort()
+			reply, what := v.Reply, "message rejected by a check"
+			if v.Result == VerdictTempfail {
+				what = "message deferred by a check"
+				if reply == nil {
+					reply = errCheckTempfail
+				}
+			}
+			if reply == nil {
+				reply = errCheckRejected
+			}
+			s.logger.Warn(what, zap.String("msg_id", msg.ID), zap.String("check", j.name),
+				zap.String("from", msg.From), zap.Int("code", reply.Code), zap.String("reason", v.Reason))
+			return reply
+		}
+		added = append(added, v.Headers...)
+	}
+	msg.Checks = s.tx.checkResults()
+	msg.Headers = headerBlock(s.srv.Hostname, s.tx.AuthResults(), added)
+	return nil
+}
+
+// headerBlock formats the header fields the checks add: one
+// Authentication-Results field (when any check recorded a result), then
+// the checks' own fields. Values are unfolded, sanitised of control
+// characters, and folded at "; " to keep lines short.
+func headerBlock(authservID string, results []authres.Result, fields []HeaderField) string {
+	var b strings.Builder
+	if len(results) > 0 {
+		v := authres.Format(authservID, results)
+		b.WriteString("Authentication-Results: ")
+		b.WriteString(strings.ReplaceAll(headerText(v), "; ", ";\r\n\t"))
+		b.WriteString("\r\n")
+	}
+	for _, f := range fields {
+		if !validFieldName(f.Name) {
+			continue
+		}
+		b.WriteString(f.Name)
+		b.WriteString(": ")
+		b.WriteString(headerText(f.Value))
+		b.WriteString("\r\n")
+	}
+	return b.String()
+}
+
+// headerText makes s one line of printable text: control characters
+// (line breaks among them) become spaces; at most 900 octets.
+func headerText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 900 {
+		s = s[:900]
+	}
+	return s
+}
+
+// validFieldName reports whether name is a header field name (RFC 5322
+// 3.6.8: printable ASCII but ':').
+func validFieldName(name string) bool {
+	if name == "" || len(name) > 76 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x21 || name[i] > 0x7e || name[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkResultsField logs the checks' results as one object, a key per
+// check: {"spf":"pass","dnsbl":"accept"}.
+type checkResultsField []queue.CheckResult
+
+func (c checkResultsField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	for _, r := range c {
+		v := r.Result
+		if r.Verdict != VerdictAccept && r.Verdict != r.Result {
+			v = r.Verdict + ": " + r.Result
+		}
+		enc.AddString(r.Check, v)
+	}
+	return nil
+}
+
+// authResultsFilter passes the message on to w but for the
+// Authentication-Results header fields that claim authserv-id as theirs
+// (RFC 8601 section 5: a receiver removes those, which could otherwise be
+// forged to look like our own verdicts). It only looks at the header
+// section; the body passes as it is.
+type authResultsFilter struct {
+	w       io.Writer
+	id      string
+	body    bool   // past the header section
+	line    []byte // the current line, up to its LF
+	field   []byte // a held Authentication-Results field (first line and continuations)
+	holding bool
+	dropped bool // the field of the continuation lines that follow was dropped
+	rest    int  // for the tail of a long line already decided: restWrite or restDrop
+	removed int
+}
+
+const (
+	restNone = iota
+	restWrite
+	restDrop
+)
+
+// maxHeldField bounds a held field and a buffered line: past it, the
+// field is decided on what was seen (the authserv-id comes first).
+const maxHeldField = 16 << 10
+
+func newAuthResultsFilter(w io.Writer, authservID string) *authResultsFilter {
+	return &authResultsFilter{w: w, id: strings.ToLower(authservID)}
+}
+
+func (f *authResultsFilter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 && !f.body {
+		i := bytes.IndexByte(p, '\n')
+		if f.rest != restNone {
+			end := len(p)
+			if i >= 0 {
+				end = i + 1
+			}
+			if f.rest == restWrite {
+				if _, err := f.w.Write(p[:end]); err != nil {
+					return 0, err
+				}
+			}
+			if i >= 0 {
+				f.rest = restNone
+			}
+			p = p[end:]
+			continue
+		}
+		if i < 0 {
+			f.line = append(f.line, p...)
+			p = nil
+			if len(f.line) > maxHeldField {
+				drop, err := f.endLine(false)
+				if err != nil {
+					return 0, err
+				}
+				f.rest = restWrite
+				if drop {
+					f.rest = restDrop
+				}
+			}
+			break
+		}
+		f.line = append(f.line, p[:i+1]...)
+		p = p[i+1:]
+		if _, err := f.endLine(true); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) > 0 {
+		if _, err := f.w.Write(p); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// endLine handles f.line, a whole line when complete, else the start of a
+// long one (whose field is then decided at once). drop reports whether
+// the line was dropped.
+func (f *authResultsFilter) endLine(complete bool) (drop bool, err error) {
+	line := f.line
+	f.line = f.line[:0]
+	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') { // a continuation line
+		switch {
+		case f.holding:
+			f.field = append(f.field, line...)
+			if !complete || len(f.field) > maxHeldField {
+				err = f.decide()
+			}
+			return f.dropped, err
+		case f.dropped:
+			return true, nil
+		}
+		_, err = f.w.Write(line)
+		return false, err
+	}
+	if err := f.decide(); err != nil {
+		return false, err
+	}
+	f.dropped = false
+	if complete && (string(line) == "\r\n" || string(line) == "\n") {
+		f.body = true
+		_, err = f.w.Write(line)
+		return false, err
+	}
+	if name, _, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(name)), "Authentication-Results") {
+		f.field = append(f.field[:0], line...)
+		f.holding = true
+		if !complete || len(f.field) > maxHeldField {
+			err = f.decide()
+		}
+		return f.dropped, err
+	}
+	_, err = f.w.Write(line)
+	return false, err
+}
+
+// decide writes or drops the held field.
+func (f *authResultsFilter) decide() error {
+	if !f.holding {
+		return nil
+	}
+	f.holding = false
+	_, value, _ := bytes.Cut(f.field, []byte(":"))
+	if authservID(string(value)) == f.id {
+		f.removed++
+		f.dropped = true
+		return nil
+	}
+	_, err := f.w.Write(f.field)
+	return err
+}
+
+// Flush writes what is held at the end of the message.
+func (f *authResultsFilter) Flush() error {
+	if len(f.line) > 0 && f.rest == restNone && !f.body {
+		if _, err := f.endLine(false); err != nil {
+			return err
+		}
+	}
+	return f.decide()
+}
+
+// authservID returns the authserv-id of an Authentication-Results value,
+// lowercased: the text before the first ";" without folding white space
+// and comments, up to a version number.
+func authservID(value string) string {
+	v, _, _ := strings.Cut(value, ";")
+	v = stripComments(v)
+	fields := strings.Fields(v)
+	if len(fields) == 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(fields[0], "."))
+}
+
+// stripComments removes (nested) RFC 5322 comments.
+func stripComments(s string) string {
+	var b strings.Builder
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && depth > 0:
+			i++
+		case c == '(':
+			depth++
+		case c == ')' && depth > 0:
+			depth--
+		case depth == 0:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
