@@ -10,6 +10,8 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpauth/accounts"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/callout"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dkim"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dmarc"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dnsbl"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/helo"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/recipients"

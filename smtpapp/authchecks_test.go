@@ -1,0 +1,233 @@
+package smtpapp_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	mdns "github.com/miekg/dns"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// dkimKeys signs test messages with python3-dkim's dkimsign, a signer
+// independent of the library the dkim check verifies with, and publishes
+// the public keys in a loopback DNS server.
+type dkimKeys struct {
+	t       *testing.T
+	dkimsig string
+	dir     string
+	rsaKey  string // PEM file
+	edKey   string // base64 seed file, as dkimpy reads Ed25519 keys
+	rsaTXT  string
+	edTXT   string
+}
+
+func newDKIMKeys(t *testing.T) *dkimKeys {
+	t.Helper()
+	k := &dkimKeys{t: t, dkimsig: testutil.RequireTool(t, "dkimsign"), dir: t.TempDir()}
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(rk)
+	k.rsaKey = filepath.Join(k.dir, "rsa.pem")
+	if err := os.WriteFile(k.rsaKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(&rk.PublicKey)
+	k.rsaTXT = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub)
+	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.edKey = filepath.Join(k.dir, "ed.key")
+	if err := os.WriteFile(k.edKey, []byte(base64.StdEncoding.EncodeToString(edPriv.Seed())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k.edTXT = "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(edPub)
+	return k
+}
+
+// publish puts the keys under selectors "rsa" and "ed" of domain.
+func (k *dkimKeys) publish(dns *testdns.Server, domain string) {
+	dns.AddTXT("rsa._domainkey."+domain, txtStrings(k.rsaTXT)...)
+	dns.AddTXT("ed._domainkey."+domain, txtStrings(k.edTXT)...)
+}
+
+// txtStrings splits a TXT record's text into character strings of at
+// most 255 bytes.
+func txtStrings(s string) []string {
+	var out []string
+	for len(s) > 255 {
+		out, s = append(out, s[:255]), s[255:]
+	}
+	return append(out, s)
+}
+
+// dkimpyVerify is python3-dkim's verifier, with the keys given to it
+// instead of looked up (its command-line dkimverify asks the system's
+// DNS).
+const dkimpyVerify = `
+import sys, json, dkim
+keys = json.load(open(sys.argv[1]))
+def dnsfunc(name, timeout=5):
+    n = name.decode() if isinstance(name, bytes) else name
+    v = keys.get(n.rstrip("."))
+    return v.encode() if v else b""
+print("signature ok" if dkim.verify(sys.stdin.buffer.read(), dnsfunc=dnsfunc) else "signature bad")
+`
+
+// verifyIndependently verifies msg's first DKIM signature by domain with
+// python3-dkim (the interpreter that runs its dkimverify).
+func (k *dkimKeys) verifyIndependently(msg []byte, domain string) string {
+	k.t.Helper()
+	tool := testutil.RequireTool(k.t, "dkimverify")
+	head, err := os.ReadFile(tool)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(head), "\n")
+	python := strings.Fields(strings.TrimPrefix(first, "#!"))
+	keysFile := filepath.Join(k.dir, "keys.json")
+	kj, _ := json.Marshal(map[string]string{"rsa._domainkey." + domain: k.rsaTXT, "ed._domainkey." + domain: k.edTXT})
+	if err := os.WriteFile(keysFile, kj, 0o600); err != nil {
+		k.t.Fatal(err)
+	}
+	cmd := exec.Command(python[0], append(python[1:], "-c", dkimpyVerify, keysFile)...)
+	cmd.Stdin = strings.NewReader(string(msg))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		k.t.Fatalf("python3-dkim: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// sign returns msg (CRLF lines) with a DKIM-Signature by domain under
+// selector "rsa" or "ed" (relaxed/relaxed), made by dkimsign.
+func (k *dkimKeys) sign(msg, domain, selector string) string {
+	k.t.Helper()
+	args := []string{"--hcanon", "relaxed", "--bcanon", "relaxed"}
+	key := k.rsaKey
+	if selector == "ed" {
+		args, key = append(args, "--signalg", "ed25519-sha256"), k.edKey
+	}
+	cmd := exec.Command(k.dkimsig, append(args, selector, domain, key)...)
+	cmd.Stdin = strings.NewReader(msg)
+	out, err := cmd.Output()
+	if err != nil {
+		k.t.Fatalf("dkimsign: %v", err)
+	}
+	signed := strings.ReplaceAll(strings.ReplaceAll(string(out), "\r\n", "\n"), "\n", "\r\n")
+	if !strings.HasPrefix(signed, "DKIM-Signature:") || !strings.HasSuffix(signed, msg) {
+		k.t.Fatalf("dkimsign did not prepend a signature:\n%s", signed)
+	}
+	return signed
+}
+
+// testMessage is a message with the given From address and a short body.
+func testMessage(from, subject string) string {
+	return "From: Sender <" + from + ">\r\nTo: <user@example.test>\r\nSubject: " + subject +
+		"\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMessage-ID: <" + subject + "@test>\r\n\r\nHello,\r\n\r\nthis is " + subject + ".\r\n"
+}
+
+// authResults returns the Authentication-Results field of a delivered
+// message (our own: the first), unfolded.
+func authResults(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _, _ := strings.Cut(string(b), "\r\n\r\n")
+	var out string
+	in := false
+	for _, line := range strings.Split(head, "\r\n") {
+		switch {
+		case strings.HasPrefix(line, "Authentication-Results:") && out == "":
+			out, in = line, true
+		case in && (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")):
+			out += " " + strings.TrimSpace(line)
+		default:
+			in = false
+		}
+	}
+	return out
+}
+
+// TestDKIMVerification sends messages signed by dkimsign (RSA and
+// Ed25519) and changed in transit to a server with the dkim check, and
+// reads the verdicts from the Authentication-Results header of the
+// delivered messages. A forged Authentication-Results field with our
+// authserv-id is removed; a good message still verifies with dkimverify
+// after our header fields were added.
+func TestDKIMVerification(t *testing.T) {
+	keys := newDKIMKeys(t)
+	dns := testdns.Start(t)
+	keys.publish(dns, "signed.test")
+	dns.SetRcode("rsa._domainkey.temp.test", mdns.TypeTXT, mdns.RcodeServerFailure)
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{map[string]any{"check": "dkim", "resolvers": []string{dns.Addr()}}},
+		}},
+	}))
+	addr := addrsOf(app, "mx")[0]
+
+	good := keys.sign(testMessage("a@signed.test", "rsa"), "signed.test", "rsa")
+	ed := keys.sign(testMessage("a@signed.test", "ed"), "signed.test", "ed")
+	badBody := strings.Replace(keys.sign(testMessage("a@signed.test", "badbody"), "signed.test", "rsa"), "this is", "this was", 1)
+	badHeader := strings.Replace(keys.sign(testMessage("a@signed.test", "badheader"), "signed.test", "rsa"), "Subject: badheader", "Subject: changed", 1)
+	noKey := keys.sign(testMessage("a@nokey.test", "nokey"), "nokey.test", "rsa")
+	temp := keys.sign(testMessage("a@temp.test", "temp"), "temp.test", "rsa")
+	forged := "Authentication-Results: " + testHost + "; dkim=pass header.d=paypal.example\r\n" + testMessage("a@unsigned.test", "unsigned")
+	for _, tc := range []struct{ local, msg, want string }{
+		{"rsa", good, "dkim=pass header.d=signed.test"},
+		{"ed", ed, "dkim=pass header.d=signed.test"},
+		{"badbody", badBody, "dkim=fail"},
+		{"badheader", badHeader, "dkim=fail"},
+		{"nokey", noKey, "dkim=permerror"},
+		{"temp", temp, "dkim=temperror"},
+		{"unsigned", forged, "dkim=none"},
+	} {
+		d := dial(t, addr)
+		d.expect("220")
+		d.cmd("EHLO client.example", "250")
+		if r := d.sendMail("a@sender.test", tc.local+"@example.test", strings.TrimSuffix(tc.msg, "\r\n")); !strings.HasPrefix(r, "250") {
+			t.Fatalf("%s: %q", tc.local, r)
+		}
+		d.cmd("QUIT", "221")
+		file := e.waitMail("example.test", tc.local, 1)[0]
+		ar := authResults(t, file)
+		if !strings.HasPrefix(ar, "Authentication-Results: "+testHost+";") || !strings.Contains(ar, tc.want) {
+			t.Errorf("%s: %q, want %q", tc.local, ar, tc.want)
+		}
+		if strings.Count(ar, "dkim=") != 1 {
+			t.Errorf("%s: one dkim result expected: %q", tc.local, ar)
+		}
+		b, _ := os.ReadFile(file)
+		if tc.local == "unsigned" && strings.Contains(string(b), "paypal.example") {
+			t.Errorf("the forged Authentication-Results field was delivered:\n%s", b)
+		}
+		if tc.local == "rsa" || tc.local == "ed" {
+			if got := keys.verifyIndependently(b, "signed.test"); got != "signature ok" {
+				t.Errorf("%s: python3-dkim on the delivered message: %s", tc.local, got)
+			}
+		}
+	}
+	// The checks' results are kept with the message (admin API view)
+	// while it is queued: not tested here, see TestDMARCEvaluation.
+	_ = queue.StateQuarantine
+}
