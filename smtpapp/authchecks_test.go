@@ -231,3 +231,104 @@ func TestDKIMVerification(t *testing.T) {
 	// while it is queued: not tested here, see TestDMARCEvaluation.
 	_ = queue.StateQuarantine
 }
+
+// TestDMARCEvaluation runs spf, dkim and dmarc on a server and sends
+// messages whose From domains publish DMARC policies on a loopback DNS
+// server: aligned SPF or DKIM passes (relaxed alignment through the
+// organisational domain), strict alignment fails a subdomain, p=reject is
+// refused with 550 5.7.1, p=quarantine (and p=reject outside pct=0) is
+// held in the queue as quarantined, no policy is dmarc=none, a lookup
+// failure dmarc=temperror, and several From addresses are refused.
+func TestDMARCEvaluation(t *testing.T) {
+	keys := newDKIMKeys(t)
+	dns := testdns.Start(t)
+	for _, d := range []string{"pass.test", "relaxed.test", "strict.test"} {
+		keys.publish(dns, d)
+	}
+	dns.AddTXT("spf.test", "v=spf1 ip4:127.0.0.1 -all")
+	dns.AddTXT("_dmarc.pass.test", "v=DMARC1; p=reject")
+	dns.AddTXT("_dmarc.spf.test", "v=DMARC1; p=reject")
+	dns.AddTXT("_dmarc.relaxed.test", "v=DMARC1; p=reject")
+	dns.AddTXT("_dmarc.strict.test", "v=DMARC1; p=reject; adkim=s; aspf=s")
+	dns.AddTXT("_dmarc.reject.test", "v=DMARC1; p=reject")
+	dns.AddTXT("_dmarc.quarantine.test", "v=DMARC1; p=quarantine")
+	dns.AddTXT("_dmarc.sample.test", "v=DMARC1; p=reject; pct=0")
+	dns.SetRcode("_dmarc.temp.test", mdns.TypeTXT, mdns.RcodeServerFailure)
+	e := newTestEnv(t)
+	resolvers := []string{dns.Addr()}
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{
+				map[string]any{"check": "spf", "resolvers": resolvers},
+				map[string]any{"check": "dkim", "resolvers": resolvers},
+				map[string]any{"check": "dmarc", "resolvers": resolvers},
+			},
+		}},
+	}))
+	addr := addrsOf(app, "mx")[0]
+	type result int
+	const (
+		delivered result = iota
+		refused
+		quarantined
+	)
+	for _, tc := range []struct {
+		local, sender, msg string
+		want               result
+		reply, ar          string
+	}{
+		{"dkim", "bounce@other.test", keys.sign(testMessage("a@pass.test", "dkim"), "pass.test", "rsa"), delivered, "250", "dmarc=pass header.from=pass.test"},
+		{"spf", "bounce@spf.test", testMessage("a@spf.test", "spf"), delivered, "250", "dmarc=pass header.from=spf.test"},
+		{"relaxed", "b@other.test", keys.sign(testMessage("a@news.relaxed.test", "relaxed"), "relaxed.test", "ed"), delivered, "250", "dmarc=pass header.from=news.relaxed.test"},
+		{"strict", "b@other.test", keys.sign(testMessage("a@news.strict.test", "strict"), "strict.test", "rsa"), refused, "550 5.7.1", ""},
+		{"reject", "b@other.test", testMessage("a@reject.test", "reject"), refused, "550 5.7.1", ""},
+		{"quarantine", "b@other.test", testMessage("a@quarantine.test", "quarantine"), quarantined, "250", `dmarc=fail reason="p=quarantine" header.from=quarantine.test`},
+		{"sample", "b@other.test", testMessage("a@sample.test", "sample"), quarantined, "250", `dmarc=fail reason="p=quarantine" header.from=sample.test`},
+		{"none", "b@other.test", testMessage("a@nopolicy.test", "none"), delivered, "250", "dmarc=none header.from=nopolicy.test"},
+		{"temp", "b@other.test", testMessage("a@temp.test", "temp"), delivered, "250", "dmarc=temperror header.from=temp.test"},
+		{"twofrom", "b@other.test", strings.Replace(testMessage("a@pass.test", "twofrom"), "From: Sender <a@pass.test>", "From: a@pass.test, b@reject.test", 1), refused, "550 5.7.1", ""},
+	} {
+		d := dial(t, addr)
+		d.expect("220")
+		d.cmd("EHLO client.example", "250")
+		r := d.sendMail(tc.sender, tc.local+"@example.test", strings.TrimSuffix(tc.msg, "\r\n"))
+		d.cmd("QUIT", "221")
+		if !strings.HasPrefix(r, tc.reply) {
+			t.Errorf("%s: %q, want %s", tc.local, r, tc.reply)
+			continue
+		}
+		switch tc.want {
+		case delivered:
+			ar := authResults(t, e.waitMail("example.test", tc.local, 1)[0])
+			if !strings.Contains(ar, tc.ar) || !strings.Contains(ar, "spf=") || !strings.Contains(ar, "dkim=") {
+				t.Errorf("%s: %q, want %q with spf and dkim results", tc.local, ar, tc.ar)
+			}
+		case quarantined:
+			id := strings.TrimPrefix(strings.TrimSpace(r), "250 2.0.0 OK queued as ")
+			snap, err := app.TestQueue().Snapshot(id)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.local, err)
+			}
+			if snap.State != queue.StateQuarantine || snap.Quarantine == nil || snap.Quarantine.Check != "dmarc" {
+				t.Errorf("%s: state %s, quarantine %+v; want quarantined by dmarc", tc.local, snap.State, snap.Quarantine)
+			}
+			var dmarcResult string
+			for _, c := range snap.Checks {
+				if c.Check == "dmarc" {
+					dmarcResult = c.Verdict + " " + c.Result
+				}
+			}
+			if !strings.HasPrefix(dmarcResult, "quarantine fail p=") {
+				t.Errorf("%s: check results %+v", tc.local, snap.Checks)
+			}
+			header, err := app.TestQueue().ReadHeader(id)
+			if err != nil || !strings.Contains(strings.Join(strings.Fields(string(header)), " "), tc.ar) {
+				t.Errorf("%s: header of the quarantined message (%v):\n%s", tc.local, err, header)
+			}
+			if files := e.mailFiles("example.test", tc.local); len(files) != 0 {
+				t.Errorf("%s: a quarantined message was delivered", tc.local)
+			}
+		}
+	}
+}

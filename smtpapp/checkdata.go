@@ -135,7 +135,7 @@ func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
 func headerBlock(authservID string, results []authres.Result, fields []HeaderField) string {
 	var b strings.Builder
 	if len(results) > 0 {
-		v := authres.Format(authservID, results)
+		v := strings.TrimSpace(strings.ReplaceAll(authres.Format(authservID, results), " ; ", "; "))
 		b.WriteString("Authentication-Results: ")
 		b.WriteString(strings.ReplaceAll(headerText(v), "; ", ";\r\n\t"))
 		b.WriteString("\r\n")
