@@ -205,6 +205,27 @@ func (r *Resolver) LookupA(ctx context.Context, name string) ([]net.IP, error) {
 	return ips, nil
 }
 
+// LookupPTR returns the names that the reverse zone gives for ip (PTR
+// records of in-addr.arpa or ip6.arpa, CNAMEs followed), without the
+// trailing dot, lowercased.
+func (r *Resolver) LookupPTR(ctx context.Context, ip net.IP) ([]string, error) {
+	rev, err := dns.ReverseAddr(ip.String())
+	if err != nil {
+		return nil, &Error{Name: ip.String(), Type: "PTR", Rcode: -1, Err: err}
+	}
+	a, err := r.lookup(ctx, rev, dns.TypePTR, false)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, rr := range a.rrs {
+		if rr, ok := rr.(*dns.PTR); ok {
+			names = append(names, strings.ToLower(strings.TrimSuffix(rr.Ptr, ".")))
+		}
+	}
+	return names, nil
+}
+
 // worseError picks the error to report when neither address type was found:
 // a temporary failure beats NXDOMAIN, which beats NODATA.
 func worseError(a, b error) error {

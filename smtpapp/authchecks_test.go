@@ -332,3 +332,57 @@ func TestDMARCEvaluation(t *testing.T) {
 		}
 	}
 }
+
+// TestIPRevCheck: forward-confirmed reverse DNS against a loopback DNS
+// server. A client whose PTR name resolves back to it passes (and the
+// Authentication-Results header says iprev=pass); a PTR name that points
+// elsewhere, and no PTR at all, fail (550 5.7.25 with fail reject); a
+// DNS failure is a temperror, accepted by default and not cached; a pass
+// is cached (one PTR query for two connections).
+func TestIPRevCheck(t *testing.T) {
+	dns := testdns.Start(t)
+	dns.Add("1.0.0.127.in-addr.arpa. 300 IN PTR mail.good.test.")
+	dns.AddA("mail.good.test", "127.0.0.1")
+	dns.Add("2.0.0.127.in-addr.arpa. 300 IN PTR liar.test.")
+	dns.AddA("liar.test", "192.0.2.9")
+	dns.SetRcode("4.0.0.127.in-addr.arpa", mdns.TypePTR, mdns.RcodeServerFailure)
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{map[string]any{"check": "iprev", "fail": "reject", "resolvers": []string{dns.Addr()}}},
+		}},
+	}))
+	addr := addrsOf(app, "mx")[0]
+	for _, tc := range []struct{ from, local, rcpt, ar string }{
+		{"127.0.0.1", "good", "250", "iprev=pass policy.iprev=127.0.0.1"},
+		{"127.0.0.1", "good2", "250", "iprev=pass policy.iprev=127.0.0.1"},
+		{"127.0.0.2", "liar", "550 5.7.25", ""},
+		{"127.0.0.3", "noptr", "550 5.7.25", ""},
+		{"127.0.0.4", "temp", "250", "iprev=temperror policy.iprev=127.0.0.4"},
+	} {
+		d := dialFrom(t, tc.from, addr)
+		d.expect("220")
+		d.cmd("EHLO client.example", "250")
+		d.cmd("MAIL FROM:<a@sender.test>", "250")
+		if got := d.cmd("RCPT TO:<"+tc.local+"@example.test>", tc.rcpt); !strings.HasPrefix(got, tc.rcpt) {
+			t.Errorf("%s from %s: %q, want %s", tc.local, tc.from, got, tc.rcpt)
+			continue
+		}
+		if tc.ar != "" {
+			d.cmd("DATA", "354")
+			d.raw(strings.TrimSuffix(testMessage("a@sender.test", tc.local), "\r\n") + "\r\n.\r\n")
+			d.expect("250")
+			if ar := authResults(t, e.waitMail("example.test", tc.local, 1)[0]); !strings.Contains(ar, tc.ar) {
+				t.Errorf("%s: %q, want %q", tc.local, ar, tc.ar)
+			}
+		}
+		d.cmd("QUIT", "221")
+	}
+	if n := dns.Queries("1.0.0.127.in-addr.arpa", mdns.TypePTR); n != 1 {
+		t.Errorf("%d PTR queries for 127.0.0.1, want 1 (cached)", n)
+	}
+	if n := dns.Queries("4.0.0.127.in-addr.arpa", mdns.TypePTR); n == 0 {
+		t.Error("the failing PTR lookup was not made")
+	}
+}
