@@ -127,6 +127,53 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:3",
 		},
 		{
+			name: "dkim max_signatures not a number",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+			check dkim {
+				max_signatures many
+			}
+		}
+	}
+}`,
+			wantErr:  "max_signatures: want an integer from 1 to 100, got 'many'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "unknown dmarc option",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+			check dkim
+			check dmarc {
+				p reject
+			}
+		}
+	}
+}`,
+			wantErr:  "unrecognized dmarc option 'p'",
+			wantLine: "Caddyfile:7",
+		},
+		{
+			name: "dmarc action that does not exist",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+			check dkim
+			check dmarc {
+				quarantine bounce
+			}
+		}
+	}
+}`,
+			wantErr:  "quarantine: want quarantine or reject or tag, got 'bounce'",
+			wantLine: "Caddyfile:7",
+		},
+		{
 			name: "listen address that is not an address",
 			caddyfile: `{
 	smtp {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	mdns "github.com/miekg/dns"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
@@ -384,5 +385,25 @@ func TestIPRevCheck(t *testing.T) {
 	}
 	if n := dns.Queries("4.0.0.127.in-addr.arpa", mdns.TypePTR); n == 0 {
 		t.Error("the failing PTR lookup was not made")
+	}
+}
+
+// TestDMARCNeedsDKIMFirst: a config where the dkim check comes after
+// dmarc in the same list is refused when it is loaded.
+func TestDMARCNeedsDKIMFirst(t *testing.T) {
+	e := newTestEnv(t)
+	raw, _ := json.Marshal(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{map[string]any{"check": "dmarc"}, map[string]any{"check": "dkim"}},
+		}},
+	}))
+	cfg := new(caddy.Config)
+	if err := json.Unmarshal(raw, cfg); err != nil {
+		t.Fatal(err)
+	}
+	err := caddy.Validate(cfg)
+	if err == nil || !strings.Contains(err.Error(), "check dmarc must come after check dkim") {
+		t.Fatalf("validate: %v, want the order refused", err)
 	}
 }

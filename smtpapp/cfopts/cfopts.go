@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 	"github.com/caddyserver/caddy/v2"
@@ -103,4 +104,16 @@ func PositiveInt(v string, highest int) (int, error) {
 		return 0, fmt.Errorf("want a positive integer, got '%s'", v)
 	}
 	return n, nil
+}
+
+// OneOf describes an option with one argument that must be one of the
+// given words, stored in field.
+func OneOf(field *string, words ...string) Option {
+	return Opt(1, 1, func(a []string) error {
+		if !slices.Contains(words, a[0]) {
+			return fmt.Errorf("want %s, got '%s'", strings.Join(words, " or "), a[0])
+		}
+		*field = a[0]
+		return nil
+	})
 }

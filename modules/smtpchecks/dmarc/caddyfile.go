@@ -25,14 +25,11 @@ func (m *DMARC) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	word := func(field *string) cfopts.Option {
-		return cfopts.Opt(1, 1, func(a []string) error { *field = a[0]; return nil })
-	}
 	return cfopts.Block(d, "dmarc", map[string]cfopts.Option{
-		"reject":        word(&m.Reject),
-		"quarantine":    word(&m.Quarantine),
-		"multiple_from": word(&m.MultipleFrom),
-		"temperror":     word(&m.TempError),
+		"reject":        cfopts.OneOf(&m.Reject, actionReject, actionQuarantine, actionTag),
+		"quarantine":    cfopts.OneOf(&m.Quarantine, actionQuarantine, actionReject, actionTag),
+		"multiple_from": cfopts.OneOf(&m.MultipleFrom, actionReject, actionAccept),
+		"temperror":     cfopts.OneOf(&m.TempError, actionAccept, actionTempfail),
 		"honor_pct": cfopts.Opt(1, 1, func(a []string) (err error) {
 			m.HonorPct, err = cfopts.OnOff(a[0])
 			return err

@@ -22,8 +22,8 @@ func (c *IPRev) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.ArgErr()
 	}
 	return cfopts.Block(d, "iprev", map[string]cfopts.Option{
-		"fail":      cfopts.Opt(1, 1, func(a []string) error { c.Fail = a[0]; return nil }),
-		"temperror": cfopts.Opt(1, 1, func(a []string) error { c.TempError = a[0]; return nil }),
+		"fail":      cfopts.OneOf(&c.Fail, actionAccept, actionReject),
+		"temperror": cfopts.OneOf(&c.TempError, actionAccept, actionTempfail),
 		"resolvers": cfopts.Opt(1, -1, func(a []string) error { c.Resolvers = append(c.Resolvers, a...); return nil }),
 		"timeout": cfopts.Opt(1, 1, func(a []string) (err error) {
 			c.Timeout, err = cfopts.PositiveDuration(a[0])
