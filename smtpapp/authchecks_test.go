@@ -1,16 +1,8 @@
 package smtpapp_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,121 +13,6 @@ import (
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
-
-// dkimKeys signs test messages with python3-dkim's dkimsign, a signer
-// independent of the library the dkim check verifies with, and publishes
-// the public keys in a loopback DNS server.
-type dkimKeys struct {
-	t       *testing.T
-	dkimsig string
-	dir     string
-	rsaKey  string // PEM file
-	edKey   string // base64 seed file, as dkimpy reads Ed25519 keys
-	rsaTXT  string
-	edTXT   string
-}
-
-func newDKIMKeys(t *testing.T) *dkimKeys {
-	t.Helper()
-	k := &dkimKeys{t: t, dkimsig: testutil.RequireTool(t, "dkimsign"), dir: t.TempDir()}
-	rk, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(rk)
-	k.rsaKey = filepath.Join(k.dir, "rsa.pem")
-	if err := os.WriteFile(k.rsaKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(&rk.PublicKey)
-	k.rsaTXT = "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(pub)
-	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.edKey = filepath.Join(k.dir, "ed.key")
-	if err := os.WriteFile(k.edKey, []byte(base64.StdEncoding.EncodeToString(edPriv.Seed())), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	k.edTXT = "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(edPub)
-	return k
-}
-
-// publish puts the keys under selectors "rsa" and "ed" of domain.
-func (k *dkimKeys) publish(dns *testdns.Server, domain string) {
-	dns.AddTXT("rsa._domainkey."+domain, txtStrings(k.rsaTXT)...)
-	dns.AddTXT("ed._domainkey."+domain, txtStrings(k.edTXT)...)
-}
-
-// txtStrings splits a TXT record's text into character strings of at
-// most 255 bytes.
-func txtStrings(s string) []string {
-	var out []string
-	for len(s) > 255 {
-		out, s = append(out, s[:255]), s[255:]
-	}
-	return append(out, s)
-}
-
-// dkimpyVerify is python3-dkim's verifier, with the keys given to it
-// instead of looked up (its command-line dkimverify asks the system's
-// DNS).
-const dkimpyVerify = `
-import sys, json, dkim
-keys = json.load(open(sys.argv[1]))
-def dnsfunc(name, timeout=5):
-    n = name.decode() if isinstance(name, bytes) else name
-    v = keys.get(n.rstrip("."))
-    return v.encode() if v else b""
-print("signature ok" if dkim.verify(sys.stdin.buffer.read(), dnsfunc=dnsfunc) else "signature bad")
-`
-
-// verifyIndependently verifies msg's first DKIM signature by domain with
-// python3-dkim (the interpreter that runs its dkimverify).
-func (k *dkimKeys) verifyIndependently(msg []byte, domain string) string {
-	k.t.Helper()
-	tool := testutil.RequireTool(k.t, "dkimverify")
-	head, err := os.ReadFile(tool)
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	first, _, _ := strings.Cut(string(head), "\n")
-	python := strings.Fields(strings.TrimPrefix(first, "#!"))
-	keysFile := filepath.Join(k.dir, "keys.json")
-	kj, _ := json.Marshal(map[string]string{"rsa._domainkey." + domain: k.rsaTXT, "ed._domainkey." + domain: k.edTXT})
-	if err := os.WriteFile(keysFile, kj, 0o600); err != nil {
-		k.t.Fatal(err)
-	}
-	cmd := exec.Command(python[0], append(python[1:], "-c", dkimpyVerify, keysFile)...)
-	cmd.Stdin = strings.NewReader(string(msg))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		k.t.Fatalf("python3-dkim: %v\n%s", err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-// sign returns msg (CRLF lines) with a DKIM-Signature by domain under
-// selector "rsa" or "ed" (relaxed/relaxed), made by dkimsign.
-func (k *dkimKeys) sign(msg, domain, selector string) string {
-	k.t.Helper()
-	args := []string{"--hcanon", "relaxed", "--bcanon", "relaxed"}
-	key := k.rsaKey
-	if selector == "ed" {
-		args, key = append(args, "--signalg", "ed25519-sha256"), k.edKey
-	}
-	cmd := exec.Command(k.dkimsig, append(args, selector, domain, key)...)
-	cmd.Stdin = strings.NewReader(msg)
-	out, err := cmd.Output()
-	if err != nil {
-		k.t.Fatalf("dkimsign: %v", err)
-	}
-	signed := strings.ReplaceAll(strings.ReplaceAll(string(out), "\r\n", "\n"), "\n", "\r\n")
-	if !strings.HasPrefix(signed, "DKIM-Signature:") || !strings.HasSuffix(signed, msg) {
-		k.t.Fatalf("dkimsign did not prepend a signature:\n%s", signed)
-	}
-	return signed
-}
 
 // testMessage is a message with the given From address and a short body.
 func testMessage(from, subject string) string {
@@ -174,9 +51,9 @@ func authResults(t *testing.T, file string) string {
 // authserv-id is removed; a good message still verifies with dkimverify
 // after our header fields were added.
 func TestDKIMVerification(t *testing.T) {
-	keys := newDKIMKeys(t)
+	keys := testutil.NewDKIMKeys(t)
 	dns := testdns.Start(t)
-	keys.publish(dns, "signed.test")
+	keys.Publish(dns, "signed.test")
 	dns.SetRcode("rsa._domainkey.temp.test", mdns.TypeTXT, mdns.RcodeServerFailure)
 	e := newTestEnv(t)
 	app := e.load(e.config(map[string]any{
@@ -187,12 +64,12 @@ func TestDKIMVerification(t *testing.T) {
 	}))
 	addr := addrsOf(app, "mx")[0]
 
-	good := keys.sign(testMessage("a@signed.test", "rsa"), "signed.test", "rsa")
-	ed := keys.sign(testMessage("a@signed.test", "ed"), "signed.test", "ed")
-	badBody := strings.Replace(keys.sign(testMessage("a@signed.test", "badbody"), "signed.test", "rsa"), "this is", "this was", 1)
-	badHeader := strings.Replace(keys.sign(testMessage("a@signed.test", "badheader"), "signed.test", "rsa"), "Subject: badheader", "Subject: changed", 1)
-	noKey := keys.sign(testMessage("a@nokey.test", "nokey"), "nokey.test", "rsa")
-	temp := keys.sign(testMessage("a@temp.test", "temp"), "temp.test", "rsa")
+	good := keys.Sign(testMessage("a@signed.test", "rsa"), "signed.test", "rsa")
+	ed := keys.Sign(testMessage("a@signed.test", "ed"), "signed.test", "ed")
+	badBody := strings.Replace(keys.Sign(testMessage("a@signed.test", "badbody"), "signed.test", "rsa"), "this is", "this was", 1)
+	badHeader := strings.Replace(keys.Sign(testMessage("a@signed.test", "badheader"), "signed.test", "rsa"), "Subject: badheader", "Subject: changed", 1)
+	noKey := keys.Sign(testMessage("a@nokey.test", "nokey"), "nokey.test", "rsa")
+	temp := keys.Sign(testMessage("a@temp.test", "temp"), "temp.test", "rsa")
 	forged := "Authentication-Results: " + testHost + "; dkim=pass header.d=paypal.example\r\n" + testMessage("a@unsigned.test", "unsigned")
 	for _, tc := range []struct{ local, msg, want string }{
 		{"rsa", good, "dkim=pass header.d=signed.test"},
@@ -223,7 +100,7 @@ func TestDKIMVerification(t *testing.T) {
 			t.Errorf("the forged Authentication-Results field was delivered:\n%s", b)
 		}
 		if tc.local == "rsa" || tc.local == "ed" {
-			if got := keys.verifyIndependently(b, "signed.test"); got != "signature ok" {
+			if got := keys.VerifyIndependently(b, "signed.test"); got != "signature ok" {
 				t.Errorf("%s: python3-dkim on the delivered message: %s", tc.local, got)
 			}
 		}
@@ -241,10 +118,10 @@ func TestDKIMVerification(t *testing.T) {
 // held in the queue as quarantined, no policy is dmarc=none, a lookup
 // failure dmarc=temperror, and several From addresses are refused.
 func TestDMARCEvaluation(t *testing.T) {
-	keys := newDKIMKeys(t)
+	keys := testutil.NewDKIMKeys(t)
 	dns := testdns.Start(t)
 	for _, d := range []string{"pass.test", "relaxed.test", "strict.test"} {
-		keys.publish(dns, d)
+		keys.Publish(dns, d)
 	}
 	dns.AddTXT("spf.test", "v=spf1 ip4:127.0.0.1 -all")
 	dns.AddTXT("_dmarc.pass.test", "v=DMARC1; p=reject")
@@ -279,10 +156,10 @@ func TestDMARCEvaluation(t *testing.T) {
 		want               result
 		reply, ar          string
 	}{
-		{"dkim", "bounce@other.test", keys.sign(testMessage("a@pass.test", "dkim"), "pass.test", "rsa"), delivered, "250", "dmarc=pass header.from=pass.test"},
+		{"dkim", "bounce@other.test", keys.Sign(testMessage("a@pass.test", "dkim"), "pass.test", "rsa"), delivered, "250", "dmarc=pass header.from=pass.test"},
 		{"spf", "bounce@spf.test", testMessage("a@spf.test", "spf"), delivered, "250", "dmarc=pass header.from=spf.test"},
-		{"relaxed", "b@other.test", keys.sign(testMessage("a@news.relaxed.test", "relaxed"), "relaxed.test", "ed"), delivered, "250", "dmarc=pass header.from=news.relaxed.test"},
-		{"strict", "b@other.test", keys.sign(testMessage("a@news.strict.test", "strict"), "strict.test", "rsa"), refused, "550 5.7.1", ""},
+		{"relaxed", "b@other.test", keys.Sign(testMessage("a@news.relaxed.test", "relaxed"), "relaxed.test", "ed"), delivered, "250", "dmarc=pass header.from=news.relaxed.test"},
+		{"strict", "b@other.test", keys.Sign(testMessage("a@news.strict.test", "strict"), "strict.test", "rsa"), refused, "550 5.7.1", ""},
 		{"reject", "b@other.test", testMessage("a@reject.test", "reject"), refused, "550 5.7.1", ""},
 		{"quarantine", "b@other.test", testMessage("a@quarantine.test", "quarantine"), quarantined, "250", `dmarc=fail reason="p=quarantine" header.from=quarantine.test`},
 		{"sample", "b@other.test", testMessage("a@sample.test", "sample"), quarantined, "250", `dmarc=fail reason="p=quarantine" header.from=sample.test`},
