@@ -84,7 +84,7 @@ func TestMXGatewayChecks(t *testing.T) {
 	dns.AddTXT("_dmarc.bulk.test", "v=DMARC1; p=quarantine")
 	dns.Add("1.0.0.127.in-addr.arpa. 300 IN PTR client.sender.test.")
 	dns.AddA("client.sender.test", "127.0.0.1")
-	dns.AddA("2.0.0.127.zen.spamhaus.org", "127.0.0.2")   // 127.0.0.2 is listed
+	dns.AddA("2.0.0.127.zen.spamhaus.org", "127.0.0.2")       // 127.0.0.2 is listed
 	dns.AddA("2.0.0.127.b.barracudacentral.org", "127.0.0.2") // on both lists
 	t.Setenv("DNS_RESOLVER", dns.Addr())
 

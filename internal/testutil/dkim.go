@@ -131,4 +131,3 @@ func (k *DKIMKeys) Sign(msg, domain, selector string) string {
 	}
 	return signed
 }
-
