@@ -33,7 +33,10 @@ import (
 // stopped by TestMain.
 type env struct {
 	sink    *smtpsink.Sink
-	gateway string
+	gateway string // the plain server
+	checked string // the server with the authentication checks
+	dns     *checksDNS
+	sign    func([]byte) ([]byte, error)
 	dir     string
 }
 
@@ -48,6 +51,7 @@ func TestMain(m *testing.M) {
 	if shared != nil {
 		_ = caddy.Stop()
 		shared.sink.Close()
+		_ = shared.dns.srv.Shutdown()
 		os.RemoveAll(shared.dir)
 	}
 	os.Exit(code)
@@ -74,9 +78,17 @@ func startEnv() (*env, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	e := &env{sink: sink, dir: dir}
+	pub, key := newLoadKey()
+	dnsSrv, err := startChecksDNS(pub)
+	if err != nil {
+		sink.Close()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	e := &env{sink: sink, dir: dir, dns: dnsSrv, sign: loadSigner(key)}
 	fail := func(err error) (*env, error) {
 		sink.Close()
+		_ = dnsSrv.srv.Shutdown()
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -85,7 +97,15 @@ func startEnv() (*env, error) {
 		return fail(err)
 	}
 	e.gateway = "127.0.0.1:" + port
-	raw, err := json.Marshal(gatewayConfig(dir, e.gateway, sink.Addr()))
+	port, err = freePort()
+	if err != nil {
+		return fail(err)
+	}
+	e.checked = "127.0.0.1:" + port
+	cfg := gatewayConfig(dir, e.gateway, sink.Addr())
+	servers := cfg["apps"].(map[string]any)["smtp"].(map[string]any)["servers"].(map[string]any)
+	servers["checked"] = checksServer(e.checked, sink.Addr(), dnsSrv.addr())
+	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -156,10 +176,16 @@ func freePort() (string, error) {
 // sink has them; it returns the load summary and the end-to-end rate.
 func relay(tb testing.TB, sink *smtpsink.Sink, addr string, n, size int) (*smtpload.Summary, float64) {
 	tb.Helper()
+	return relayWith(tb, sink, addr, n, size, nil)
+}
+
+// relayWith is relay with every message passed through sign first.
+func relayWith(tb testing.TB, sink *smtpsink.Sink, addr string, n, size int, sign func([]byte) ([]byte, error)) (*smtpload.Summary, float64) {
+	tb.Helper()
 	before := sink.Stats()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	sum, err := smtpload.Run(ctx, smtpload.Config{Addr: addr, Messages: n, Size: size, StartTLS: true, Senders: 20, PerConn: 10})
+	sum, err := smtpload.Run(ctx, smtpload.Config{Addr: addr, Messages: n, Size: size, StartTLS: true, Senders: 20, PerConn: 10, Sign: sign})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -243,11 +269,16 @@ func TestRefusedConnections(t *testing.T) {
 
 func benchmarkRelay(b *testing.B, addr func(*env) string, size int) {
 	e := gatewayEnv(b)
-	target := addr(e)
+	benchmarkLoad(b, e, addr(e), size, nil)
+}
+
+// benchmarkLoad sends b.N messages (signed when sign is set) through
+// target and reports the rates, CPU and latencies.
+func benchmarkLoad(b *testing.B, e *env, target string, size int, sign func([]byte) ([]byte, error)) {
 	b.SetBytes(int64(size))
 	cpu0 := processCPU()
 	b.ResetTimer()
-	sum, e2e := relay(b, e.sink, target, b.N, size)
+	sum, e2e := relayWith(b, e.sink, target, b.N, size, sign)
 	b.StopTimer()
 	b.ReportMetric(e2e, "msg/s")
 	// The whole test process: load generator, gateway and sink together

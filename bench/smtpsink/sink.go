@@ -62,7 +62,11 @@ type Sink struct {
 
 	mu          sync.Mutex
 	first, last int64
+	lastHead    []byte // the start of the last message
 }
+
+// headKeep is how much of each message the sink keeps for Last.
+const headKeep = 4096
 
 // Start listens and serves until Close.
 func Start(cfg Config) (*Sink, error) {
@@ -112,6 +116,13 @@ func (s *Sink) Close() error {
 	err := s.server.Close()
 	<-s.served
 	return err
+}
+
+// Last returns the first 4 KiB of the last message received.
+func (s *Sink) Last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return string(s.lastHead)
 }
 
 // Stats returns the counters.
@@ -195,10 +206,19 @@ func (x *session) Rcpt(string, *smtp.RcptOptions) error {
 }
 
 func (x *session) Data(r io.Reader) error {
+	head := make([]byte, headKeep)
+	h, err := io.ReadFull(r, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return err
+	}
 	n, err := io.Copy(io.Discard, r)
 	if err != nil {
 		return err
 	}
+	n += int64(h)
+	x.s.mu.Lock()
+	x.s.lastHead = head[:h]
+	x.s.mu.Unlock()
 	x.s.delivered(x.rcpts, n, x.tls)
 	x.rcpts = 0
 	return nil
