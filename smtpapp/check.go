@@ -31,6 +31,17 @@ type RecipientCheck interface {
 	CheckRecipient(ctx context.Context, in *CheckInput) Verdict
 }
 
+// ConcurrentCheck is implemented by recipient checks that only look
+// things up (in DNS) and change nothing: the session starts those of a
+// list at the same time, and still applies their verdicts in the list's
+// order, so that a transaction waits for the slowest lookup, not for
+// their sum.
+type ConcurrentCheck interface {
+	RecipientCheck
+	// Concurrent marks the check; it does nothing.
+	Concurrent()
+}
+
 // RecipientProber is implemented by delivery targets that can ask their
 // next hop whether it takes a recipient (an SMTP callout: EHLO, MAIL
 // FROM:<>, RCPT, RSET, QUIT, under the target's TLS policy), such as the
@@ -344,13 +355,28 @@ func (s *session) checkRecipient(r *Route, in *CheckInput) error {
 // runRecipientChecks runs one list of checks: up to the first that does
 // not accept (an allow ends the list with no refusal, and allowed is true).
 func (s *session) runRecipientChecks(checks []namedCheck, in *CheckInput) (allowed bool, err error) {
-	for _, c := range checks {
+	ask := func(c RecipientCheck) Verdict {
+		ctx, cancel := context.WithTimeout(s.srv.app.ctx, checkTimeout)
+		defer cancel()
+		return c.CheckRecipient(ctx, in)
+	}
+	started := make([]chan Verdict, len(checks))
+	for i, c := range checks {
+		if cc, ok := c.rcpt.(ConcurrentCheck); ok && len(checks) > 1 {
+			started[i] = make(chan Verdict, 1)
+			go func() { started[i] <- ask(cc) }()
+		}
+	}
+	for i, c := range checks {
 		if c.rcpt == nil {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(s.srv.app.ctx, checkTimeout)
-		v := c.rcpt.CheckRecipient(ctx, in)
-		cancel()
+		var v Verdict
+		if started[i] != nil {
+			v = <-started[i]
+		} else {
+			v = ask(c.rcpt)
+		}
 		if v.Result == "" || v.Result == VerdictQuarantine {
 			v.Result = VerdictAccept
 		}

@@ -280,8 +280,12 @@ func QueryName(ip netip.Addr, zone string) string {
 	return b.String()
 }
 
+// Concurrent implements smtpapp.ConcurrentCheck: the check only asks DNS.
+func (*DNSBL) Concurrent() {}
+
 // Interface guards
 var (
+	_ smtpapp.ConcurrentCheck = (*DNSBL)(nil)
 	_ caddy.Provisioner      = (*DNSBL)(nil)
 	_ smtpapp.RecipientCheck = (*DNSBL)(nil)
 )

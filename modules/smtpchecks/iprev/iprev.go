@@ -207,8 +207,12 @@ func (c *IPRev) lookup(ctx context.Context, ip net.IP) cached {
 	return cached{value: authres.ResultFail}
 }
 
+// Concurrent implements smtpapp.ConcurrentCheck: the check only asks DNS.
+func (*IPRev) Concurrent() {}
+
 // Interface guards
 var (
+	_ smtpapp.ConcurrentCheck = (*IPRev)(nil)
 	_ caddy.Provisioner      = (*IPRev)(nil)
 	_ smtpapp.RecipientCheck = (*IPRev)(nil)
 )

@@ -221,8 +221,12 @@ func (s *SPF) evaluate(ctx context.Context, in *smtpapp.CheckInput) (spf.Result,
 	return res, err
 }
 
+// Concurrent implements smtpapp.ConcurrentCheck: the check only asks DNS.
+func (*SPF) Concurrent() {}
+
 // Interface guards
 var (
+	_ smtpapp.ConcurrentCheck = (*SPF)(nil)
 	_ caddy.Provisioner      = (*SPF)(nil)
 	_ smtpapp.RecipientCheck = (*SPF)(nil)
 )
