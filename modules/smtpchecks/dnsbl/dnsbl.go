@@ -286,6 +286,6 @@ func (*DNSBL) Concurrent() {}
 // Interface guards
 var (
 	_ smtpapp.ConcurrentCheck = (*DNSBL)(nil)
-	_ caddy.Provisioner      = (*DNSBL)(nil)
-	_ smtpapp.RecipientCheck = (*DNSBL)(nil)
+	_ caddy.Provisioner       = (*DNSBL)(nil)
+	_ smtpapp.RecipientCheck  = (*DNSBL)(nil)
 )

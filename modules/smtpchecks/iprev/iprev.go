@@ -213,6 +213,6 @@ func (*IPRev) Concurrent() {}
 // Interface guards
 var (
 	_ smtpapp.ConcurrentCheck = (*IPRev)(nil)
-	_ caddy.Provisioner      = (*IPRev)(nil)
-	_ smtpapp.RecipientCheck = (*IPRev)(nil)
+	_ caddy.Provisioner       = (*IPRev)(nil)
+	_ smtpapp.RecipientCheck  = (*IPRev)(nil)
 )

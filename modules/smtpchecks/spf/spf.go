@@ -227,6 +227,6 @@ func (*SPF) Concurrent() {}
 // Interface guards
 var (
 	_ smtpapp.ConcurrentCheck = (*SPF)(nil)
-	_ caddy.Provisioner      = (*SPF)(nil)
-	_ smtpapp.RecipientCheck = (*SPF)(nil)
+	_ caddy.Provisioner       = (*SPF)(nil)
+	_ smtpapp.RecipientCheck  = (*SPF)(nil)
 )
