@@ -3,6 +3,7 @@ package smtpapp_test
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -283,4 +284,61 @@ func TestDMARCNeedsDKIMFirst(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "check dmarc must come after check dkim") {
 		t.Fatalf("validate: %v, want the order refused", err)
 	}
+}
+
+// TestQuarantineInAdminAPI: a message that dmarc quarantines is listed by
+// the admin API as quarantined, with the checks' results, the quarantine's
+// check and reason and our Authentication-Results header in its view; a
+// release delivers it.
+func TestQuarantineInAdminAPI(t *testing.T) {
+	dns := testdns.Start(t)
+	dns.AddTXT("_dmarc.bulk.test", "v=DMARC1; p=quarantine")
+	e := newTestEnv(t)
+	a := &adminEnv{testEnv: e, sock: filepath.Join(e.dir, "admin.sock")}
+	resolvers := []string{dns.Addr()}
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{
+				map[string]any{"check": "spf", "resolvers": resolvers},
+				map[string]any{"check": "dkim", "resolvers": resolvers},
+				map[string]any{"check": "dmarc", "resolvers": resolvers},
+			},
+		}},
+	}, func(c map[string]any) {
+		c["admin"] = map[string]any{"listen": "unix/" + a.sock, "config": map[string]any{"persist": false}}
+	}))
+	a.smtp = addrsOf(app, "mx")[0]
+	a.client = adminClient(a.sock)
+
+	d := dial(t, a.smtp)
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	r := d.sendMail("offers@bulk.test", "user@example.test", strings.TrimSuffix(testMessage("offers@bulk.test", "bulk"), "\r\n"))
+	d.cmd("QUIT", "221")
+	id := strings.TrimSpace(strings.TrimPrefix(r, "250 2.0.0 OK queued as "))
+	var view struct {
+		queue.Snapshot
+		Headers string `json:"headers"`
+	}
+	a.ok("GET", "/smtp/queue/"+id, &view)
+	if view.State != "quarantined" || view.Quarantine == nil || view.Quarantine.Check != "dmarc" ||
+		!strings.Contains(view.Quarantine.Reason, "dmarc=fail header.from=bulk.test p=quarantine") {
+		t.Fatalf("view: state %q, quarantine %+v", view.State, view.Quarantine)
+	}
+	got := map[string]string{}
+	for _, c := range view.Checks {
+		got[c.Check] = c.Verdict + " " + c.Result
+	}
+	if got["spf"] != "accept none" || got["dkim"] != "accept none" || got["dmarc"] != "quarantine fail p=quarantine" {
+		t.Errorf("checks in the view: %v", got)
+	}
+	if !strings.HasPrefix(view.Headers, "Authentication-Results: "+testHost+";") {
+		t.Errorf("headers in the view:\n%s", view.Headers)
+	}
+	if files := e.mailFiles("example.test", "user"); len(files) != 0 {
+		t.Fatal("the quarantined message was delivered before its release")
+	}
+	a.ok("POST", "/smtp/queue/"+id+"/release", nil)
+	e.waitMail("example.test", "user", 1)
 }
