@@ -13,6 +13,7 @@ import (
 //		resolvers      <ip[:port]>...
 //		timeout        <duration>
 //		max_signatures <n>
+//		cache_ttl      <duration>
 //	}
 func (k *DKIM) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the check name
@@ -23,6 +24,10 @@ func (k *DKIM) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"resolvers": cfopts.Opt(1, -1, func(a []string) error { k.Resolvers = append(k.Resolvers, a...); return nil }),
 		"timeout": cfopts.Opt(1, 1, func(a []string) (err error) {
 			k.Timeout, err = cfopts.PositiveDuration(a[0])
+			return err
+		}),
+		"cache_ttl": cfopts.Opt(1, 1, func(a []string) (err error) {
+			k.CacheTTL, err = cfopts.PositiveDuration(a[0])
 			return err
 		}),
 		"max_signatures": cfopts.Opt(1, 1, func(a []string) (err error) {

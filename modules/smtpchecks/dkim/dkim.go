@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/ttlcache"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
@@ -48,13 +49,26 @@ type DKIM struct {
 	// first ones in the header; the others are ignored. Default: 5.
 	MaxSignatures int `json:"max_signatures,omitempty"`
 
+	// CacheTTL is how long a key record (or its absence) is kept. Default:
+	// 5m.
+	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
+
 	resolver *resolver.Resolver
 	logger   *zap.Logger
+	keys     *ttlcache.Cache[string, cachedKey]
+}
+
+// cachedKey is a key lookup's answer.
+type cachedKey struct {
+	txts     []string
+	notFound bool
 }
 
 const (
 	defaultTimeout       = 10 * time.Second
 	defaultMaxSignatures = 5
+	defaultCacheTTL      = 5 * time.Minute
+	cacheMax             = 10_000
 	// pipeLimit is how much of a message waits for the verifier (while it
 	// looks up keys) before the transfer waits too.
 	pipeLimit = 4 << 20
@@ -71,9 +85,13 @@ func (DKIM) CaddyModule() caddy.ModuleInfo {
 // Provision sets the defaults and the resolver.
 func (d *DKIM) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
-	if d.Timeout < 0 || d.MaxSignatures < 0 {
-		return fmt.Errorf("dkim: timeout and max_signatures must not be negative")
+	if d.Timeout < 0 || d.MaxSignatures < 0 || d.CacheTTL < 0 {
+		return fmt.Errorf("dkim: timeout, max_signatures and cache_ttl must not be negative")
 	}
+	if d.CacheTTL == 0 {
+		d.CacheTTL = caddy.Duration(defaultCacheTTL)
+	}
+	d.keys = ttlcache.New[string, cachedKey](cacheMax)
 	if d.Timeout == 0 {
 		d.Timeout = caddy.Duration(defaultTimeout)
 	}
@@ -108,12 +126,23 @@ func (d *DKIM) StartMessage(in *smtpapp.MessageInput) smtpapp.MessageJudge {
 // lookupTXT is the verifier's key lookup, with our resolver's errors
 // turned into what go-msgauth tells apart: a temporary *net.DNSError is a
 // temperror, anything else a permerror (no key).
+// Answers and NotFound are cached for CacheTTL.
 func (d *DKIM) lookupTXT(ctx context.Context, name string) ([]string, error) {
-	txts, err := d.resolver.LookupTXT(ctx, name)
-	if err != nil {
-		return nil, &net.DNSError{Err: err.Error(), Name: name, IsTemporary: resolver.IsTemporary(err), IsNotFound: resolver.IsNotFound(err)}
+	key := strings.ToLower(name)
+	now := time.Now()
+	c, ok := d.keys.Get(key, now)
+	if !ok {
+		txts, err := d.resolver.LookupTXT(ctx, name)
+		if err != nil && !resolver.IsNotFound(err) {
+			return nil, &net.DNSError{Err: err.Error(), Name: name, IsTemporary: resolver.IsTemporary(err)}
+		}
+		c = cachedKey{txts: txts, notFound: err != nil}
+		d.keys.Put(key, c, now, time.Duration(d.CacheTTL))
 	}
-	return txts, nil
+	if c.notFound {
+		return nil, &net.DNSError{Err: "no such key record", Name: name, IsNotFound: true}
+	}
+	return c.txts, nil
 }
 
 // judge verifies one message.

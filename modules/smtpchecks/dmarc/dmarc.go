@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net/mail"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/checkopt"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/ttlcache"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
@@ -82,13 +82,7 @@ type DMARC struct {
 	resolver *resolver.Resolver
 	logger   *zap.Logger
 
-	mu    *sync.Mutex
-	cache map[string]cachedPolicy
-}
-
-type cachedPolicy struct {
-	p       policy
-	expires time.Time
+	cache *ttlcache.Cache[string, policy]
 }
 
 // policy is the outcome of a lookup.
@@ -150,8 +144,7 @@ func (m *DMARC) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("dmarc: %w", err)
 	}
 	m.resolver = r
-	m.mu = new(sync.Mutex)
-	m.cache = make(map[string]cachedPolicy)
+	m.cache = ttlcache.New[string, policy](cacheMax)
 	return nil
 }
 
@@ -341,12 +334,9 @@ func normalize(d string) string {
 // its organisational domain's (RFC 7489 6.6.3); cached.
 func (m *DMARC) policyFor(ctx context.Context, domain string) policy {
 	now := time.Now()
-	m.mu.Lock()
-	if c, ok := m.cache[domain]; ok && now.Before(c.expires) {
-		m.mu.Unlock()
-		return c.p
+	if p, ok := m.cache.Get(domain, now); ok {
+		return p
 	}
-	m.mu.Unlock()
 	p := m.lookup(ctx, domain)
 	if p.rec == nil && !p.temp && !p.perm {
 		if org := orgDomain(domain); org != domain {
@@ -354,16 +344,7 @@ func (m *DMARC) policyFor(ctx context.Context, domain string) policy {
 		}
 	}
 	if !p.temp {
-		m.mu.Lock()
-		if len(m.cache) >= cacheMax {
-			for k, c := range m.cache {
-				if !now.Before(c.expires) || len(m.cache) >= cacheMax {
-					delete(m.cache, k)
-				}
-			}
-		}
-		m.cache[domain] = cachedPolicy{p, now.Add(time.Duration(m.CacheTTL))}
-		m.mu.Unlock()
+		m.cache.Put(domain, p, now, time.Duration(m.CacheTTL))
 	}
 	return p
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/ttlcache"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
@@ -59,8 +60,7 @@ type DNSBL struct {
 	logger   *zap.Logger
 	codes    [][]netip.Prefix // per zone
 
-	mu    *sync.Mutex
-	cache map[netip.Addr]cached
+	cache *ttlcache.Cache[netip.Addr, cached]
 }
 
 // Zone is one DNS list.
@@ -81,9 +81,8 @@ type Zone struct {
 
 // cached is the verdict for an address.
 type cached struct {
-	score   int
-	zones   []string
-	expires time.Time
+	score int
+	zones []string
 }
 
 const (
@@ -149,8 +148,7 @@ func (b *DNSBL) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("dnsbl: %w", err)
 	}
 	b.resolver = r
-	b.mu = new(sync.Mutex)
-	b.cache = make(map[netip.Addr]cached)
+	b.cache = ttlcache.New[netip.Addr, cached](b.CacheSize)
 	return nil
 }
 
@@ -186,10 +184,7 @@ func (b *DNSBL) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtp
 // lookup returns the (cached) result for ip.
 func (b *DNSBL) lookup(ctx context.Context, ip netip.Addr) cached {
 	now := time.Now()
-	b.mu.Lock()
-	c, ok := b.cache[ip]
-	b.mu.Unlock()
-	if ok && now.Before(c.expires) {
+	if c, ok := b.cache.Get(ip, now); ok {
 		return c
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(b.Timeout))
@@ -200,7 +195,7 @@ func (b *DNSBL) lookup(ctx context.Context, ip netip.Addr) cached {
 		wg.Go(func() { listed[i] = b.listedIn(ctx, i, ip) })
 	}
 	wg.Wait()
-	c = cached{expires: now.Add(time.Duration(b.CacheTTL))}
+	var c cached
 	for i, l := range listed {
 		if l {
 			c.score += b.Zones[i].Weight
@@ -209,16 +204,7 @@ func (b *DNSBL) lookup(ctx context.Context, ip netip.Addr) cached {
 			}
 		}
 	}
-	b.mu.Lock()
-	if len(b.cache) >= b.CacheSize {
-		for k, e := range b.cache {
-			if !now.Before(e.expires) || len(b.cache) >= b.CacheSize {
-				delete(b.cache, k)
-			}
-		}
-	}
-	b.cache[ip] = c
-	b.mu.Unlock()
+	b.cache.Put(ip, c, now, time.Duration(b.CacheTTL))
 	return c
 }
 

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/checkopt"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/ttlcache"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
@@ -53,14 +53,12 @@ type IPRev struct {
 
 	resolver *resolver.Resolver
 	logger   *zap.Logger
-	mu       *sync.Mutex
-	cache    map[string]cached
+	cache    *ttlcache.Cache[string, cached]
 }
 
 type cached struct {
-	value   authres.ResultValue
-	name    string // the confirmed name, for the log
-	expires time.Time
+	value authres.ResultValue
+	name  string // the confirmed name, for the log
 }
 
 const (
@@ -110,8 +108,7 @@ func (c *IPRev) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("iprev: %w", err)
 	}
 	c.resolver = r
-	c.mu = new(sync.Mutex)
-	c.cache = make(map[string]cached)
+	c.cache = ttlcache.New[string, cached](cacheMax)
 	return nil
 }
 
@@ -139,29 +136,16 @@ func (c *IPRev) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtp
 func (c *IPRev) result(ctx context.Context, ip net.IP) cached {
 	key := ip.String()
 	now := time.Now()
-	c.mu.Lock()
-	if r, ok := c.cache[key]; ok && now.Before(r.expires) {
-		c.mu.Unlock()
+	if r, ok := c.cache.Get(key, now); ok {
 		return r
 	}
-	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(c.Timeout))
 	defer cancel()
 	r := c.lookup(ctx, ip)
 	if r.value == authres.ResultTempError {
 		return r // not cached: the next transaction asks again
 	}
-	r.expires = now.Add(time.Duration(c.CacheTTL))
-	c.mu.Lock()
-	if len(c.cache) >= cacheMax {
-		for k, old := range c.cache {
-			if !now.Before(old.expires) || len(c.cache) >= cacheMax {
-				delete(c.cache, k)
-			}
-		}
-	}
-	c.cache[key] = r
-	c.mu.Unlock()
+	c.cache.Put(key, r, now, time.Duration(c.CacheTTL))
 	return r
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"blitiri.com.ar/go/spf"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/checkopt"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/ttlcache"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
@@ -60,16 +60,14 @@ type SPF struct {
 
 	logger   *zap.Logger
 	resolver *net.Resolver
-	mu       *sync.Mutex
-	recent   map[key]result // this minute's results, so that a transaction is evaluated once
+	recent   *ttlcache.Cache[key, result] // this minute's results, so that a transaction is evaluated once
 }
 
 type key struct{ ip, helo, sender string }
 
 type result struct {
-	res     spf.Result
-	err     error
-	expires time.Time
+	res spf.Result
+	err error
 }
 
 const (
@@ -119,8 +117,7 @@ func (s *SPF) Provision(ctx caddy.Context) error {
 		return err
 	}
 	s.resolver = r
-	s.mu = new(sync.Mutex)
-	s.recent = make(map[key]result)
+	s.recent = ttlcache.New[key, result](recentMax)
 	return nil
 }
 
@@ -195,12 +192,9 @@ func (s *SPF) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpap
 func (s *SPF) evaluate(ctx context.Context, in *smtpapp.CheckInput) (spf.Result, error) {
 	k := key{in.ClientIP.String(), strings.ToLower(in.Helo), strings.ToLower(in.Sender)}
 	now := time.Now()
-	s.mu.Lock()
-	if r, ok := s.recent[k]; ok && now.Before(r.expires) {
-		s.mu.Unlock()
+	if r, ok := s.recent.Get(k, now); ok {
 		return r.res, r.err
 	}
-	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(s.Timeout))
 	defer cancel()
 	sender := in.Sender
@@ -208,16 +202,7 @@ func (s *SPF) evaluate(ctx context.Context, in *smtpapp.CheckInput) (spf.Result,
 		sender = "postmaster@" + in.Helo // RFC 7208 section 2.4
 	}
 	res, err := spf.CheckHostWithSender(in.ClientIP, in.Helo, sender, spf.WithContext(ctx), spf.WithResolver(s.resolver))
-	s.mu.Lock()
-	if len(s.recent) >= recentMax {
-		for k, r := range s.recent {
-			if !now.Before(r.expires) || len(s.recent) >= recentMax {
-				delete(s.recent, k)
-			}
-		}
-	}
-	s.recent[k] = result{res, err, now.Add(recentTTL)}
-	s.mu.Unlock()
+	s.recent.Put(k, result{res, err}, now, recentTTL)
 	return res, err
 }
 
