@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,5 +214,24 @@ func TestTimeout(t *testing.T) {
 	wantVerdict(t, "silent server", ask(l, "alice@example.test"), smtpapp.VerdictTempfail, "451 4.4.3")
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("lookup took %v with a 200ms timeout", d)
+	}
+}
+
+// TestPoolBound: concurrent lookups share at most pool_size connections
+// and all get their answer.
+func TestPoolBound(t *testing.T) {
+	s := startSlapd(t)
+	l := s.newCheck(t, func(l *LDAP) { l.PoolSize = 2 })
+	var wg sync.WaitGroup
+	verdicts := make([]smtpapp.Verdict, 20)
+	for i := range verdicts {
+		wg.Go(func() { verdicts[i] = ask(l, fmt.Sprintf("user%d@example.test", i)) })
+	}
+	wg.Wait()
+	for i, v := range verdicts {
+		wantVerdict(t, fmt.Sprintf("user%d", i), v, smtpapp.VerdictReject, "550 5.1.1")
+	}
+	if n := s.logCount(` op=0 BIND dn="` + testBindDN + `" method=`); n < 1 || n > 2 {
+		t.Errorf("slapd had %d bound connections for 20 concurrent lookups with pool_size 2, want 1 or 2", n)
 	}
 }
