@@ -202,6 +202,20 @@ func TestPoolReusesAndReconnects(t *testing.T) {
 	wantVerdict(t, "bob after a restart", ask(l, "bob@example.test"), smtpapp.VerdictAccept, "")
 }
 
+// TestRetryOnDeadConnection: a pooled connection that turns out dead when
+// a search is sent on it is replaced at once, in the same lookup.
+func TestRetryOnDeadConnection(t *testing.T) {
+	s := startSlapd(t)
+	p := startDropProxy(t, s.ldapURL)
+	l := s.newCheck(t, func(l *LDAP) { l.URL = "ldap://" + p.addr })
+	wantVerdict(t, "alice", ask(l, "alice@example.test"), smtpapp.VerdictAccept, "")
+	p.drop <- struct{}{}
+	wantVerdict(t, "bob, on a connection that is dropped", ask(l, "bob@example.test"), smtpapp.VerdictAccept, "")
+	if n := s.logCount(` op=0 BIND dn="` + testBindDN + `" method=`); n != 2 {
+		t.Errorf("slapd had %d bound connections, want 2 (the first, and its replacement)", n)
+	}
+}
+
 // TestTimeout: a server that accepts but never answers makes the lookup
 // fail within the timeout, as unreachable.
 func TestTimeout(t *testing.T) {

@@ -4,12 +4,14 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -251,4 +253,64 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// dropProxy forwards loopback connections to slapd. After drop, the next
+// bytes a client sends on a connection opened before are not forwarded:
+// that connection is closed instead, as a server (or a firewall) ending an
+// idle connection does while the client is writing to it.
+type dropProxy struct {
+	addr string
+	drop chan struct{} // a token in it: close the next connection that sends
+}
+
+func startDropProxy(t *testing.T, upstream string) *dropProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &dropProxy{addr: ln.Addr().String(), drop: make(chan struct{}, 1)}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", strings.TrimPrefix(upstream, "ldap://"))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			wg.Go(func() { _, _ = io.Copy(c, u); c.Close() })
+			wg.Go(func() { p.forward(c, u) })
+		}
+	})
+	return p
+}
+
+// forward copies what the client c sends to u, until a drop.
+func (p *dropProxy) forward(c, u net.Conn) {
+	defer u.Close()
+	defer c.Close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		select {
+		case <-p.drop:
+			return
+		default:
+		}
+		if _, err := u.Write(buf[:n]); err != nil {
+			return
+		}
+	}
 }

@@ -109,15 +109,20 @@ func TestRecipientsAtRCPT(t *testing.T) {
 	smtpCmd(t, c, 250, "", "RCPT TO:<alice@example.test>")
 	smtpCmd(t, c, 250, "", "RCPT TO:<Bob+lists@example.test>")
 	for _, rcpt := range []string{"nobody@example.test", "*@example.test"} {
-		reply := smtpCmd(t, c, 550, "5.1.1", "RCPT TO:<%s>", rcpt)
-		for _, leak := range []string{"127.0.0.1", "dc=", "ldap", "LDAP", "slapd"} {
-			if strings.Contains(reply, leak) {
-				t.Errorf("reply %q to %s shows %q", reply, rcpt, leak)
-			}
-		}
+		tellsNothing(t, smtpCmd(t, c, 550, "5.1.1", "RCPT TO:<%s>", rcpt))
 	}
 	s.stop()
 	smtpCmd(t, c, 250, "", "RCPT TO:<alice@example.test>") // cached
-	smtpCmd(t, c, 451, "4.4.3", "RCPT TO:<carol@example.test>")
+	tellsNothing(t, smtpCmd(t, c, 451, "4.4.3", "RCPT TO:<carol@example.test>"))
 	smtpCmd(t, c, 221, "", "QUIT")
+}
+
+// tellsNothing fails if a reply shows something of the directory.
+func tellsNothing(t *testing.T, reply string) {
+	t.Helper()
+	for _, leak := range []string{"127.0.0.1", "dc=", "ldap", "LDAP", "slapd", "connect"} {
+		if strings.Contains(reply, leak) {
+			t.Errorf("reply %q shows %q", reply, leak)
+		}
+	}
 }
