@@ -81,6 +81,10 @@ func TestLookup(t *testing.T) {
 	})
 	wantVerdict(t, "uid bob", ask(l, "bob@example.test"), smtpapp.VerdictAccept, "")
 	wantVerdict(t, "uid bob, other domain", ask(l, "bob@other.test"), smtpapp.VerdictReject, "550 5.1.1")
+	// A filter that matches several entries (more than the search asks
+	// for): the recipient exists all the same.
+	l = s.newCheck(t, func(l *LDAP) { l.Filter = "(&(objectClass=inetOrgPerson)(mail=*@{domain}))" })
+	wantVerdict(t, "two entries", ask(l, "anyone@example.test"), smtpapp.VerdictAccept, "")
 	// Scope base: only the base entry itself is searched.
 	l = s.newCheck(t, func(l *LDAP) { l.Scope = "base" })
 	wantVerdict(t, "alice, scope base", ask(l, "alice@example.test"), smtpapp.VerdictReject, "550 5.1.1")
