@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
+	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -118,8 +119,9 @@ func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
 				reply = errCheckRejected
 			}
 			s.logger.Warn(what, zap.String("msg_id", msg.ID), zap.String("check", j.name),
-				zap.String("from", msg.From), zap.Int("code", reply.Code), zap.String("reason", v.Reason))
-			return reply
+				zap.String("from", msg.From), zap.Int("code", reply.Code),
+				zap.String("enhanced_code", enhanced(reply.EnhancedCode)), zap.String("reason", v.Reason))
+			return checkRefusal{reply}
 		}
 		added = append(added, v.Headers...)
 	}
@@ -127,6 +129,13 @@ func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
 	msg.Headers = headerBlock(s.srv.Hostname, s.tx.AuthResults(), added)
 	return nil
 }
+
+// checkRefusal is a message check's refusal of a message, logged where
+// it was decided.
+type checkRefusal struct{ reply *smtp.SMTPError }
+
+func (c checkRefusal) Error() string { return c.reply.Error() }
+func (c checkRefusal) Unwrap() error { return c.reply }
 
 // headerBlock formats the header fields the checks add: one
 // Authentication-Results field (when any check recorded a result), then

@@ -290,11 +290,16 @@ func (s *session) Data(r io.Reader) error {
 		case !errors.As(err, &serr):
 			log.Error("queueing message failed", zap.Error(err))
 			serr = errLocalFailure
+		case errors.As(err, new(checkRefusal)):
+			// logged by the check stage, with the check and its reason
 		default:
 			log.Warn("message rejected", zap.Int("code", serr.Code),
 				zap.String("enhanced_code", enhanced(serr.EnhancedCode)), zap.String("reason", serr.Message))
 		}
 		reason, ok := rejectReasons[serr]
+		if errors.As(err, new(checkRefusal)) {
+			reason, ok = "check", true
+		}
 		if !ok {
 			reason = "other"
 		}
