@@ -250,6 +250,11 @@ type Verdict struct {
 	// checks only. The Authentication-Results header comes from
 	// Transaction.SetAuthResult, not from here.
 	Headers []HeaderField
+	// RemoveHeaders names header fields (any case) to take out of the
+	// message when it is accepted or quarantined, every occurrence: with
+	// Headers, a check replaces a field (a rewritten Subject). Fields the
+	// check itself adds in Headers stay. Message checks only.
+	RemoveHeaders []string
 }
 
 // HeaderField is a header field a check adds to a message. Value is

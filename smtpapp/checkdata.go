@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/headerfilter"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -124,6 +126,11 @@ func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
 			return checkRefusal{reply}
 		}
 		added = append(added, v.Headers...)
+		for _, name := range v.RemoveHeaders {
+			if validFieldName(name) && !slices.ContainsFunc(msg.DropHeaders, func(d string) bool { return strings.EqualFold(d, name) }) {
+				msg.DropHeaders = append(msg.DropHeaders, name)
+			}
+		}
 	}
 	msg.Checks = s.tx.checkResults()
 	msg.Headers = headerBlock(s.srv.Hostname, s.tx.AuthResults(), added)
@@ -205,151 +212,18 @@ func (c checkResultsField) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// authResultsFilter passes the message on to w but for the
+// newAuthResultsFilter passes the message on to w but for the
 // Authentication-Results header fields that claim authserv-id as theirs
 // (RFC 8601 section 5: a receiver removes those, which could otherwise be
 // forged to look like our own verdicts). It only looks at the header
 // section; the body passes as it is.
-type authResultsFilter struct {
-	w       io.Writer
-	id      string
-	body    bool   // past the header section
-	line    []byte // the current line, up to its LF
-	field   []byte // a held Authentication-Results field (first line and continuations)
-	holding bool
-	dropped bool // the field of the continuation lines that follow was dropped
-	rest    int  // for the tail of a long line already decided: restWrite or restDrop
-	removed int
-}
-
-const (
-	restNone = iota
-	restWrite
-	restDrop
-)
-
-// maxHeldField bounds a held field and a buffered line: past it, the
-// field is decided on what was seen (the authserv-id comes first).
-const maxHeldField = 16 << 10
-
-func newAuthResultsFilter(w io.Writer, authservID string) *authResultsFilter {
-	return &authResultsFilter{w: w, id: strings.ToLower(authservID)}
-}
-
-func (f *authResultsFilter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 && !f.body {
-		i := bytes.IndexByte(p, '\n')
-		if f.rest != restNone {
-			end := len(p)
-			if i >= 0 {
-				end = i + 1
-			}
-			if f.rest == restWrite {
-				if _, err := f.w.Write(p[:end]); err != nil {
-					return 0, err
-				}
-			}
-			if i >= 0 {
-				f.rest = restNone
-			}
-			p = p[end:]
-			continue
-		}
-		if i < 0 {
-			f.line = append(f.line, p...)
-			p = nil
-			if len(f.line) > maxHeldField {
-				drop, err := f.endLine(false)
-				if err != nil {
-					return 0, err
-				}
-				f.rest = restWrite
-				if drop {
-					f.rest = restDrop
-				}
-			}
-			break
-		}
-		f.line = append(f.line, p[:i+1]...)
-		p = p[i+1:]
-		if _, err := f.endLine(true); err != nil {
-			return 0, err
-		}
-	}
-	if len(p) > 0 {
-		if _, err := f.w.Write(p); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
-}
-
-// endLine handles f.line, a whole line when complete, else the start of a
-// long one (whose field is then decided at once). drop reports whether
-// the line was dropped.
-func (f *authResultsFilter) endLine(complete bool) (drop bool, err error) {
-	line := f.line
-	f.line = f.line[:0]
-	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') { // a continuation line
-		switch {
-		case f.holding:
-			f.field = append(f.field, line...)
-			if !complete || len(f.field) > maxHeldField {
-				err = f.decide()
-			}
-			return f.dropped, err
-		case f.dropped:
-			return true, nil
-		}
-		_, err = f.w.Write(line)
-		return false, err
-	}
-	if err := f.decide(); err != nil {
-		return false, err
-	}
-	f.dropped = false
-	if complete && (string(line) == "\r\n" || string(line) == "\n") {
-		f.body = true
-		_, err = f.w.Write(line)
-		return false, err
-	}
-	if name, _, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(strings.TrimSpace(string(name)), "Authentication-Results") {
-		f.field = append(f.field[:0], line...)
-		f.holding = true
-		if !complete || len(f.field) > maxHeldField {
-			err = f.decide()
-		}
-		return f.dropped, err
-	}
-	_, err = f.w.Write(line)
-	return false, err
-}
-
-// decide writes or drops the held field.
-func (f *authResultsFilter) decide() error {
-	if !f.holding {
-		return nil
-	}
-	f.holding = false
-	_, value, _ := bytes.Cut(f.field, []byte(":"))
-	if authservID(string(value)) == f.id {
-		f.removed++
-		f.dropped = true
-		return nil
-	}
-	_, err := f.w.Write(f.field)
-	return err
-}
-
-// Flush writes what is held at the end of the message.
-func (f *authResultsFilter) Flush() error {
-	if len(f.line) > 0 && f.rest == restNone && !f.body {
-		if _, err := f.endLine(false); err != nil {
-			return err
-		}
-	}
-	return f.decide()
+func newAuthResultsFilter(w io.Writer, ourID string) *headerfilter.Writer {
+	id := strings.ToLower(ourID)
+	return headerfilter.New(w, func(name string) bool { return strings.EqualFold(name, "Authentication-Results") },
+		func(field []byte) bool {
+			_, value, _ := bytes.Cut(field, []byte(":"))
+			return authservID(string(value)) == id
+		})
 }
 
 // authservID returns the authserv-id of an Authentication-Results value,

@@ -2,6 +2,7 @@ package smtpapp_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -77,5 +78,70 @@ func TestConcurrentChecksStartTogether(t *testing.T) {
 	d.cmd("MAIL FROM:<a@sender.test>", "250")
 	if r := d.cmd("RCPT TO:<u@example.test>"); !strings.HasPrefix(r, "250") {
 		t.Fatalf("RCPT: %q: the checks did not run at the same time", r)
+	}
+}
+
+// subjectTagger is a test message check that marks every message as a
+// spam filter does: the Subject replaced by a tagged one, and a header
+// field added.
+type subjectTagger struct{ subject string }
+
+func (subjectTagger) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "smtp.checks.test_tagger", New: func() caddy.Module { return new(subjectTagger) }}
+}
+
+func (t *subjectTagger) StartMessage(*MessageInput) MessageJudge { return &taggerJudge{} }
+
+type taggerJudge struct{ head strings.Builder }
+
+func (j *taggerJudge) Write(p []byte) (int, error) {
+	if j.head.Len() < 4096 {
+		j.head.Write(p)
+	}
+	return len(p), nil
+}
+
+func (j *taggerJudge) Finish(context.Context) Verdict {
+	subject := ""
+	for _, line := range strings.Split(j.head.String(), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "Subject: "); ok {
+			subject = v
+			break
+		}
+	}
+	return Verdict{Result: VerdictAccept, Headers: []HeaderField{{Name: "Subject", Value: "[SPAM] " + subject}, {Name: "X-Spam-Flag", Value: "YES"}},
+		RemoveHeaders: []string{"subject"}}
+}
+
+func (j *taggerJudge) Abort() {}
+
+func init() { caddy.RegisterModule(subjectTagger{}) }
+
+// TestCheckReplacesHeader: a message check that replaces the Subject and
+// adds a field: the delivered message has one Subject, the new one, and
+// the new field; the body is unchanged.
+func TestCheckReplacesHeader(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{map[string]any{"check": "test_tagger"}},
+		}},
+	}))
+	d := dial(t, addrsOf(app, "mx")[0])
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	d.sendMail("a@sender.test", "u@example.test", "Subject: cheap pills\r\nFrom: a@sender.test\r\n\r\nSubject: kept in the body")
+	d.cmd("QUIT", "221")
+	b, err := os.ReadFile(e.waitMail("example.test", "u", 1)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	if strings.Count(head, "Subject:") != 1 || !strings.Contains(head, "Subject: [SPAM] cheap pills\r\n") || !strings.Contains(head, "X-Spam-Flag: YES\r\n") {
+		t.Errorf("header:\n%s", head)
+	}
+	if body != "Subject: kept in the body\r\n" {
+		t.Errorf("body %q", body)
 	}
 }

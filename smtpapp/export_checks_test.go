@@ -16,7 +16,7 @@ func FilterAuthResults(msg, authservID string, chunk int) (string, int, error) {
 		p = p[n:]
 	}
 	err := f.Flush()
-	return out.String(), f.removed, err
+	return out.String(), f.Removed(), err
 }
 
 // HeaderBlock exposes headerBlock.

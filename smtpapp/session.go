@@ -357,9 +357,9 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 		w.Abort()
 		return err
 	}
-	if filter.removed > 0 {
+	if filter.Removed() > 0 {
 		s.logger.Warn("removed Authentication-Results header fields that claimed our authserv-id",
-			zap.String("msg_id", id), zap.Int("fields", filter.removed), zap.String("authserv_id", s.srv.Hostname))
+			zap.String("msg_id", id), zap.Int("fields", filter.Removed()), zap.String("authserv_id", s.srv.Hostname))
 	}
 	if err := s.finishMessageChecks(judges, msg); err != nil {
 		w.Abort()

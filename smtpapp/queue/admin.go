@@ -774,14 +774,15 @@ func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err 
 	q.mu.Lock()
 	e, ok := q.entries[id]
 	var headers string
+	var drop []string
 	if ok {
-		headers = e.msg.Headers
+		headers, drop = e.msg.Headers, e.msg.DropHeaders
 	}
 	q.mu.Unlock()
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	f, err := openWithHeaders(q.store, id, headers)
+	f, err := openWithHeaders(q.store, id, headers, drop)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

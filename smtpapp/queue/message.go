@@ -12,10 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/headerfilter"
 )
 
 // Message is one queued message: its envelope and per-recipient state. It is
@@ -61,6 +64,10 @@ type Message struct {
 	// stored data when the message is read: those the checks wrote at the
 	// end of DATA, such as Authentication-Results.
 	Headers string `json:"headers,omitempty"`
+	// DropHeaders names header fields (any case) that are left out of the
+	// stored data when the message is read: those a check replaced, such
+	// as a rewritten Subject (the new field is in Headers).
+	DropHeaders []string `json:"drop_headers,omitempty"`
 	// Checks are the results of the checks that judged the message.
 	Checks []CheckResult `json:"checks,omitempty"`
 	// Quarantine is set when a check quarantined the message: it is then
@@ -141,19 +148,26 @@ func (m *Message) OpenBody() (io.ReadCloser, error) {
 	if m.store == nil {
 		return nil, errors.New("queue: message has no store")
 	}
-	return openWithHeaders(m.store, m.ID, m.Headers)
+	return openWithHeaders(m.store, m.ID, m.Headers, m.DropHeaders)
 }
 
-// openWithHeaders opens a stored body behind the given header fields.
-func openWithHeaders(s Store, id, headers string) (io.ReadCloser, error) {
+// openWithHeaders opens a stored body behind the given header fields,
+// without the fields named in drop.
+func openWithHeaders(s Store, id, headers string, drop []string) (io.ReadCloser, error) {
 	rc, err := s.OpenBody(id)
-	if err != nil || headers == "" {
+	if err != nil || headers == "" && len(drop) == 0 {
 		return rc, err
+	}
+	var stored io.Reader = rc
+	if len(drop) > 0 {
+		stored = headerfilter.NewReader(rc, func(name string) bool {
+			return slices.ContainsFunc(drop, func(d string) bool { return strings.EqualFold(d, name) })
+		}, func([]byte) bool { return true })
 	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(strings.NewReader(headers), rc), rc}, nil
+	}{io.MultiReader(strings.NewReader(headers), stored), rc}, nil
 }
 
 // DataSize is the size of the message as OpenBody reads it: the stored
