@@ -103,6 +103,8 @@ func startNode(t *testing.T, reloadInterval string) *node {
 				"queue":    map[string]any{"path": filepath.Join(dir, "spool")},
 				"servers": map[string]any{"mx": map[string]any{
 					"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+					// Tests wait for a change by asking again and again.
+					"connection_rate_per_ip": -1, "message_rate_per_ip": -1, "recipient_rate_per_ip": -1,
 					"checks": []any{
 						map[string]any{"check": "lists", "reload_interval": reloadInterval},
 						map[string]any{"check": "test_refuse"},
