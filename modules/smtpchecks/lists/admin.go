@@ -98,7 +98,10 @@ func (a *adminAPI) add(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	var e Entry
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
+	if err := dec.Decode(&e); err != nil || dec.More() {
+		if err == nil {
+			err = errors.New("more than one object")
+		}
 		return apiError(http.StatusBadRequest, fmt.Errorf("request body: want {\"kind\": ..., \"value\": ..., \"comment\": ...}: %v", err))
 	}
 	if !e.Added.IsZero() {

@@ -188,7 +188,9 @@ func (n *node) expectRcpt(src, helo, from, to, want string) {
 func api(t *testing.T, admin, method, path string, body any) (int, []byte) {
 	t.Helper()
 	var r io.Reader
-	if body != nil {
+	if raw, ok := body.([]byte); ok { // sent as it is
+		r = bytes.NewReader(raw)
+	} else if body != nil {
 		raw, err := json.Marshal(body)
 		if err != nil {
 			t.Fatal(err)
@@ -309,6 +311,7 @@ func TestListsThroughAdminAPI(t *testing.T) {
 		{"POST", "/smtp/lists/allow", entry{"kind": "sender", "value": "nobody"}, 400, "want local@domain"},
 		{"POST", "/smtp/lists/allow", entry{"kind": "sender", "value": "a@b.test", "note": "x"}, 400, `unknown field "note"`},
 		{"POST", "/smtp/lists/allow", "not an object", 400, "request body"},
+		{"POST", "/smtp/lists/allow", []byte(`{"kind": "ip", "value": "127.0.0.1"} {}`), 400, "more than one object"},
 		{"POST", "/smtp/lists/allow", map[string]any{"kind": "ip", "value": "127.0.0.1", "added": "2020-01-01T00:00:00Z"}, 400, "added is set by the server"},
 		{"POST", "/smtp/lists/grey", entry{"kind": "ip", "value": "127.0.0.1"}, 404, "the lists are allow and block"},
 		{"POST", "/smtp/lists", entry{"kind": "ip", "value": "127.0.0.1"}, 405, "method not allowed"},

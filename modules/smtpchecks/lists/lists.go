@@ -102,6 +102,9 @@ func (c *Check) Provision(ctx caddy.Context) error {
 	if c.Order == nil {
 		c.Order = Kinds
 	}
+	if len(c.Order) == 0 {
+		return fmt.Errorf("lists: order: empty (leave it out for the default)")
+	}
 	for i, k := range c.Order {
 		if !slices.Contains(Kinds, k) {
 			return fmt.Errorf("lists: order: kind %q: want one of %s", k, strings.Join(Kinds, ", "))
@@ -165,9 +168,10 @@ func (c *Check) read(ctx context.Context) error {
 	if l.Block, err = parseDocument(Block, raw[1]); err != nil {
 		return err
 	}
-	c.idx.Store(newIndex(l))
+	if c.idx.Swap(newIndex(l)) != nil {
+		c.logger.Info("allow and block lists changed", zap.Int("allow", len(l.Allow)), zap.Int("block", len(l.Block)))
+	}
 	c.lastRaw = raw
-	c.logger.Debug("allow and block lists loaded", zap.Int("allow", len(l.Allow)), zap.Int("block", len(l.Block)))
 	return nil
 }
 

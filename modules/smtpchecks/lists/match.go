@@ -79,6 +79,11 @@ func (x *index) lookup(kind string, in *smtpapp.CheckInput) (hit, bool) {
 			}
 		}
 	case KindHelo:
+		if strings.HasPrefix(in.Helo, "[") {
+			if lit, err := normalizeLiteral(in.Helo); err == nil {
+				return x.name(kind, lit)
+			}
+		}
 		if in.Helo != "" {
 			return x.domain(kind, strings.ToLower(strings.TrimSuffix(in.Helo, ".")))
 		}

@@ -26,7 +26,7 @@ func TestIndexLookup(t *testing.T) {
 		},
 		Block: []Entry{
 			entry(KindIP, "192.0.2.0/24"), entry(KindIP, "10.1.0.0/16"), entry(KindIP, "2001:db8::/32"),
-			entry(KindHelo, ".example.org"), entry(KindSender, "bad@example.com"), entry(KindSenderDomain, "spam.example"),
+			entry(KindHelo, ".example.org"), entry(KindHelo, "[IPv6:2001:db8::7]"), entry(KindSender, "bad@example.com"), entry(KindSenderDomain, "spam.example"),
 			entry(KindSenderDomain, ".spam.example"), entry(KindRecipient, "example.com"), entry(KindRecipient, ".sub.example.net"),
 			entry(KindIP, "198.51.100.1"),
 		},
@@ -49,6 +49,8 @@ func TestIndexLookup(t *testing.T) {
 		{KindHelo, smtpapp.CheckInput{Helo: "Good.Example.org."}, Allow},
 		{KindHelo, smtpapp.CheckInput{Helo: "x.example.org"}, Block},
 		{KindHelo, smtpapp.CheckInput{Helo: "example.org"}, ""},
+		{KindHelo, smtpapp.CheckInput{Helo: "[IPv6:2001:DB8:0::7]"}, Block},
+		{KindHelo, smtpapp.CheckInput{Helo: "[192.0.2.8]"}, ""},
 		{KindSender, smtpapp.CheckInput{Sender: "Bad@Example.com"}, Block},
 		{KindSender, smtpapp.CheckInput{Sender: "friend@spam.example"}, Allow},
 		{KindSender, smtpapp.CheckInput{Sender: ""}, Allow},
