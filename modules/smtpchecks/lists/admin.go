@@ -164,7 +164,7 @@ func find(entries []Entry, kind, value string) int {
 func activeStorage() (certmagic.Storage, error) {
 	ctx := caddy.ActiveContext()
 	if ctx.Context == nil {
-		return nil, apiError(http.StatusServiceUnavailable, errors.New("no config is running"))
+		return nil, apiError(http.StatusServiceUnavailable, errors.New("no config is running (Caddy may still be starting it)"))
 	}
 	return ctx.Storage(), nil
 }
