@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -36,6 +37,9 @@ through its admin API, the way "caddy reload" does: the admin address comes
 from --address, else from the config named by --config (and --adapter), else
 Caddy's default (localhost:2019).
 
+"caddy smtp lists ..." shows and changes the allow and block lists of the
+lists check, through the same admin API.
+
 "caddy smtp send ..." submits a test message to an SMTP server.
 
 "caddy smtp check-tls <domain>" shows the MX hosts of a domain, its MTA-STS
@@ -58,15 +62,24 @@ func adminFlags(cmd *cobra.Command) {
 	cmd.PersistentFlags().Bool("json", false, "Print the API's JSON response instead of a table")
 }
 
-// adminRequest calls the admin API of the running instance and returns the
-// response body. API errors come back as errors carrying the status and
-// message.
-func adminRequest(fl caddycmd.Flags, method, uri string) ([]byte, error) {
+// adminRequest calls the admin API of the running instance, with reqBody
+// (if not nil) as JSON, and returns the response body. API errors come back
+// as errors carrying the status and message.
+func adminRequest(fl caddycmd.Flags, method, uri string, reqBody any) ([]byte, error) {
 	addr, err := caddycmd.DetermineAdminAPIAddress(fl.String("address"), nil, fl.String("config"), fl.String("adapter"))
 	if err != nil {
 		return nil, fmt.Errorf("couldn't determine admin API address: %v", err)
 	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
+	var headers http.Header
+	var r io.Reader
+	if reqBody != nil {
+		raw, err := json.Marshal(reqBody)
+		if err != nil {
+			return nil, err
+		}
+		headers, r = http.Header{"Content-Type": {"application/json"}}, bytes.NewReader(raw)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, headers, r)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +94,12 @@ func adminRequest(fl caddycmd.Flags, method, uri string) ([]byte, error) {
 // call runs one admin request and prints the response: raw with --json,
 // otherwise decoded into out and shown by human.
 func call[T any](fl caddycmd.Flags, method, uri string, human func(T)) (int, error) {
-	body, err := adminRequest(fl, method, uri)
+	return callWith(fl, method, uri, nil, human)
+}
+
+// callWith is call with a JSON request body.
+func callWith[T any](fl caddycmd.Flags, method, uri string, reqBody any, human func(T)) (int, error) {
+	body, err := adminRequest(fl, method, uri, reqBody)
 	if err != nil {
 		return 1, err
 	}

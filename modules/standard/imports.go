@@ -16,6 +16,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/helo"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/iprev"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/ldap"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/lists"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/recipients"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/spf"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
