@@ -68,12 +68,14 @@ func (b *backend) messages() []string {
 // TestMXGatewayChecks runs examples/mx-gateway/Caddyfile with its checks
 // (two DNS lists, iprev, SPF, DKIM, DMARC, a recipient callout) against a
 // loopback DNS server and a backend that knows alice and bob, and sends
-// five messages, each of which must get the verdict the example promises:
+// six messages, each of which must get the verdict the example promises:
 // a signed, aligned message is relayed with an Authentication-Results
 // header that passes everything (a forged one removed); an unknown user is
 // refused at RCPT by the callout; a forged From of a p=reject domain is
 // refused after DATA; a client on a DNS list is refused at RCPT; a p=
-// quarantine failure is kept in the queue, held. Nothing is bounced.
+// quarantine failure is kept in the queue, held; a sender domain on the
+// allow list gets through from a listed address with a failing DMARC.
+// Nothing is bounced.
 func TestMXGatewayChecks(t *testing.T) {
 	dns := testdns.Start(t)
 	keys := testutil.NewDKIMKeys(t)
@@ -82,6 +84,7 @@ func TestMXGatewayChecks(t *testing.T) {
 	dns.AddTXT("_dmarc.sender.test", "v=DMARC1; p=reject")
 	dns.AddTXT("_dmarc.forged.test", "v=DMARC1; p=reject")
 	dns.AddTXT("_dmarc.bulk.test", "v=DMARC1; p=quarantine")
+	dns.AddTXT("_dmarc.partner.test", "v=DMARC1; p=reject")
 	dns.Add("1.0.0.127.in-addr.arpa. 300 IN PTR client.sender.test.")
 	dns.AddA("client.sender.test", "127.0.0.1")
 	dns.AddA("2.0.0.127.zen.spamhaus.org", "127.0.0.2")       // 127.0.0.2 is listed
@@ -119,6 +122,15 @@ func TestMXGatewayChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	// The allow list, as `caddy smtp lists add allow sender_domain
+	// partner.test` leaves it in the storage.
+	allow := filepath.Join(dir, "storage", "smtp", "lists", "allow.json")
+	if err := os.MkdirAll(filepath.Dir(allow), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(allow, []byte(`{"entries":[{"kind":"sender_domain","value":"partner.test"}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	apps := cfg["apps"].(map[string]any)
 	delete(apps, "http") // the MTA-STS site wants a public certificate
 	delete(apps, "tls")
@@ -155,6 +167,7 @@ func TestMXGatewayChecks(t *testing.T) {
 		{"forged From of a p=reject domain", "127.0.0.1", "ceo@forged.test", "bob@example.com", msg("ceo@forged.test", "forged"), "250", "550 5.7.1"},
 		{"client on two DNS lists", "127.0.0.2", "a@sender.test", "alice@example.com", "", "554 5.7.1", ""},
 		{"p=quarantine failure", "127.0.0.1", "offers@bulk.test", "bob@example.com", msg("offers@bulk.test", "bulk"), "250", "250"},
+		{"allowed partner, listed and failing DMARC", "127.0.0.2", "orders@partner.test", "bob@example.com", msg("orders@partner.test", "partner"), "250", "250"},
 	} {
 		d, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.client)}, Timeout: 5 * time.Second}).Dial("tcp", "127.0.0.1:"+gateway)
 		if err != nil {
@@ -188,8 +201,18 @@ func TestMXGatewayChecks(t *testing.T) {
 		d.Close()
 	}
 
-	testutil.Eventually(t, 15*time.Second, "the good message at the backend", func() bool { return len(be.messages()) > 0 })
-	got := be.messages()[0]
+	testutil.Eventually(t, 15*time.Second, "the good and the partner's message at the backend", func() bool { return len(be.messages()) == 2 })
+	var got, partner string
+	for _, m := range be.messages() {
+		if strings.Contains(m, "Subject: good") {
+			got = m
+		} else {
+			partner = m
+		}
+	}
+	if !strings.Contains(partner, "Subject: partner") || !strings.Contains(strings.Join(strings.Fields(partner), " "), "dmarc=fail") {
+		t.Errorf("the allowed partner's message:\n%.800s", partner)
+	}
 	head, _, _ := strings.Cut(got, "\r\n\r\n")
 	unfolded := strings.Join(strings.Fields(head), " ")
 	for _, want := range []string{
@@ -212,8 +235,8 @@ func TestMXGatewayChecks(t *testing.T) {
 	if len(snaps) != 1 || snaps[0].State != queue.StateQuarantine {
 		t.Errorf("queue: %+v", snaps)
 	}
-	if n := len(be.messages()); n != 1 {
-		t.Errorf("the backend got %d messages, want 1", n)
+	if n := len(be.messages()); n != 2 {
+		t.Errorf("the backend got %d messages, want 2", n)
 	}
 }
 

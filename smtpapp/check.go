@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,16 +152,27 @@ func (t *Transaction) SetAuthResult(key string, r authres.Result) {
 	t.results = append(t.results, keyedResult{key, r})
 }
 
-// AuthResults returns the results recorded so far, in the order they were
-// first recorded.
+// AuthResults returns the results recorded so far: by method in the
+// order iprev, auth, spf, dkim, dmarc, then others (checks that run at
+// the same time record theirs in any order), and in the order recorded
+// within a method.
 func (t *Transaction) AuthResults() []authres.Result {
 	if t == nil {
 		return nil
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]authres.Result, len(t.results))
-	for i, r := range t.results {
+	sorted := slices.Clone(t.results)
+	t.mu.Unlock()
+	rank := func(key string) int {
+		method, _, _ := strings.Cut(key, ":")
+		if i := slices.Index([]string{"iprev", "auth", "spf", "dkim", "dmarc"}, method); i >= 0 {
+			return i
+		}
+		return 5
+	}
+	slices.SortStableFunc(sorted, func(a, b keyedResult) int { return rank(a.key) - rank(b.key) })
+	out := make([]authres.Result, len(sorted))
+	for i, r := range sorted {
 		out[i] = r.res
 	}
 	return out
