@@ -3,6 +3,7 @@ package smtpapp
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -126,6 +127,51 @@ type Transaction struct {
 	results []keyedResult
 	checks  []queue.CheckResult
 	allowed bool // the server's checks allowed the transaction
+	values  map[any]any
+}
+
+// Value returns what a check stored under key in this transaction (nil
+// if nothing).
+func (t *Transaction) Value(key any) any {
+	if t == nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.values[key]
+}
+
+// SetValue stores v under key for the rest of the transaction, for checks
+// that work across stages (a milter session from the first RCPT to the end
+// of DATA). A value that is an io.Closer is closed when the transaction
+// ends (after DATA, at RSET, or when the connection closes). Use a key
+// type of the check's own.
+func (t *Transaction) SetValue(key, v any) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.values == nil {
+		t.values = make(map[any]any)
+	}
+	t.values[key] = v
+}
+
+// end closes the values that are io.Closers.
+func (t *Transaction) end() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	values := t.values
+	t.values = nil
+	t.mu.Unlock()
+	for _, v := range values {
+		if c, ok := v.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 }
 
 type keyedResult struct {

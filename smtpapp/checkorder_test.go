@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +145,62 @@ func TestCheckReplacesHeader(t *testing.T) {
 	if body != "Subject: kept in the body\r\n" {
 		t.Errorf("body %q", body)
 	}
+}
+
+// closeCounter counts Close calls.
+type closeCounter struct{ n *atomic.Int32 }
+
+func (c closeCounter) Close() error { c.n.Add(1); return nil }
+
+// stateful is a test check that keeps a value in the transaction at RCPT
+// and counts its Close.
+type stateful struct{}
+
+var statefulClosed atomic.Int32
+
+func (stateful) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "smtp.checks.test_stateful", New: func() caddy.Module { return new(stateful) }}
+}
+
+type statefulKey struct{}
+
+func (stateful) CheckRecipient(_ context.Context, in *CheckInput) Verdict {
+	if in.Tx.Value(statefulKey{}) == nil {
+		in.Tx.SetValue(statefulKey{}, closeCounter{&statefulClosed})
+	}
+	return Accept()
+}
+
+func init() { caddy.RegisterModule(stateful{}) }
+
+// TestTransactionValuesClosed: a value a check keeps in the transaction
+// is shared by its recipients and closed once when the transaction ends:
+// at RSET, after DATA, and when the connection closes mid-transaction.
+func TestTransactionValuesClosed(t *testing.T) {
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"checks": []any{map[string]any{"check": "test_stateful"}},
+		}},
+	}))
+	statefulClosed.Store(0)
+	d := dial(t, addrsOf(app, "mx")[0])
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	d.cmd("MAIL FROM:<a@sender.test>", "250")
+	d.cmd("RCPT TO:<u@example.test>", "250")
+	d.cmd("RCPT TO:<v@example.test>", "250")
+	d.cmd("RSET", "250")
+	if n := statefulClosed.Load(); n != 1 {
+		t.Fatalf("after RSET: closed %d times, want 1", n)
+	}
+	d.sendMail("a@sender.test", "u@example.test", "Subject: x\r\n\r\nbody")
+	if n := statefulClosed.Load(); n != 2 {
+		t.Fatalf("after DATA: closed %d times, want 2", n)
+	}
+	d.cmd("MAIL FROM:<a@sender.test>", "250")
+	d.cmd("RCPT TO:<u@example.test>", "250")
+	d.conn.Close()
+	eventually(t, "the value closed when the connection went", func() bool { return statefulClosed.Load() == 3 })
 }

@@ -422,6 +422,7 @@ func (s *session) clientInfo() queue.ClientInfo {
 }
 
 func (s *session) Reset() {
+	s.tx.end()
 	s.from, s.hasFrom, s.requireTLS, s.smtputf8, s.rcpts, s.rcptRoutes, s.tx = "", false, false, false, nil, nil, nil
 	s.body, s.ret, s.envID = "", "", ""
 }
@@ -430,6 +431,7 @@ func (s *session) Reset() {
 // connection's goroutine with the connection already in TLS: the new text
 // writer gets the reply rewriting.
 func (s *session) Logout() error {
+	s.tx.end()
 	if s.tls == nil {
 		if _, ok := s.conn.TLSConnectionState(); ok {
 			hookReplies(s.conn, s.cs)
