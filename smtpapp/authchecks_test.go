@@ -342,3 +342,48 @@ func TestQuarantineInAdminAPI(t *testing.T) {
 	a.ok("POST", "/smtp/queue/"+id+"/release", nil)
 	e.waitMail("example.test", "user", 1)
 }
+
+// TestTrustedClientsNotJudged: dmarc (and spf) on a route, which runs for
+// every client, do not judge mail from relay_networks: a p=reject domain's
+// unauthenticated message is refused from the internet and accepted from
+// the company's own network.
+func TestTrustedClientsNotJudged(t *testing.T) {
+	dns := testdns.Start(t)
+	dns.AddTXT("_dmarc.company.test", "v=DMARC1; p=reject")
+	dns.AddTXT("company.test", "v=spf1 ip4:192.0.2.1 -all")
+	e := newTestEnv(t)
+	resolvers := []string{dns.Addr()}
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{
+			"listen":         []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+			"relay_networks": []string{"127.0.0.2/32"},
+		}},
+		"routes": []any{map[string]any{
+			"domains": []string{"example.test"},
+			"checks": []any{
+				map[string]any{"check": "spf", "fail": "accept", "resolvers": resolvers},
+				map[string]any{"check": "dkim", "resolvers": resolvers},
+				map[string]any{"check": "dmarc", "resolvers": resolvers},
+			},
+			"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true},
+		}},
+	}))
+	addr := addrsOf(app, "mx")[0]
+	for _, tc := range []struct{ from, local, want string }{
+		{"127.0.0.1", "internet", "550 5.7.1"},
+		{"127.0.0.2", "office", "250"},
+	} {
+		d := dialFrom(t, tc.from, addr)
+		d.expect("220")
+		d.cmd("EHLO client.example", "250")
+		r := d.sendMail("ceo@company.test", tc.local+"@example.test", strings.TrimSuffix(testMessage("ceo@company.test", tc.local), "\r\n"))
+		if !strings.HasPrefix(r, tc.want) {
+			t.Errorf("from %s: %q, want %s", tc.from, r, tc.want)
+		}
+		d.cmd("QUIT", "221")
+	}
+	ar := authResults(t, e.waitMail("example.test", "office", 1)[0])
+	if strings.Contains(ar, "dmarc=") || strings.Contains(ar, "spf=") {
+		t.Errorf("a trusted client's message was judged: %q", ar)
+	}
+}

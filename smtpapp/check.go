@@ -100,6 +100,9 @@ type MessageInput struct {
 	AuthUser string
 	// Server is the name of the server that receives the message.
 	Server string
+	// Trusted is set for clients that authenticated or are in the
+	// server's relay_networks.
+	Trusted bool
 	// Tx is the transaction's shared state (authentication results of
 	// earlier checks, such as SPF's).
 	Tx *Transaction

@@ -59,6 +59,7 @@ func (s *session) startMessageChecks(msg *queue.Message) judgeSet {
 	if s.identity != nil {
 		in.AuthUser = s.identity.Username
 	}
+	in.Trusted = s.identity != nil || s.srv.relayNetworks.contains(s.ip)
 	var js judgeSet
 	start := func(checks []namedCheck, server bool) {
 		for _, c := range checks {

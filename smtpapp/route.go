@@ -93,6 +93,10 @@ type MatchInput struct {
 	// Tx is the state the checks of the transaction share (nil outside a
 	// session, when routing queued messages).
 	Tx *Transaction
+	// Trusted is set for clients that authenticated or are in the
+	// server's relay_networks: sender authentication checks (SPF, DMARC,
+	// DNS lists) do not judge their mail.
+	Trusted bool
 }
 
 // NewMatchInput builds the matcher input for one recipient of a message.

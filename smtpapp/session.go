@@ -246,6 +246,7 @@ func (s *session) matchInput(rcpt string) MatchInput {
 	if s.identity != nil {
 		in.AuthUser = s.identity.Username
 	}
+	in.Trusted = s.identity != nil || s.srv.relayNetworks.contains(s.ip)
 	return in
 }
 

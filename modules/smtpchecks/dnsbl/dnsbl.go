@@ -166,6 +166,9 @@ func parseCode(s string) (netip.Prefix, error) {
 
 // CheckRecipient implements smtpapp.RecipientCheck.
 func (b *DNSBL) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpapp.Verdict {
+	if in.Trusted {
+		return smtpapp.Accept() // authenticated or relay_networks: not judged
+	}
 	ip, ok := netip.AddrFromSlice(in.ClientIP)
 	if !ok {
 		return smtpapp.Accept()

@@ -114,6 +114,9 @@ func (c *IPRev) Provision(ctx caddy.Context) error {
 
 // CheckRecipient implements smtpapp.RecipientCheck.
 func (c *IPRev) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpapp.Verdict {
+	if in.Trusted {
+		return smtpapp.Accept() // authenticated or relay_networks: not judged
+	}
 	if in.ClientIP == nil {
 		return smtpapp.Accept()
 	}

@@ -153,6 +153,9 @@ func dnsResolver(servers []string) (*net.Resolver, error) {
 
 // CheckRecipient implements smtpapp.RecipientCheck.
 func (s *SPF) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpapp.Verdict {
+	if in.Trusted {
+		return smtpapp.Accept() // authenticated or relay_networks: not judged
+	}
 	if in.ClientIP == nil {
 		return smtpapp.Accept()
 	}
