@@ -86,6 +86,16 @@ type MessageJudge interface {
 	Abort()
 }
 
+// TrustedClientCheck is implemented by message checks that work on the
+// mail of trusted clients (authenticated, relay_networks), which the
+// server's other checks skip: a DKIM signer. Such a check runs for every
+// client and decides itself (MessageInput.Trusted).
+type TrustedClientCheck interface {
+	MessageCheck
+	// ForTrustedClients marks the check; it does nothing.
+	ForTrustedClients()
+}
+
 // MessageInput is what a message check sees: the envelope, the client
 // and the transaction's shared state.
 type MessageInput struct {
@@ -319,9 +329,13 @@ type Verdict struct {
 }
 
 // HeaderField is a header field a check adds to a message. Value is
-// unfolded text; it is sanitised of line breaks before use.
+// unfolded text; it is sanitised of line breaks before use, unless Folded
+// is set: then Value is a folded field value (line breaks as CRLF, each
+// followed by a space or tab, as a DKIM signer makes it), used as it is
+// if it is well formed and dropped otherwise.
 type HeaderField struct {
 	Name, Value string
+	Folded      bool
 }
 
 // Accept is the verdict of a check with no objection.

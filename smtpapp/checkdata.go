@@ -68,8 +68,14 @@ func (s *session) startMessageChecks(msg *queue.Message) judgeSet {
 			}
 		}
 	}
-	if s.identity == nil && !s.srv.relayNetworks.contains(s.ip) {
+	if !in.Trusted {
 		start(s.srv.checks, true)
+	} else {
+		for _, c := range s.srv.checks {
+			if tc, ok := c.msg.(TrustedClientCheck); ok {
+				js = append(js, judge{name: c.name, server: true, j: tc.StartMessage(in)})
+			}
+		}
 	}
 	seen := make(map[*Route]bool)
 	for _, r := range s.rcptRoutes {
@@ -161,9 +167,16 @@ func headerBlock(authservID string, results []authres.Result, fields []HeaderFie
 		if !validFieldName(f.Name) {
 			continue
 		}
+		value := headerText(f.Value)
+		if f.Folded {
+			if !wellFolded(f.Value) {
+				continue
+			}
+			value = f.Value
+		}
 		b.WriteString(f.Name)
 		b.WriteString(": ")
-		b.WriteString(headerText(f.Value))
+		b.WriteString(value)
 		b.WriteString("\r\n")
 	}
 	return b.String()
@@ -182,6 +195,24 @@ func headerText(s string) string {
 		s = s[:900]
 	}
 	return s
+}
+
+// wellFolded reports whether v is a folded header field value: printable
+// text and white space, every CRLF followed by a space or a tab and some
+// text, no other CR or LF, at most 998 octets a line.
+func wellFolded(v string) bool {
+	lines := strings.Split(v, "\r\n")
+	for i, l := range lines {
+		if len(l) > 998 || i > 0 && (l == "" || l[0] != ' ' && l[0] != '\t' || strings.TrimSpace(l) == "") {
+			return false
+		}
+		for j := 0; j < len(l); j++ {
+			if c := l[j]; c < 0x20 && c != '\t' || c == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // validFieldName reports whether name is a header field name (RFC 5322

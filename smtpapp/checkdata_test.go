@@ -72,3 +72,19 @@ func TestHeaderBlock(t *testing.T) {
 		t.Error("no results and no fields should add nothing")
 	}
 }
+
+// TestHeaderBlockFolded: a folded value (a DKIM signature) is kept as it
+// is when well formed; one that could end the field or the header early
+// is dropped.
+func TestHeaderBlockFolded(t *testing.T) {
+	good := "v=1; a=rsa-sha256; d=example.org;\r\n s=sel; b=abc\r\n\tdef"
+	got := smtpapp.HeaderBlock("mx", nil, []smtpapp.HeaderField{
+		{Name: "DKIM-Signature", Value: good, Folded: true},
+		{Name: "X-Bad", Value: "a\r\n\r\nInjected: yes", Folded: true},
+		{Name: "X-Bad", Value: "a\r\nInjected: yes", Folded: true},
+		{Name: "X-Bad", Value: "a\nb", Folded: true},
+	})
+	if got != "DKIM-Signature: "+good+"\r\n" {
+		t.Errorf("got %q", got)
+	}
+}
