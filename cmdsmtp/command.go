@@ -40,6 +40,9 @@ Caddy's default (localhost:2019).
 "caddy smtp lists ..." shows and changes the allow and block lists of the
 lists check, through the same admin API.
 
+"caddy smtp dkim ..." prints the DKIM records to publish and rotates the
+signing keys of the dkim_sign check, through the same admin API.
+
 "caddy smtp send ..." submits a test message to an SMTP server.
 
 "caddy smtp check-tls <domain>" shows the MX hosts of a domain, its MTA-STS

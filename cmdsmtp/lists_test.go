@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
+	"github.com/spf13/cobra"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/lists"
@@ -19,13 +20,19 @@ import (
 // it printed.
 func runLists(t *testing.T, admin string, args ...string) (string, error) {
 	t.Helper()
+	return runSub(t, listsCommand(), admin, args...)
+}
+
+// runSub runs a subcommand with --address admin and returns what it
+// printed on stdout.
+func runSub(t *testing.T, cmd *cobra.Command, admin string, args ...string) (string, error) {
+	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "stdout")
 	if err != nil {
 		t.Fatal(err)
 	}
 	stdout := os.Stdout
 	os.Stdout = f
-	cmd := listsCommand()
 	cmd.SetArgs(append(args, "--address", admin))
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	err = cmd.Execute()

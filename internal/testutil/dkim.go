@@ -58,13 +58,13 @@ func NewDKIMKeys(t testing.TB) *DKIMKeys {
 
 // Publish puts the keys under selectors "rsa" and "ed" of domain.
 func (k *DKIMKeys) Publish(dns *testdns.Server, domain string) {
-	dns.AddTXT("rsa._domainkey."+domain, txtStrings(k.rsaTXT)...)
-	dns.AddTXT("ed._domainkey."+domain, txtStrings(k.edTXT)...)
+	dns.AddTXT("rsa._domainkey."+domain, TXTStrings(k.rsaTXT)...)
+	dns.AddTXT("ed._domainkey."+domain, TXTStrings(k.edTXT)...)
 }
 
-// txtStrings splits a TXT record's text into character strings of at
+// TXTStrings splits a TXT record's text into character strings of at
 // most 255 bytes.
-func txtStrings(s string) []string {
+func TXTStrings(s string) []string {
 	var out []string
 	for len(s) > 255 {
 		out, s = append(out, s[:255]), s[255:]
@@ -74,7 +74,7 @@ func txtStrings(s string) []string {
 
 // dkimpyVerify is python3-dkim's verifier, with the keys given to it
 // instead of looked up (its command-line dkimverify asks the system's
-// DNS).
+// DNS); it verifies every signature of the message.
 const dkimpyVerify = `
 import sys, json, dkim
 keys = json.load(open(sys.argv[1]))
@@ -82,30 +82,43 @@ def dnsfunc(name, timeout=5):
     n = name.decode() if isinstance(name, bytes) else name
     v = keys.get(n.rstrip("."))
     return v.encode() if v else b""
-print("signature ok" if dkim.verify(sys.stdin.buffer.read(), dnsfunc=dnsfunc) else "signature bad")
+msg = sys.stdin.buffer.read()
+d = dkim.DKIM(msg)
+n = len([l for l in msg.split(b"\r\n\r\n")[0].split(b"\r\n") if l.lower().startswith(b"dkim-signature:")])
+ok = n > 0 and all(d.verify(idx=i, dnsfunc=dnsfunc) for i in range(n))
+print("signature ok" if ok else "signature bad")
 `
 
-// VerifyIndependently verifies msg's first DKIM signature by domain with
-// python3-dkim (the interpreter that runs its dkimverify).
+// VerifyIndependently verifies msg's DKIM signatures by domain, made
+// with these keys, with python3-dkim (the interpreter that runs its
+// dkimverify).
 func (k *DKIMKeys) VerifyIndependently(msg []byte, domain string) string {
 	k.t.Helper()
-	tool := RequireTool(k.t, "dkimverify")
+	return DKIMPyVerify(k.t, msg, map[string]string{"rsa._domainkey." + domain: k.rsaTXT, "ed._domainkey." + domain: k.edTXT})
+}
+
+// DKIMPyVerify verifies every DKIM signature of msg with python3-dkim,
+// the key records given by name (`<selector>._domainkey.<domain>`); it
+// returns "signature ok" when all verify.
+func DKIMPyVerify(t testing.TB, msg []byte, keys map[string]string) string {
+	t.Helper()
+	tool := RequireTool(t, "dkimverify")
 	head, err := os.ReadFile(tool)
 	if err != nil {
-		k.t.Fatal(err)
+		t.Fatal(err)
 	}
 	first, _, _ := strings.Cut(string(head), "\n")
 	python := strings.Fields(strings.TrimPrefix(first, "#!"))
-	keysFile := filepath.Join(k.dir, "keys.json")
-	kj, _ := json.Marshal(map[string]string{"rsa._domainkey." + domain: k.rsaTXT, "ed._domainkey." + domain: k.edTXT})
+	keysFile := filepath.Join(t.TempDir(), "keys.json")
+	kj, _ := json.Marshal(keys)
 	if err := os.WriteFile(keysFile, kj, 0o600); err != nil {
-		k.t.Fatal(err)
+		t.Fatal(err)
 	}
 	cmd := exec.Command(python[0], append(python[1:], "-c", dkimpyVerify, keysFile)...)
 	cmd.Stdin = strings.NewReader(string(msg))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		k.t.Fatalf("python3-dkim: %v\n%s", err, out)
+		t.Fatalf("python3-dkim: %v\n%s", err, out)
 	}
 	return strings.TrimSpace(string(out))
 }

@@ -11,6 +11,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpauth/accounts"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/callout"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dkim"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dkimsign"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dmarc"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/dnsbl"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/helo"

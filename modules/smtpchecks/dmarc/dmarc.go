@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/checkopt"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/mailhdr"
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/ttlcache"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
@@ -394,7 +395,7 @@ func (m *DMARC) lookup(ctx context.Context, domain string) policy {
 // there is no single one.
 func fromDomains(header []byte) (domains []string, problem string) {
 	var values []string
-	for _, f := range unfoldFields(header) {
+	for _, f := range mailhdr.Fields(header) {
 		name, value, ok := strings.Cut(f, ":")
 		if ok && strings.EqualFold(strings.TrimSpace(name), "From") {
 			values = append(values, value)
@@ -438,23 +439,6 @@ func rawDomain(v string) string {
 		return ""
 	}
 	return normalize(addr[at+1:])
-}
-
-// unfoldFields splits a header section into unfolded fields.
-func unfoldFields(h []byte) []string {
-	var fields []string
-	for _, line := range strings.Split(string(h), "\n") {
-		line = strings.TrimRight(line, "\r")
-		if line == "" {
-			continue
-		}
-		if (line[0] == ' ' || line[0] == '\t') && len(fields) > 0 {
-			fields[len(fields)-1] += line
-			continue
-		}
-		fields = append(fields, line)
-	}
-	return fields
 }
 
 // Interface guards
