@@ -174,6 +174,20 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:7",
 		},
 		{
+			name: "implicit TLS that could be plaintext",
+			caddyfile: `{
+	smtp {
+		outbound {
+			relay smtp.provider.example {
+				tls implicit opportunistic
+			}
+		}
+	}
+}`,
+			wantErr:  "implicit TLS is verify (the default) or required, not 'opportunistic'",
+			wantLine: "Caddyfile:5",
+		},
+		{
 			name: "listen address that is not an address",
 			caddyfile: `{
 	smtp {

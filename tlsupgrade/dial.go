@@ -57,6 +57,10 @@ type Options struct {
 	// HandshakeTimeout bounds the TLS handshake. Default:
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// ImplicitTLS starts TLS right after the TCP connect, before the
+	// greeting, as on port 465 (RFC 8314): no STARTTLS, and no plaintext
+	// fallback, so the Policy must require TLS (required or verify).
+	ImplicitTLS bool
 }
 
 var defaultDialer net.Dialer
@@ -71,6 +75,9 @@ func (o Options) withDefaults(addr string) (Options, error) {
 	}
 	if err := o.Policy.Validate(); err != nil {
 		return o, err
+	}
+	if o.ImplicitTLS && !o.Policy.requiresTLS() {
+		return o, fmt.Errorf("implicit TLS needs a TLS level that requires TLS (required or verify), not %s", o.Policy.name())
 	}
 	if o.ServerName == "" {
 		if host, _, err := net.SplitHostPort(addr); err == nil && net.ParseIP(host) == nil {
@@ -125,6 +132,10 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	p, err := d.open(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if p.implicit != nil {
+		d.res.Implicit = true
+		return d.handover(ctx, p, p.implicit)
 	}
 	d.res.Offered = p.offered
 	switch {
@@ -225,12 +236,21 @@ func (d *dialer) open(ctx context.Context) (*prelude, error) {
 	if err != nil {
 		return nil, d.fail(ctx, StageDial, err)
 	}
-	p := &prelude{conn: conn, timeout: d.opts.CommandTimeout}
+	p := &prelude{conn: conn, raw: conn, timeout: d.opts.CommandTimeout}
 	p.stop = context.AfterFunc(ctx, func() { conn.Close() })
-	p.br = bufio.NewReader(&preludeReader{r: conn, n: maxPreludeBytes})
+	if d.opts.ImplicitTLS {
+		tc, err := d.handshake(p)
+		if err != nil {
+			p.close()
+			d.shortfall(ctx, ResultValidationFailure, fmt.Errorf("handshake failed: %w", err))
+			return nil, d.fail(ctx, StageHandshake, err)
+		}
+		p.conn, p.implicit = tc, tc
+	}
+	p.br = bufio.NewReader(&preludeReader{r: p.conn, n: maxPreludeBytes})
 	p.r = textproto.NewReader(p.br)
 
-	conn.SetDeadline(time.Now().Add(d.opts.CommandTimeout))
+	p.conn.SetDeadline(time.Now().Add(d.opts.CommandTimeout))
 	_, p.greeting, err = p.r.ReadResponse(220)
 	if err != nil {
 		if _, ok := errors.AsType[*textproto.Error](err); ok {
@@ -322,12 +342,14 @@ func (d *dialer) handover(ctx context.Context, p *prelude, tc *tls.Conn) (*Conn,
 		p.stop()
 		return nil, d.fail(ctx, stage, err)
 	}
-	return &Conn{Client: client, Result: d.res, netConn: p.conn, tlsConn: tc, stop: p.stop}, nil
+	return &Conn{Client: client, Result: d.res, netConn: p.raw, tlsConn: tc, stop: p.stop}, nil
 }
 
 // prelude is a connection while Dial speaks on it itself.
 type prelude struct {
-	conn     net.Conn
+	conn     net.Conn // raw, or implicit after an implicit TLS handshake
+	raw      net.Conn // the TCP connection
+	implicit *tls.Conn
 	br       *bufio.Reader
 	r        *textproto.Reader
 	stop     func() bool // unregisters the close-on-ctx-done hook

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"reflect"
 	"strings"
@@ -594,4 +596,70 @@ func BenchmarkDialSTARTTLS(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// startImplicitServer starts a go-smtp server that speaks TLS from the
+// first byte, as on port 465.
+func startImplicitServer(t *testing.T, cert tls.Certificate) *testServer {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS(cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{addr: l.Addr().String(), be: &backend{}}
+	s := smtp.NewServer(ts.be)
+	s.Domain = "mx.test"
+	s.ReadTimeout, s.WriteTimeout = 10*time.Second, 10*time.Second
+	s.ErrorLog = log.New(io.Discard, "", 0)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Serve(l) }()
+	t.Cleanup(func() { s.Close(); l.Close(); <-done })
+	return ts
+}
+
+// TestImplicitTLS: with ImplicitTLS the handshake comes first (no
+// STARTTLS, no plaintext ever); at verify an untrusted certificate and a
+// plaintext server are errors, at required the untrusted certificate is
+// only recorded; levels that allow plaintext are refused.
+func TestImplicitTLS(t *testing.T) {
+	checkLeaks(t)
+	ca := newTestCA(t)
+	good := startImplicitServer(t, ca.valid(t, "relay.test"))
+	c, err := Dial(testContext(t), good.addr, Options{LocalName: localName, ServerName: "relay.test", RootCAs: ca.pool,
+		Policy: Policy{Level: LevelVerify}, ImplicitTLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Result; !r.TLS || !r.Implicit || !r.Verified || r.Offered || r.Version == "" {
+		t.Errorf("Result = %+v", r)
+	}
+	deliver(t, c)
+	sessions, msgs := good.be.snapshot()
+	if len(sessions) != 1 || !sessions[0].TLS || len(msgs) != 1 {
+		t.Errorf("server saw sessions %+v, messages %d; want one TLS session with the message", sessions, len(msgs))
+	}
+
+	other := newTestCA(t)
+	untrusted := startImplicitServer(t, other.valid(t, "relay.test"))
+	_, err = Dial(testContext(t), untrusted.addr, Options{LocalName: localName, ServerName: "relay.test", RootCAs: ca.pool,
+		Policy: Policy{Level: LevelVerify}, ImplicitTLS: true})
+	dialError(t, err, StageHandshake)
+	c, err = Dial(testContext(t), untrusted.addr, Options{LocalName: localName, ServerName: "relay.test", RootCAs: ca.pool,
+		Policy: Policy{Level: LevelRequired}, ImplicitTLS: true})
+	if err != nil {
+		t.Fatalf("required, untrusted: %v", err)
+	}
+	if c.Result.Verified || !c.Result.TLS {
+		t.Errorf("required, untrusted: %+v", c.Result)
+	}
+	c.Close()
+
+	plain := startServer(t, nil, false)
+	_, err = Dial(testContext(t), plain.addr, Options{LocalName: localName, ServerName: "relay.test", RootCAs: ca.pool,
+		Policy: Policy{Level: LevelRequired}, ImplicitTLS: true, HandshakeTimeout: 2 * time.Second})
+	dialError(t, err, StageHandshake)
+	plain.wantNothing(t, 1)
+
+	_, err = Dial(testContext(t), good.addr, Options{LocalName: localName, Policy: Policy{Level: LevelOpportunistic}, ImplicitTLS: true})
+	dialError(t, err, StageOptions)
 }

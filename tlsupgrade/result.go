@@ -23,6 +23,9 @@ type Result struct {
 	// Offered reports whether the server advertised STARTTLS in its (first)
 	// EHLO reply.
 	Offered bool
+	// Implicit reports a session that was TLS from the first byte
+	// (Options.ImplicitTLS), with no STARTTLS.
+	Implicit bool
 	// TLS reports whether the session that was handed to the client is
 	// encrypted.
 	TLS bool

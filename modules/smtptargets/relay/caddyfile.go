@@ -2,8 +2,10 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/cfopts"
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
@@ -12,7 +14,7 @@ import (
 // Syntax:
 //
 //	relay <host[:port]>... {
-//		tls             none|opportunistic|required|verify
+//		tls             none|opportunistic|required|verify | implicit [verify|required]
 //		ca_file         <pem file>
 //		auth            <username> <password>
 //		connect_timeout <duration>
@@ -20,7 +22,8 @@ import (
 //	}
 //
 // The block is optional. Hosts are tried in order; the port defaults to
-// 25. auth needs `tls verify`. Username and password may be placeholders
+// 25 (465 with `tls implicit`: TLS from the first byte). auth needs `tls
+// verify` (or implicit verify). Username and password may be placeholders
 // such as `{env.RELAY_PASSWORD}`, which are replaced when the config is
 // loaded.
 func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -36,7 +39,20 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	var authAt caddyfile.Dispenser // the auth line, for the error below
 	err := cfopts.Block(d, "relay", map[string]cfopts.Option{
-		"tls": cfopts.Opt(1, 1, func(a []string) (err error) {
+		"tls": cfopts.Opt(1, 2, func(a []string) (err error) {
+			if a[0] == "implicit" {
+				r.ImplicitTLS, r.TLS = true, string(tlsupgrade.LevelVerify)
+				if len(a) == 2 {
+					if a[1] != string(tlsupgrade.LevelRequired) && a[1] != string(tlsupgrade.LevelVerify) {
+						return fmt.Errorf("implicit TLS is verify (the default) or required, not '%s'", a[1])
+					}
+					r.TLS = a[1]
+				}
+				return nil
+			}
+			if len(a) == 2 {
+				return fmt.Errorf("one level, or implicit [verify|required]; got '%s %s'", a[0], a[1])
+			}
 			r.TLS, err = cfopts.TLSLevel(a[0])
 			return err
 		}),
@@ -73,7 +89,7 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // checkRelayHost checks a relay host given as `host`, `host:port`, an IP
 // address or `[ip]:port`: the forms Relay.Provision understands.
 func checkRelayHost(h string) error {
-	_, err := parseRelayHost(h)
+	_, err := parseRelayHost(h, "25")
 	return err
 }
 

@@ -45,6 +45,13 @@ type Relay struct {
 	// | `none`          | never STARTTLS                                               |
 	TLS string `json:"tls,omitempty"`
 
+	// ImplicitTLS speaks TLS from the first byte, as to a submissions port
+	// 465 (RFC 8314), instead of STARTTLS: tls must then be `required` or
+	// `verify`; no plaintext is ever sent, and hosts without a port get
+	// 465. The Caddyfile's `tls implicit [required|verify]` sets both
+	// (verify by default). Default: false.
+	ImplicitTLS bool `json:"implicit_tls,omitempty"`
+
 	// CAFile is a PEM bundle of extra roots to trust at the verify level,
 	// e.g. a customer's private CA. Default: the system roots only.
 	CAFile string `json:"ca_file,omitempty"`
@@ -103,6 +110,9 @@ func (r *Relay) Provision(caddy.Context) error {
 	case tlsupgrade.LevelDANE, tlsupgrade.LevelMTASTS:
 		return fmt.Errorf("relay: tls %s applies to MX delivery; use verify for a relay", r.TLS)
 	}
+	if l := tlsupgrade.Level(r.TLS); r.ImplicitTLS && l != tlsupgrade.LevelRequired && l != tlsupgrade.LevelVerify {
+		return fmt.Errorf("relay: implicit_tls needs tls required or verify (implicit TLS is never plaintext), not %q", r.TLS)
+	}
 	var err error
 	if r.roots, err = tlsupgrade.LoadRoots(r.CAFile); err != nil {
 		return fmt.Errorf("relay: ca_file: %w", err)
@@ -115,7 +125,11 @@ func (r *Relay) Provision(caddy.Context) error {
 	}
 	r.hosts = r.hosts[:0]
 	for _, h := range r.Hosts {
-		rh, err := parseRelayHost(h)
+		port := "25"
+		if r.ImplicitTLS {
+			port = "465"
+		}
+		rh, err := parseRelayHost(h, port)
 		if err != nil {
 			return fmt.Errorf("relay: host %q: %w", h, err)
 		}
@@ -154,10 +168,10 @@ func checkAuthTLS(auth bool, level string) error {
 
 // parseRelayHost reads `host`, `host:port` or `[ipv6]:port`; the port
 // defaults to 25.
-func parseRelayHost(h string) (relayHost, error) {
+func parseRelayHost(h, defaultPort string) (relayHost, error) {
 	host, port, err := net.SplitHostPort(h)
 	if err != nil {
-		host, port = strings.Trim(h, "[]"), "25"
+		host, port = strings.Trim(h, "[]"), defaultPort
 		if strings.Contains(host, ":") && net.ParseIP(host) == nil {
 			return relayHost{}, errors.New("want host or host:port")
 		}
@@ -196,7 +210,11 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error) {
 	var errs []string
 	for _, h := range r.hosts {
-		conn, err := smtpclient.Dial(ctx, h.addr, h.name, r.localName, tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)}, r.roots, time.Duration(r.ConnectTimeout), time.Duration(r.Timeout))
+		conn, err := smtpclient.DialWith(ctx, h.addr, tlsupgrade.Options{
+			LocalName: r.localName, ServerName: h.name, Policy: tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)},
+			RootCAs: r.roots, ConnectTimeout: time.Duration(r.ConnectTimeout), CommandTimeout: time.Duration(r.Timeout),
+			ImplicitTLS: r.ImplicitTLS,
+		})
 		if err != nil {
 			errs = append(errs, err.Error())
 			continue

@@ -79,7 +79,7 @@ func TestCaddyfileAuthNeedsVerify(t *testing.T) {
 // peer whose certificate does not verify, and the attempt is temporary.
 func TestLoginRefusesUnverifiedTLS(t *testing.T) {
 	mitm := testutil.StartAuthServer(t, testutil.SelfSigned(t, "127.0.0.1"), "u", "p")
-	rh, err := parseRelayHost(mitm.Addr)
+	rh, err := parseRelayHost(mitm.Addr, "25")
 	if err != nil {
 		t.Fatal(err)
 	}

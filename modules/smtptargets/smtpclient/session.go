@@ -270,7 +270,7 @@ func (s *Session) Result() tlsupgrade.Result { return s.conn.Result }
 // Dial opens one outbound connection with a TLS policy. Zero timeouts
 // take tlsupgrade's defaults; nil roots are the system roots.
 func Dial(ctx context.Context, addr, serverName, localName string, policy tlsupgrade.Policy, roots *x509.CertPool, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
-	return tlsupgrade.Dial(ctx, addr, tlsupgrade.Options{
+	return DialWith(ctx, addr, tlsupgrade.Options{
 		LocalName:      localName,
 		ServerName:     serverName,
 		Policy:         policy,
@@ -278,6 +278,12 @@ func Dial(ctx context.Context, addr, serverName, localName string, policy tlsupg
 		ConnectTimeout: connectTimeout,
 		CommandTimeout: commandTimeout,
 	})
+}
+
+// DialWith opens one outbound connection with all of tlsupgrade's options
+// (implicit TLS among them).
+func DialWith(ctx context.Context, addr string, opts tlsupgrade.Options) (*tlsupgrade.Conn, error) {
+	return tlsupgrade.Dial(ctx, addr, opts)
 }
 
 // Interface guards
