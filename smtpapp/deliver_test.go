@@ -375,3 +375,46 @@ func TestMXDelivery(t *testing.T) {
 	eventually(t, "second DSN", func() bool { return len(e.mailFiles("sender.test", "s")) == 2 })
 	eventually(t, "empty queue", func() bool { return app.TestQueue().Len() == 0 })
 }
+
+// TestMXAddressOrderAndSource: a host's addresses are tried IPv6 first and
+// then alternating (RFC 8305), so max_addresses 2 reaches the IPv6 address
+// that answers although two IPv4 addresses that do not come first in the
+// DNS answer; source_addresses picks the local address of the family
+// (the receiver sees 127.0.0.5 and ::1 as the client).
+func TestMXAddressOrderAndSource(t *testing.T) {
+	dns := testdns.Start(t)
+	port := freeSharedPort(t, "::1", "127.0.0.2")
+	v6 := startMXAt(t, "::1", port)
+	v4 := startMXAt(t, "127.0.0.2", port)
+	dns.AddMX("dual.test", 10, "mx.dual.test")
+	dns.AddA("mx.dual.test", "127.0.0.3") // nothing listens on these two
+	dns.AddA("mx.dual.test", "127.0.0.4")
+	dns.AddAAAA("mx.dual.test", "::1")
+	dns.AddMX("v4.test", 10, "mx.v4.test")
+	dns.AddA("mx.v4.test", "127.0.0.2")
+
+	e := newTestEnv(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+		"outbound": map[string]any{"target": "mx", "resolvers": []string{dns.Addr()}, "port": port, "connect_timeout": "2s",
+			"max_addresses": 2, "source_addresses": []string{"127.0.0.5", "::1"}},
+	}))
+	for _, rcpt := range []string{"a@dual.test", "b@v4.test"} {
+		id := queue.NewID()
+		w, err := app.TestQueue().Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: to %s\r\n\r\nbody\r\n", rcpt)
+		if err := app.TestQueue().Commit(w, &queue.Message{From: "s@sender.test", Arrived: time.Now(),
+			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := v6.waitMessages(1)[0]; m.rcpts[0] != "a@dual.test" || !strings.HasPrefix(m.remote, "[::1]:") {
+		t.Errorf("over IPv6: %v from %s", m.rcpts, m.remote)
+	}
+	if m := v4.waitMessages(1)[0]; m.rcpts[0] != "b@v4.test" || !strings.HasPrefix(m.remote, "127.0.0.5:") {
+		t.Errorf("over IPv4: %v from %s, want from the source address 127.0.0.5", m.rcpts, m.remote)
+	}
+}

@@ -44,11 +44,12 @@ type receiver struct {
 }
 
 type receivedMsg struct {
-	from  string
-	rcpts []string
-	data  []byte
-	tls   bool
-	helo  string
+	remote string // the client's address, host:port
+	from   string
+	rcpts  []string
+	data   []byte
+	tls    bool
+	helo   string
 
 	requireTLS bool // MAIL FROM had REQUIRETLS
 }
@@ -137,15 +138,16 @@ func (c *refuseSTARTTLS) Read(p []byte) (int, error) {
 
 func (r *receiver) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	_, isTLS := c.TLSConnectionState()
-	return &receiverSession{r: r, tls: isTLS, helo: c.Hostname()}, nil
+	return &receiverSession{r: r, tls: isTLS, helo: c.Hostname(), remote: c.Conn().RemoteAddr().String()}, nil
 }
 
 type receiverSession struct {
-	r     *receiver
-	tls   bool
-	helo  string
-	from  string
-	rcpts []string
+	r      *receiver
+	tls    bool
+	helo   string
+	remote string
+	from   string
+	rcpts  []string
 
 	requireTLS bool
 }
@@ -176,7 +178,7 @@ func (s *receiverSession) Data(rd io.Reader) error {
 		}
 	}
 	s.r.mu.Lock()
-	s.r.msgs = append(s.r.msgs, receivedMsg{from: s.from, rcpts: s.rcpts, data: data, tls: s.tls, helo: s.helo, requireTLS: s.requireTLS})
+	s.r.msgs = append(s.r.msgs, receivedMsg{from: s.from, rcpts: s.rcpts, data: data, tls: s.tls, helo: s.helo, requireTLS: s.requireTLS, remote: s.remote})
 	s.r.mu.Unlock()
 	return nil
 }

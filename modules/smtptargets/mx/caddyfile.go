@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtptargets/smtpclient"
 	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/cfopts"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -22,6 +23,7 @@ import (
 //		connect_timeout <duration>
 //		timeout         <duration>
 //		max_addresses   <n>
+//		source_addresses <ipv4> [<ipv6>]
 //		port            <port>
 //	}
 //
@@ -51,6 +53,13 @@ func (m *MX) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"timeout": cfopts.Opt(1, 1, func(a []string) (err error) {
 			m.Timeout, err = cfopts.PositiveDuration(a[0])
 			return err
+		}),
+		"source_addresses": cfopts.Opt(1, 2, func(a []string) error {
+			if _, err := smtpclient.ParseSources(a); err != nil {
+				return err
+			}
+			m.SourceAddresses = a
+			return nil
 		}),
 		"max_addresses": cfopts.Opt(1, 1, func(a []string) (err error) {
 			m.MaxAddresses, err = cfopts.PositiveInt(a[0], 0)

@@ -83,8 +83,16 @@ type MX struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	// MaxAddresses is how many addresses are tried for one destination
-	// before it is deferred. Default: 5.
+	// before it is deferred. A host's addresses are tried IPv6 first,
+	// then alternating between IPv6 and IPv4 (RFC 8305), so the budget is
+	// not spent on one family. Default: 5.
 	MaxAddresses int `json:"max_addresses,omitempty"`
+
+	// SourceAddresses are the local addresses connections leave from: at
+	// most one IPv4 and one IPv6 address (the addresses receivers check
+	// SPF and reverse DNS against). A family without one leaves from the
+	// system's choice. Default: the system's choice.
+	SourceAddresses []string `json:"source_addresses,omitempty"`
 
 	// Port is the port of the MX hosts. Default: 25. Only tests change
 	// this.
@@ -99,6 +107,7 @@ type MX struct {
 	resolver   *resolver.Resolver
 	roots      *x509.CertPool
 	sts        *tlsupgrade.MTASTSCache
+	sources    smtpclient.Sources
 }
 
 // CaddyModule returns the Caddy module information.
@@ -125,6 +134,10 @@ func (m *MX) Provision(ctx caddy.Context) error {
 	if m.ConnectTimeout == 0 {
 		m.ConnectTimeout = caddy.Duration(30 * time.Second)
 	}
+	var err error
+	if m.sources, err = smtpclient.ParseSources(m.SourceAddresses); err != nil {
+		return fmt.Errorf("mx: %w", err)
+	}
 	if m.MaxAddresses == 0 {
 		m.MaxAddresses = 5
 	}
@@ -140,7 +153,6 @@ func (m *MX) Provision(ctx caddy.Context) error {
 	}
 	m.ctx = ctx
 	m.logger = ctx.Logger()
-	var err error
 	if m.roots, err = tlsupgrade.LoadRoots(m.CAFile); err != nil {
 		return fmt.Errorf("mx: ca_file: %w", err)
 	}
@@ -268,6 +280,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			errs = append(errs, err.Error())
 			continue
 		}
+		ips = smtpclient.Interleave(ips)
 		if len(ips) > m.MaxAddresses-tried {
 			ips = ips[:m.MaxAddresses-tried]
 		}
@@ -298,7 +311,12 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 	var last error
 	for _, ip := range ips {
 		addr := net.JoinHostPort(ip.String(), port)
-		conn, err := smtpclient.Dial(ctx, addr, host, m.localName, policy, m.roots, time.Duration(m.ConnectTimeout), time.Duration(m.Timeout))
+		opts := tlsupgrade.Options{LocalName: m.localName, ServerName: host, Policy: policy, RootCAs: m.roots,
+			ConnectTimeout: time.Duration(m.ConnectTimeout), CommandTimeout: time.Duration(m.Timeout)}
+		if !m.sources.Empty() {
+			opts.DialContext = m.sources.DialContext
+		}
+		conn, err := smtpclient.DialWith(ctx, addr, opts)
 		if err != nil {
 			last = err
 			continue
