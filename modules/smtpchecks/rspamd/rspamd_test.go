@@ -164,10 +164,13 @@ const cleanMessage = "From: Sender <a@sender.test>\r\nTo: <clean@example.test>\r
 // of data (or to the command that failed).
 func send(t *testing.T, addr, rcpt, msg string) string {
 	t.Helper()
-	c, err := textproto.Dial("tcp", addr)
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// a hung transfer fails the test instead of hanging it
+	_ = conn.SetDeadline(time.Now().Add(40 * time.Second))
+	c := textproto.NewConn(conn)
 	defer c.Close()
 	step := func(cmd string, want int) string {
 		if cmd != "" {
@@ -358,12 +361,22 @@ func TestRspamd(t *testing.T) {
 
 	// Frozen: connections are taken (the kernel's backlog) and never
 	// answered; the timeouts decide.
+	// A message larger than what the socket buffers and our pipe hold
+	// must not hang the transfer either.
 	rs.signal(syscall.SIGSTOP)
+	start := time.Now()
 	if r := send(t, g.addr(t, "closed"), "frozen@example.test", cleanMessage); !strings.HasPrefix(r, "451 4.7.1 ") {
 		t.Errorf("fail closed, rspamd frozen: %q, want 451 4.7.1", r)
 	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("fail closed, rspamd frozen: answered after %s, timeout is 1s", took)
+	}
 	if r := send(t, mx, "frozen@example.test", cleanMessage); !strings.HasPrefix(r, "250 ") {
 		t.Errorf("fail open, rspamd frozen: %q, want 250", r)
+	}
+	big := cleanMessage + strings.Repeat(strings.Repeat("lunch ", 15)+"\r\n", 100_000) // 9 MB
+	if r := send(t, mx, "big@example.test", big); !strings.HasPrefix(r, "250 ") {
+		t.Errorf("fail open, rspamd frozen, 9 MB: %q, want 250", r)
 	}
 	rs.signal(syscall.SIGCONT)
 	rs.signal(syscall.SIGKILL)
