@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -184,7 +185,10 @@ func (r *Rspamd) Cleanup() error {
 func (r *Rspamd) StartMessage(in *smtpapp.MessageInput) smtpapp.MessageJudge {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &judge{r: r, cancel: cancel, done: make(chan struct{})}
-	j.body = newPipe(pipeLimit, time.Duration(r.Timeout), cancel)
+	j.body = newPipe(pipeLimit, time.Duration(r.Timeout), func() {
+		j.stalled.Store(true)
+		cancel()
+	})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.endpoint, j.body)
 	if err != nil {
 		j.err = err
@@ -248,13 +252,14 @@ func (r *Rspamd) do(req *http.Request) (*reply, error) {
 
 // judge is one message on its way to rspamd.
 type judge struct {
-	r      *Rspamd
-	cancel context.CancelFunc
-	body   *pipe
-	head   headerGrabber
-	done   chan struct{}
-	reply  *reply
-	err    error
+	r       *Rspamd
+	cancel  context.CancelFunc
+	body    *pipe
+	head    headerGrabber
+	done    chan struct{}
+	stalled atomic.Bool // rspamd stopped reading the message
+	reply   *reply
+	err     error
 }
 
 func (j *judge) Write(p []byte) (int, error) {
@@ -282,6 +287,9 @@ func (j *judge) Finish(ctx context.Context) smtpapp.Verdict {
 		return j.r.failed(fmt.Errorf("no answer within %s", time.Duration(j.r.Timeout)))
 	}
 	j.cancel()
+	if j.stalled.Load() {
+		return j.r.failed(fmt.Errorf("rspamd stopped reading the message for %s", time.Duration(j.r.Timeout)))
+	}
 	if j.err != nil {
 		return j.r.failed(j.err)
 	}

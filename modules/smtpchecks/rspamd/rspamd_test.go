@@ -399,3 +399,42 @@ func TestRspamd(t *testing.T) {
 		t.Errorf("an unscanned message got a score:\n%s", head)
 	}
 }
+
+// TestProvisionErrors checks that JSON settings the Caddyfile cannot
+// produce are refused when the config loads, saying what is wrong.
+func TestProvisionErrors(t *testing.T) {
+	t.Setenv("RSPAMD_TEST_EMPTY", "")
+	for _, tc := range []struct {
+		check map[string]any
+		want  string
+	}{
+		{map[string]any{"url": "ftp://127.0.0.1:11333"}, "rspamd: url 'ftp://127.0.0.1:11333': want http://host:port"},
+		{map[string]any{"url": "http://user:pw@127.0.0.1:11333"}, "want http://host:port"},
+		{map[string]any{"add_header": "reject"}, "rspamd: add_header 'reject': want tag or quarantine"},
+		{map[string]any{"greylist": "quarantine"}, "rspamd: greylist 'quarantine': want tempfail or accept"},
+		{map[string]any{"timeout": -1}, "rspamd: timeout must not be negative"},
+		{map[string]any{"password": "{env.RSPAMD_TEST_EMPTY}"}, "rspamd: password: "},
+	} {
+		tc.check["check"] = "rspamd"
+		dir := t.TempDir()
+		cfg := map[string]any{
+			"admin":   map[string]any{"disabled": true},
+			"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+			"apps": map[string]any{"smtp": map[string]any{
+				"queue": map[string]any{"path": filepath.Join(dir, "spool")},
+				"servers": map[string]any{"mx": map[string]any{
+					"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
+					"checks": []any{tc.check},
+				}},
+			}},
+		}
+		raw, _ := json.Marshal(cfg)
+		var c caddy.Config
+		if err := json.Unmarshal(raw, &c); err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Validate(&c); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.check, err, tc.want)
+		}
+	}
+}
