@@ -329,7 +329,7 @@ func (r *Rspamd) verdict(rep *reply, subject string) smtpapp.Verdict {
 		spam = true
 		s := rep.Subject
 		if s == "" {
-			s = "***SPAM*** " + subject
+			s = strings.TrimSpace("***SPAM*** " + subject)
 		}
 		v.RemoveHeaders = append(v.RemoveHeaders, "Subject")
 		v.Headers = append(v.Headers, smtpapp.HeaderField{Name: "Subject", Value: s})
