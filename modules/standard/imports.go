@@ -19,6 +19,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/ldap"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/lists"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/recipients"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/rspamd"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/spf"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
