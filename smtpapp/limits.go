@@ -141,7 +141,8 @@ type connState struct {
 	authUser   string
 	accepted   int
 	bytes      int64
-	reason     string // why we closed it, if we did
+	reason     string       // why we closed it, if we did
+	hello      *clientHello // the last ClientHello, for a failed handshake
 }
 
 // note records session facts for the connection's last log line.

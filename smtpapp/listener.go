@@ -212,7 +212,7 @@ func (l *listener) handle(c net.Conn) *trackedConn {
 		err := conn.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			l.srv.logger.Debug("TLS handshake failed", zap.String("remote_ip", ip), zap.Error(err))
+			l.srv.handshakeFailed(tc, TLSImplicit, err)
 			conn.Close()
 			return
 		}
@@ -347,6 +347,9 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	out := p
 	if c.plain != nil {
 		out = c.plain.write(p)
+		if sawHandshakeError(p) {
+			c.srv.handshakeFailed(c, TLSStartTLS, nil)
+		}
 	}
 	n, err := c.Conn.Write(out)
 	if n == len(out) {

@@ -17,18 +17,19 @@ import (
 // values from small fixed sets (server names come from the config); no
 // label carries an address or a message ID.
 type metrics struct {
-	connections        *prometheus.CounterVec // server, tls
-	connectionsRefused *prometheus.CounterVec // server, reason
-	tlsHandshakes      *prometheus.CounterVec // server, version
-	certificateWaits   *prometheus.CounterVec // server, result
-	commandsRejected   *prometheus.CounterVec // server, reason
-	checkResults       *prometheus.CounterVec // check, verdict
-	messagesAccepted   *prometheus.CounterVec // server
-	messagesRejected   *prometheus.CounterVec // server, reason
-	bytesReceived      *prometheus.CounterVec // server
-	authFailures       *prometheus.CounterVec // server
-	deliveries         *prometheus.CounterVec // result, tls, policy
-	tlsFallbacks       *prometheus.CounterVec // reason
+	connections          *prometheus.CounterVec // server, tls
+	connectionsRefused   *prometheus.CounterVec // server, reason
+	tlsHandshakes        *prometheus.CounterVec // server, version
+	tlsHandshakeFailures *prometheus.CounterVec // server, reason
+	certificateWaits     *prometheus.CounterVec // server, result
+	commandsRejected     *prometheus.CounterVec // server, reason
+	checkResults         *prometheus.CounterVec // check, verdict
+	messagesAccepted     *prometheus.CounterVec // server
+	messagesRejected     *prometheus.CounterVec // server, reason
+	bytesReceived        *prometheus.CounterVec // server
+	authFailures         *prometheus.CounterVec // server
+	deliveries           *prometheus.CounterVec // result, tls, policy
+	tlsFallbacks         *prometheus.CounterVec // reason
 }
 
 const metricsNamespace = "caddy_smtp"
@@ -43,18 +44,19 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		return f.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Name: name, Help: help}, labels)
 	}
 	m := &metrics{
-		connections:        counter("connections_total", "Connections accepted, by server and TLS mode of the listener.", "server", "tls"),
-		connectionsRefused: counter("connections_refused_total", "Connections refused by a limit.", "server", "reason"),
-		tlsHandshakes:      counter("tls_handshakes_total", "Completed inbound TLS handshakes (STARTTLS and implicit), by TLS version.", "server", "version"),
-		certificateWaits:   counter("certificate_waits_total", "Handshakes held because the certificate was not ready yet, by outcome (ready or timeout).", "server", "result"),
-		commandsRejected:   counter("commands_rejected_total", "SMTP commands refused by policy or limits, by reason.", "server", "reason"),
-		checkResults:       counter("check_results_total", "Verdicts of the checks, by check and verdict.", "check", "verdict"),
-		messagesAccepted:   counter("messages_accepted_total", "Messages queued (answered 250).", "server"),
-		messagesRejected:   counter("messages_rejected_total", "Messages refused after DATA, by reason.", "server", "reason"),
-		bytesReceived:      counter("received_bytes_total", "Bytes of accepted messages, our Received header included.", "server"),
-		authFailures:       counter("auth_failures_total", "Failed SMTP AUTH attempts.", "server"),
-		deliveries:         counter("delivery_attempts_total", "Delivery attempts per recipient, by result (delivered, deferred, failed), TLS (tls, plaintext, local) and TLS policy.", "result", "tls", "policy"),
-		tlsFallbacks:       counter("tls_fallbacks_total", "Outbound sessions that ended in plaintext although TLS was wanted, by reason.", "reason"),
+		connections:          counter("connections_total", "Connections accepted, by server and TLS mode of the listener.", "server", "tls"),
+		connectionsRefused:   counter("connections_refused_total", "Connections refused by a limit.", "server", "reason"),
+		tlsHandshakes:        counter("tls_handshakes_total", "Completed inbound TLS handshakes (STARTTLS and implicit), by TLS version.", "server", "version"),
+		tlsHandshakeFailures: counter("tls_handshake_failures_total", "Failed inbound TLS handshakes (STARTTLS and implicit), by reason: protocol_version, not_tls, no_client_hello, client_rejected_certificate, no_shared_cipher, timeout, client_closed, handshake_failure.", "server", "reason"),
+		certificateWaits:     counter("certificate_waits_total", "Handshakes held because the certificate was not ready yet, by outcome (ready or timeout).", "server", "result"),
+		commandsRejected:     counter("commands_rejected_total", "SMTP commands refused by policy or limits, by reason.", "server", "reason"),
+		checkResults:         counter("check_results_total", "Verdicts of the checks, by check and verdict.", "check", "verdict"),
+		messagesAccepted:     counter("messages_accepted_total", "Messages queued (answered 250).", "server"),
+		messagesRejected:     counter("messages_rejected_total", "Messages refused after DATA, by reason.", "server", "reason"),
+		bytesReceived:        counter("received_bytes_total", "Bytes of accepted messages, our Received header included.", "server"),
+		authFailures:         counter("auth_failures_total", "Failed SMTP AUTH attempts.", "server"),
+		deliveries:           counter("delivery_attempts_total", "Delivery attempts per recipient, by result (delivered, deferred, failed), TLS (tls, plaintext, local) and TLS policy.", "result", "tls", "policy"),
+		tlsFallbacks:         counter("tls_fallbacks_total", "Outbound sessions that ended in plaintext although TLS was wanted, by reason.", "reason"),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "queue_messages",
 		Help: "Messages in the queue."}, func() float64 {

@@ -65,6 +65,7 @@ func (s *Server) provisionTLS(ctx caddy.Context) error {
 	s.TLSConnectionPolicies = cp
 	s.tlsConfig = cp.TLSConfig(ctx)
 	s.tlsConfig.SessionTicketsDisabled = true
+	recordHello(s.tlsConfig)
 	return nil
 }
 
