@@ -110,10 +110,15 @@ func (j *judge) run() {
 	defer s.mu.Unlock()
 	v, err := j.converse(bufio.NewReaderSize(&chanReader{j: j}, chunkSize))
 	if err != nil {
-		s.fail(err)
-		v = smtpapp.Accept()
-		if s.final != nil {
-			v = *s.final
+		select {
+		case <-j.abort: // stopped by Abort or by Finish's deadline, which decides
+			s.closeLocked()
+		default:
+			s.fail(err)
+			v = smtpapp.Accept()
+			if s.final != nil {
+				v = *s.final
+			}
 		}
 	}
 	j.verdict = v
@@ -232,6 +237,7 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 	v := smtpapp.Accept()
 	var changed []string // names of changed fields, canonical, in order
 	current := make(map[string][]*string)
+	names := make(map[string]string) // key -> the name put back
 	for _, f := range fields {
 		key := strings.ToLower(f.name)
 		value := unfold(f.raw)
@@ -245,6 +251,7 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 			key := strings.ToLower(mod.HeaderName)
 			if !slices.Contains(changed, key) {
 				changed = append(changed, key)
+				names[key] = canonicalName(key, mod.HeaderName, fields)
 				v.RemoveHeaders = append(v.RemoveHeaders, mod.HeaderName)
 			}
 			value := unfold(mod.HeaderValue)
@@ -266,10 +273,9 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 		}
 	}
 	for _, key := range changed {
-		name := canonicalName(key, fields)
 		for _, value := range current[key] {
 			if value != nil {
-				v.Headers = append(v.Headers, smtpapp.HeaderField{Name: name, Value: *value})
+				v.Headers = append(v.Headers, smtpapp.HeaderField{Name: names[key], Value: *value})
 			}
 		}
 	}
@@ -280,15 +286,15 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 	return v
 }
 
-// canonicalName is the spelling of a field's name in the message, for
-// the occurrences put back.
-func canonicalName(key string, fields []field) string {
+// canonicalName is the spelling of a field's name for the occurrences
+// put back: as in the message, else as the milter wrote it.
+func canonicalName(key, milterName string, fields []field) string {
 	for _, f := range fields {
 		if strings.ToLower(f.name) == key {
 			return f.name
 		}
 	}
-	return key
+	return milterName
 }
 
 func modName(t milter.ModifyActionType) string {

@@ -106,13 +106,12 @@ UMask 077
 
 // startGateway runs the smtp app with one plaintext listener and a route
 // for example.test with the milter check (JSON of smtp.checks.milter),
-// delivering to maildirs; it returns the listener's address and the
-// maildir root.
-func startGateway(t *testing.T, check map[string]any) (addr, mail string) {
+// delivering to maildirs.
+func startGateway(t *testing.T, check map[string]any) *gateway {
 	t.Helper()
 	dir := t.TempDir()
 	spool := filepath.Join(dir, "spool")
-	mail = filepath.Join(dir, "mail")
+	mail := filepath.Join(dir, "mail")
 	check["check"] = "milter"
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
@@ -152,7 +151,15 @@ func startGateway(t *testing.T, check map[string]any) (addr, mail string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return app.(*smtpapp.App).Servers["mx"].Addrs()[0].String(), mail
+	a := app.(*smtpapp.App)
+	return &gateway{addr: a.Servers["mx"].Addrs()[0].String(), mail: mail, app: a}
+}
+
+// gateway is a running smtp app: its listener's address, the root of its
+// maildirs, and the app.
+type gateway struct {
+	addr, mail string
+	app        *smtpapp.App
 }
 
 // smtpClient is a plain SMTP dialog for the tests.
@@ -214,11 +221,11 @@ func (s *smtpClient) data(msg string, code int, prefix string) string {
 
 // delivered waits for the one message in the mailbox of local and
 // returns it.
-func delivered(t *testing.T, mail, local string) []byte {
+func (g *gateway) delivered(t *testing.T, local string) []byte {
 	t.Helper()
 	var msg []byte
 	testutil.Eventually(t, 15*time.Second, "a message in the mailbox of "+local, func() bool {
-		files, _ := filepath.Glob(filepath.Join(mail, local, "new", "*"))
+		files, _ := filepath.Glob(filepath.Join(g.mail, local, "new", "*"))
 		if len(files) == 0 {
 			return false
 		}
@@ -254,12 +261,12 @@ Canonicalization relaxed/relaxed
 	dns := testdns.Start(t)
 	dns.AddTXT("sel._domainkey.example.test", key.txt[:200], key.txt[200:])
 
-	addr, mail := startGateway(t, map[string]any{"address": milterAddr, "timeout": "5s"})
-	c := dialSMTP(t, addr)
+	gw := startGateway(t, map[string]any{"address": milterAddr, "timeout": "5s"})
+	c := dialSMTP(t, gw.addr)
 	c.cmd(250, "", "MAIL FROM:<alice@example.test>")
 	c.cmd(250, "", "RCPT TO:<bob@example.test>")
 	c.data(testMessage, 250, "")
-	msg := delivered(t, mail, "bob")
+	msg := gw.delivered(t, "bob")
 	if !bytes.Contains(msg, []byte("DKIM-Signature:")) || !bytes.Contains(msg, []byte("s=sel")) {
 		t.Fatalf("no DKIM-Signature by OpenDKIM in the delivered message:\n%s", msg)
 	}
@@ -301,8 +308,8 @@ AuthservID milter.example.test
 		t.Fatal(err)
 	}
 
-	addr, mail := startGateway(t, map[string]any{"address": milterAddr})
-	c := dialSMTP(t, addr)
+	gw := startGateway(t, map[string]any{"address": milterAddr})
+	c := dialSMTP(t, gw.addr)
 	c.cmd(250, "", "MAIL FROM:<alice@example.test>")
 	c.cmd(250, "", "RCPT TO:<carol@example.test>")
 	c.data(strings.Replace(signed.String(), "Hello Bob", "Hello Eve", 1), 550, "5.7.0 bad DKIM signature")
@@ -310,11 +317,11 @@ AuthservID milter.example.test
 	c.cmd(250, "", "MAIL FROM:<alice@example.test>")
 	c.cmd(250, "", "RCPT TO:<bob@example.test>")
 	c.data(signed.String(), 250, "")
-	msg := delivered(t, mail, "bob")
+	msg := gw.delivered(t, "bob")
 	if !bytes.Contains(msg, []byte("Authentication-Results: milter.example.test")) || !bytes.Contains(msg, []byte("dkim=pass")) {
 		t.Fatalf("no dkim=pass from OpenDKIM in the delivered message:\n%s", msg)
 	}
-	if files, _ := filepath.Glob(filepath.Join(mail, "carol", "new", "*")); len(files) != 0 {
+	if files, _ := filepath.Glob(filepath.Join(gw.mail, "carol", "new", "*")); len(files) != 0 {
 		t.Errorf("the tampered message was delivered")
 	}
 }
@@ -334,8 +341,8 @@ func TestMilterUnreachable(t *testing.T) {
 		{"accept", 250, ""},
 	} {
 		t.Run("default_action "+tc.action, func(t *testing.T) {
-			addr, mail := startGateway(t, map[string]any{"address": down, "timeout": "2s", "default_action": tc.action})
-			c := dialSMTP(t, addr)
+			gw := startGateway(t, map[string]any{"address": down, "timeout": "2s", "default_action": tc.action})
+			c := dialSMTP(t, gw.addr)
 			c.cmd(250, "", "MAIL FROM:<alice@example.test>")
 			reply := c.cmd(tc.code, tc.prefix, "RCPT TO:<bob@example.test>")
 			if strings.Contains(reply, "127.0.0.1") || strings.Contains(reply, "milter") {
@@ -343,7 +350,7 @@ func TestMilterUnreachable(t *testing.T) {
 			}
 			if tc.code == 250 {
 				c.data(testMessage, 250, "")
-				delivered(t, mail, "bob")
+				gw.delivered(t, "bob")
 			}
 		})
 	}

@@ -197,8 +197,12 @@ func (s *session) Close() error {
 	j := s.judge
 	s.mu.Unlock()
 	if j != nil {
-		j.Abort()
-		<-j.done
+		select {
+		case <-j.done:
+		default: // the transfer failed, or Finish timed out
+			j.Abort()
+			<-j.done
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
