@@ -35,6 +35,10 @@
 // disclaimer milter) cannot ask for them; body replacement is not
 // supported yet.
 //
+// Header fields from the milter are unfolded (the core takes one-line
+// values): a DKIM signer must use relaxed header canonicalization
+// (OpenDKIM: Canonicalization relaxed/simple), or its signatures break.
+//
 // Macros sent: j (the host's name), {daemon_name} (the server's name) and
 // {client_addr}, {client_name} at connect, {auth_authen} (when
 // authenticated) and {mail_addr} at MAIL, {rcpt_addr} at RCPT. The queue

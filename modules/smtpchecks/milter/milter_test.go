@@ -98,15 +98,15 @@ func (s *scripted) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 	headers := strings.Join(s.headers, "\n")
 	s.headers = nil
 	switch {
-	case strings.Contains(headers, "Subject: hold me"):
+	case strings.Contains(headers, "hold me"):
 		if err := m.Quarantine("looks like spam"); err != nil {
 			return nil, err
 		}
-	case strings.Contains(headers, "Subject: stall me"):
+	case strings.Contains(headers, "stall me"):
 		<-s.rec.release
-	case strings.Contains(headers, "Subject: refuse me"):
+	case strings.Contains(headers, "refuse me"):
 		return milter.RejectWithCodeAndReason(451, "4.7.0 try again in an hour")
-	case strings.Contains(headers, "Subject: rewrite me"):
+	case strings.Contains(headers, "rewrite me"):
 		for _, err := range []error{
 			m.AddHeader("X-Milter", "seen"),
 			m.InsertHeader(0, "X-First", "inserted\n\tfolded"),
@@ -124,8 +124,9 @@ func (s *scripted) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 }
 
 // startScripted serves the scripted milter on a Unix socket in a
-// temporary directory and returns its address (unix//path) and record.
-func startScripted(t *testing.T) (string, *record) {
+// temporary directory and returns its address (unix//path) and record;
+// protocol is what it asks for besides SMFIP_NOUNKNOWN.
+func startScripted(t *testing.T, protocol milter.OptProtocol) (string, *record) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "milter.sock")
 	l, err := net.Listen("unix", path)
@@ -136,7 +137,7 @@ func startScripted(t *testing.T) (string, *record) {
 	srv := milter.NewServer(
 		milter.WithMilter(func() milter.Milter { return &scripted{rec: rec} }),
 		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptQuarantine),
-		milter.WithProtocol(milter.OptNoUnknown),
+		milter.WithProtocols(milter.OptNoUnknown|protocol),
 	)
 	done := make(chan struct{})
 	go func() {
@@ -157,7 +158,7 @@ func startScripted(t *testing.T) (string, *record) {
 // what it is told: the connect data, the macros, the header fields and the
 // whole body in chunks of at most 64 KiB.
 func TestMilterActions(t *testing.T) {
-	addr, rec := startScripted(t)
+	addr, rec := startScripted(t, 0)
 	gw := startGateway(t, map[string]any{"address": addr})
 	c := dialSMTP(t, gw.addr)
 
@@ -236,7 +237,7 @@ func TestMilterActions(t *testing.T) {
 
 	c.cmd(250, "", "MAIL FROM:<alice@sender.test>")
 	c.cmd(250, "", "RCPT TO:<dave@example.test>")
-	c.data("From: alice@sender.test\r\nSubject: hold me\r\n\r\nbody\r\n", 250, "")
+	c.data("From: alice@sender.test\r\nSubject: hold me\r\n", 250, "") // no body at all
 
 	c.cmd(250, "", "MAIL FROM:<discard@sender.test>")
 	c.cmd(250, "", "RCPT TO:<erin@example.test>")
@@ -255,9 +256,10 @@ func TestMilterActions(t *testing.T) {
 
 // TestMilterStalls: a milter that does not answer at the end of the
 // message within the timeout gets the default action (451 4.7.1), and the
-// next transaction on the connection works.
+// next transaction on the connection works. This milter asks for header
+// values with their leading space, and gets them.
 func TestMilterStalls(t *testing.T) {
-	addr, _ := startScripted(t)
+	addr, rec := startScripted(t, milter.OptHeaderLeadingSpace)
 	gw := startGateway(t, map[string]any{"address": addr, "timeout": "1s"})
 	c := dialSMTP(t, gw.addr)
 	c.cmd(250, "", "MAIL FROM:<alice@sender.test>")
@@ -267,6 +269,11 @@ func TestMilterStalls(t *testing.T) {
 	c.cmd(250, "", "RCPT TO:<bob@example.test>")
 	c.data("From: alice@sender.test\r\nSubject: fine\r\n\r\nbody\r\n", 250, "")
 	gw.delivered(t, "bob")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if got := rec.headers[len(rec.headers)-1]; got != "Subject:  fine" {
+		t.Errorf("milter got %q, want the value with its leading space", got)
+	}
 }
 
 func TestParseReply(t *testing.T) {
