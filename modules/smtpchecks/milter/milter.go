@@ -122,6 +122,11 @@ func (Milter) CaddyModule() caddy.ModuleInfo {
 // Provision checks the config and prepares the client.
 func (m *Milter) Provision(ctx caddy.Context) error {
 	m.logger = ctx.Logger()
+	return m.setup()
+}
+
+// setup checks the config and sets the defaults.
+func (m *Milter) setup() error {
 	var err error
 	if m.network, m.addr, err = parseAddress(m.Address); err != nil {
 		return fmt.Errorf("milter: address '%s': %w", m.Address, err)

@@ -2,14 +2,20 @@ package milter
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/d--j/go-milter"
+	"go.uber.org/zap"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
 
 // The actions no milter from Debian can be made to take on demand (header
@@ -34,6 +40,8 @@ type record struct {
 	body    bytes.Buffer
 	chunks  []int
 	release chan struct{} // a stalled end of message waits for it
+	ended   int           // connections that ended (Cleanup)
+	data    int           // DATA commands
 }
 
 func (r *record) macro(m milter.Modifier, stage string, names ...string) {
@@ -121,6 +129,19 @@ func (s *scripted) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 		}
 	}
 	return milter.RespAccept, nil
+}
+
+func (s *scripted) Data(milter.Modifier) (*milter.Response, error) {
+	s.rec.mu.Lock()
+	s.rec.data++
+	s.rec.mu.Unlock()
+	return milter.RespContinue, nil
+}
+
+func (s *scripted) Cleanup(milter.Modifier) {
+	s.rec.mu.Lock()
+	s.rec.ended++
+	s.rec.mu.Unlock()
 }
 
 // startScripted serves the scripted milter on a Unix socket in a
@@ -318,5 +339,79 @@ func TestParseAddress(t *testing.T) {
 		if got != want {
 			t.Errorf("parseAddress(%q) = %q (%v), want %q", in, got, err, want)
 		}
+	}
+}
+
+// TestMilterTransferAborted: the milter's connection is closed at RSET
+// and when the client goes away in the middle of DATA (the judge is
+// aborted and the session closed with the transaction), and the gateway
+// takes the next client's mail.
+func TestMilterTransferAborted(t *testing.T) {
+	addr, rec := startScripted(t, 0)
+	gw := startGateway(t, map[string]any{"address": addr})
+	c := dialSMTP(t, gw.addr)
+	c.cmd(250, "", "MAIL FROM:<alice@sender.test>")
+	c.cmd(250, "", "RCPT TO:<bob@example.test>")
+	c.cmd(250, "", "RSET")
+	testutil.Eventually(t, 10*time.Second, "the milter connection closed at RSET", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.ended == 1
+	})
+	c.cmd(250, "", "MAIL FROM:<alice@sender.test>")
+	c.cmd(250, "", "RCPT TO:<bob@example.test>")
+	c.cmd(354, "", "DATA")
+	w := c.c.W
+	fmt.Fprintf(w, "From: alice@sender.test\r\nSubject: cut short\r\n\r\n%s", strings.Repeat("x", 200_000))
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.c.Close()
+	testutil.Eventually(t, 10*time.Second, "the milter connection closed", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.ended == 2
+	})
+	c = dialSMTP(t, gw.addr)
+	c.cmd(250, "", "MAIL FROM:<alice@sender.test>")
+	c.cmd(250, "", "RCPT TO:<bob@example.test>")
+	c.data("From: alice@sender.test\r\nSubject: whole\r\n\r\nbody\r\n", 250, "")
+	if msg := gw.delivered(t, "bob"); !bytes.Contains(msg, []byte("Subject: whole")) {
+		t.Errorf("delivered:\n%s", msg)
+	}
+}
+
+// TestJudgeAbortEndsSession: a judge aborted in the middle of a message
+// (its goroutine waiting for more) lets the session close, promptly.
+func TestJudgeAbortEndsSession(t *testing.T) {
+	addr, rec := startScripted(t, 0)
+	m := &Milter{Address: addr, logger: zap.NewNop()}
+	if err := m.setup(); err != nil {
+		t.Fatal(err)
+	}
+	tx := new(smtpapp.Transaction)
+	in := &smtpapp.CheckInput{Sender: "alice@sender.test", Recipient: "bob@example.test", ClientIP: net.IPv4(192, 0, 2, 1), Tx: tx}
+	if v := m.CheckRecipient(context.Background(), in); v.Result != smtpapp.VerdictAccept {
+		t.Fatalf("recipient: %+v", v)
+	}
+	j := m.StartMessage(&smtpapp.MessageInput{Tx: tx})
+	_, _ = j.Write([]byte("From: alice@sender.test\r\nSubj"))
+	// Once the milter has had DATA, the judge waits for the rest of the
+	// header.
+	testutil.Eventually(t, 10*time.Second, "DATA at the milter", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.data == 1
+	})
+	j.Abort()
+	closed := make(chan struct{})
+	go func() {
+		_ = tx.Value(txKey{m}).(*session).Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the session did not close after Abort")
 	}
 }
