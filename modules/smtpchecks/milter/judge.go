@@ -240,13 +240,13 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 	names := make(map[string]string) // key -> the name put back
 	for _, f := range fields {
 		key := strings.ToLower(f.name)
-		value := unfold(f.raw)
-		current[key] = append(current[key], &value)
+		raw := f.raw
+		current[key] = append(current[key], &raw)
 	}
 	for _, mod := range mods {
 		switch mod.Type {
 		case milter.ActionAddHeader, milter.ActionInsertHeader:
-			v.Headers = append(v.Headers, smtpapp.HeaderField{Name: mod.HeaderName, Value: unfold(mod.HeaderValue)})
+			v.Headers = append(v.Headers, headerField(mod.HeaderName, mod.HeaderValue))
 		case milter.ActionChangeHeader:
 			key := strings.ToLower(mod.HeaderName)
 			if !slices.Contains(changed, key) {
@@ -254,7 +254,7 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 				names[key] = canonicalName(key, mod.HeaderName, fields)
 				v.RemoveHeaders = append(v.RemoveHeaders, mod.HeaderName)
 			}
-			value := unfold(mod.HeaderValue)
+			value := mod.HeaderValue
 			i := int(mod.HeaderIndex) - 1
 			switch {
 			case i >= 0 && i < len(current[key]) && mod.HeaderValue == "":
@@ -275,7 +275,7 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 	for _, key := range changed {
 		for _, value := range current[key] {
 			if value != nil {
-				v.Headers = append(v.Headers, smtpapp.HeaderField{Name: names[key], Value: *value})
+				v.Headers = append(v.Headers, headerField(names[key], *value))
 			}
 		}
 	}
@@ -307,6 +307,29 @@ func modName(t milter.ModifyActionType) string {
 		return "change recipients"
 	}
 	return fmt.Sprintf("type %d", t)
+}
+
+// headerField is a field to add, with its value as the milter protocol
+// carries it (the text after the colon, folding line breaks as LF or
+// CRLF): kept folded, with CRLF, when it is well folded, so that a
+// signature over the field holds (simple canonicalization); else
+// unfolded. One leading space goes: the core writes "Name: ".
+func headerField(name, raw string) smtpapp.HeaderField {
+	v := strings.TrimPrefix(raw, " ")
+	if !strings.ContainsAny(v, "\r\n") {
+		return smtpapp.HeaderField{Name: name, Value: unfold(v)}
+	}
+	folded := strings.ReplaceAll(strings.ReplaceAll(v, "\r\n", "\n"), "\n", "\r\n")
+	well := strings.Count(folded, "\r") == strings.Count(folded, "\r\n")
+	for _, l := range strings.Split(folded, "\r\n")[1:] {
+		if strings.TrimLeft(l, " \t") == "" || l[0] != ' ' && l[0] != '\t' {
+			well = false
+		}
+	}
+	if !well {
+		return smtpapp.HeaderField{Name: name, Value: unfold(v)}
+	}
+	return smtpapp.HeaderField{Name: name, Value: folded, Folded: true}
 }
 
 // unfold makes a header value one line: line breaks are removed, the

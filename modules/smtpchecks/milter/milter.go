@@ -35,9 +35,15 @@
 // disclaimer milter) cannot ask for them; body replacement is not
 // supported yet.
 //
-// Header fields from the milter are unfolded (the core takes one-line
-// values): a DKIM signer must use relaxed header canonicalization
-// (OpenDKIM: Canonicalization relaxed/simple), or its signatures break.
+// Header fields from the milter keep their folding when it is well formed
+// (a DKIM signature made with simple canonicalization holds); others are
+// unfolded.
+//
+// On the server's list, the milter also judges the mail of trusted
+// clients (authenticated, relay_networks: a signer such as OpenDKIM needs
+// them), as Postfix's smtpd_milters do: for those, the server's recipient
+// checks do not run, so the whole envelope goes to the milter at DATA, and
+// its refusal of a single recipient is not applied.
 //
 // Macros sent: j (the host's name), {daemon_name} (the server's name) and
 // {client_addr}, {client_name} at connect, {auth_authen} (when
@@ -288,9 +294,14 @@ func parseReply(s string) *smtp.SMTPError {
 	return r
 }
 
+// ForTrustedClients implements smtpapp.TrustedClientCheck: a milter sees
+// every client's mail, as with Postfix.
+func (*Milter) ForTrustedClients() {}
+
 // Interface guards
 var (
-	_ caddy.Provisioner      = (*Milter)(nil)
-	_ smtpapp.RecipientCheck = (*Milter)(nil)
-	_ smtpapp.MessageCheck   = (*Milter)(nil)
+	_ caddy.Provisioner          = (*Milter)(nil)
+	_ smtpapp.TrustedClientCheck = (*Milter)(nil)
+	_ smtpapp.RecipientCheck     = (*Milter)(nil)
+	_ smtpapp.MessageCheck       = (*Milter)(nil)
 )

@@ -203,7 +203,7 @@ func TestMilterActions(t *testing.T) {
 		"\r\n"+body, 250, "")
 	msg := string(gw.delivered(t, "bob"))
 	head, gotBody, _ := strings.Cut(msg, "\r\n\r\n")
-	for _, want := range []string{"X-Milter: seen", "X-First: inserted folded", "X-Tag: one", "X-Tag: two, changed", "X-Tag: three",
+	for _, want := range []string{"X-Milter: seen", "X-First: inserted\r\n\tfolded", "X-Tag: one", "X-Tag: two, changed", "X-Tag: three",
 		"Subject: rewritten", "X-New: past the end", "X-Folded: a\r\n b"} {
 		if !strings.Contains(head+"\r\n", "\r\n"+want+"\r\n") {
 			t.Errorf("delivered header lacks %q:\n%s", want, head)

@@ -109,6 +109,13 @@ UMask 077
 // delivering to maildirs.
 func startGateway(t *testing.T, check map[string]any) *gateway {
 	t.Helper()
+	return startGatewayWith(t, check, false)
+}
+
+// startGatewayWith is startGateway; onServer puts the check on the
+// server instead, with 127.0.0.0/8 in its relay_networks (trusted).
+func startGatewayWith(t *testing.T, check map[string]any, onServer bool) *gateway {
+	t.Helper()
 	dir := t.TempDir()
 	spool := filepath.Join(dir, "spool")
 	mail := filepath.Join(dir, "mail")
@@ -129,6 +136,12 @@ func startGateway(t *testing.T, check map[string]any) *gateway {
 				"deliver": map[string]any{"target": "maildir", "path": filepath.Join(mail, "{local}"), "create_mailboxes": true},
 			}},
 		}},
+	}
+	if onServer {
+		smtp := cfg["apps"].(map[string]any)["smtp"].(map[string]any)
+		smtp["servers"].(map[string]any)["mx"].(map[string]any)["checks"] = []any{check}
+		smtp["servers"].(map[string]any)["mx"].(map[string]any)["relay_networks"] = []string{"127.0.0.0/8"}
+		delete(smtp["routes"].([]any)[0].(map[string]any), "checks")
 	}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
@@ -245,13 +258,19 @@ const testMessage = "From: Alice <alice@example.test>\r\n" +
 	"Hello Bob,\r\n\r\nthis message goes through OpenDKIM.\r\n"
 
 // TestOpenDKIMSigns: OpenDKIM in signing mode, asked by the milter check
-// on a route, signs a message from its domain; the delivered message
+// on a route, or on the server for a trusted (relay_networks) client, signs a message from its domain; the delivered message
 // carries its DKIM-Signature (added from the milter's header action), and
-// the signature verifies against the key in DNS. The body is signed
-// simple (byte for byte as we pass it), the header relaxed: with simple
-// header canonicalization the signature breaks, as the core unfolds the
-// DKIM-Signature field (see the package doc).
+// the signature verifies against the key in DNS. OpenDKIM's default
+// simple/simple canonicalization is used: the header fields and body
+// reach it byte for byte (folding too), and its folded DKIM-Signature
+// field is kept as it made it.
 func TestOpenDKIMSigns(t *testing.T) {
+	for _, onServer := range []bool{false, true} {
+		t.Run(fmt.Sprintf("on server %v", onServer), func(t *testing.T) { testOpenDKIMSigns(t, onServer) })
+	}
+}
+
+func testOpenDKIMSigns(t *testing.T, onServer bool) {
 	testutil.RequireTool(t, "opendkim")
 	dir := opendkimDir(t)
 	key := newDKIMKey(t, dir)
@@ -259,18 +278,17 @@ func TestOpenDKIMSigns(t *testing.T) {
 Domain example.test
 Selector sel
 KeyFile %s
-Canonicalization relaxed/simple
 `, key.pemFile))
 	dns := testdns.Start(t)
 	dns.AddTXT("sel._domainkey.example.test", key.txt[:200], key.txt[200:])
 
-	gw := startGateway(t, map[string]any{"address": milterAddr, "timeout": "5s"})
+	gw := startGatewayWith(t, map[string]any{"address": milterAddr, "timeout": "5s"}, onServer)
 	c := dialSMTP(t, gw.addr)
 	c.cmd(250, "", "MAIL FROM:<alice@example.test>")
 	c.cmd(250, "", "RCPT TO:<bob@example.test>")
 	c.data(testMessage, 250, "")
 	msg := gw.delivered(t, "bob")
-	if !bytes.Contains(msg, []byte("DKIM-Signature:")) || !bytes.Contains(msg, []byte("s=sel")) {
+	if !bytes.Contains(msg, []byte("DKIM-Signature:")) || !bytes.Contains(msg, []byte("s=sel")) || !bytes.Contains(msg, []byte("c=simple/simple")) {
 		t.Fatalf("no DKIM-Signature by OpenDKIM in the delivered message:\n%s", msg)
 	}
 	r, err := resolver.New([]string{dns.Addr()}, 5*time.Second)
