@@ -29,7 +29,7 @@
 // fields the checks add. A change (or deletion) of one occurrence of a
 // field is approximated: every occurrence of that field is removed, and
 // the occurrences that remain (the changed one with its new value) are
-// added back at the top, unfolded. Body replacement and changes of the
+// added back at the top. Body replacement and changes of the
 // envelope sender or recipients are not offered to the milter in the
 // negotiation, so a milter that needs them (a signature-stripping or
 // disclaimer milter) cannot ask for them; body replacement is not
