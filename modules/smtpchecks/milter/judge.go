@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -30,7 +29,6 @@ func (f fixed) Abort()                                 {}
 // the ones before.
 type judge struct {
 	s       *session
-	conn    net.Conn
 	in      chan []byte
 	abort   chan struct{}
 	once    sync.Once
@@ -42,7 +40,7 @@ type judge struct {
 var errAborted = errors.New("transfer aborted")
 
 func newJudge(s *session) *judge {
-	return &judge{s: s, conn: s.conn, in: make(chan []byte, 16), abort: make(chan struct{}), done: make(chan struct{})}
+	return &judge{s: s, in: make(chan []byte, 16), abort: make(chan struct{}), done: make(chan struct{})}
 }
 
 // Write passes a copy of p on; once the milter has decided (or failed),
@@ -60,9 +58,7 @@ func (j *judge) Write(p []byte) (int, error) {
 func (j *judge) Abort() {
 	j.once.Do(func() {
 		close(j.abort)
-		if j.conn != nil {
-			_ = j.conn.Close()
-		}
+		j.s.interrupt()
 	})
 }
 
@@ -108,6 +104,10 @@ func (j *judge) run() {
 	s := j.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v, ok := s.decided(); ok {
+		j.verdict = v
+		return
+	}
 	v, err := j.converse(bufio.NewReaderSize(&chanReader{j: j}, chunkSize))
 	if err != nil {
 		select {

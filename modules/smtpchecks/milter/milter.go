@@ -198,23 +198,26 @@ type txKey struct{ m *Milter }
 
 // CheckRecipient implements smtpapp.RecipientCheck: the session opens at
 // the transaction's first recipient, and the milter judges each one.
-func (m *Milter) CheckRecipient(_ context.Context, in *smtpapp.CheckInput) smtpapp.Verdict {
+func (m *Milter) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smtpapp.Verdict {
 	if in.Tx == nil {
 		return smtpapp.Accept()
 	}
-	s := m.session(in.Tx, envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server})
+	s, ok := in.Tx.Value(txKey{m}).(*session)
+	if !ok {
+		s = m.newSession(in.Tx)
+	}
+	// The conversation ends with ctx (the check's deadline).
+	defer context.AfterFunc(ctx, s.interrupt)()
+	if !ok {
+		s.start(envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server})
+	}
 	return s.recipient(in.Recipient)
 }
 
-// session returns the transaction's milter session, started (and the
-// envelope up to MAIL FROM sent) if it was not.
-func (m *Milter) session(tx *smtpapp.Transaction, env envelope) *session {
-	if s, ok := tx.Value(txKey{m}).(*session); ok {
-		return s
-	}
+// newSession makes the transaction's milter session.
+func (m *Milter) newSession(tx *smtpapp.Transaction) *session {
 	s := &session{m: m}
 	tx.SetValue(txKey{m}, s)
-	s.start(env)
 	return s
 }
 
@@ -222,17 +225,19 @@ func (m *Milter) session(tx *smtpapp.Transaction, env envelope) *session {
 // recipient stage did not run) one is started here with the whole
 // envelope; the milter's refusal of a recipient is then ignored.
 func (m *Milter) StartMessage(in *smtpapp.MessageInput) smtpapp.MessageJudge {
-	s, ok := in.Tx.Value(txKey{m}).(*session)
-	if !ok {
-		if in.Tx == nil {
-			return fixed(smtpapp.Accept())
-		}
-		s = m.session(in.Tx, envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server})
+	if s, ok := in.Tx.Value(txKey{m}).(*session); ok {
+		return s.startMessage(nil)
+	}
+	if in.Tx == nil {
+		return fixed(smtpapp.Accept())
+	}
+	s := m.newSession(in.Tx)
+	return s.startMessage(func() {
+		s.start(envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server})
 		for _, r := range in.Recipients {
 			s.recipient(r)
 		}
-	}
-	return s.startMessage()
+	})
 }
 
 // failVerdict is the default_action verdict for a milter that failed.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/d--j/go-milter"
 	"go.uber.org/zap"
 
@@ -80,6 +81,8 @@ func (s *scripted) RcptTo(rcpt, _ string, m milter.Modifier) (*milter.Response, 
 		return milter.RejectWithCodeAndReason(550, "5.1.1 no such user here")
 	case "later@example.test":
 		return milter.RespTempFail, nil
+	case "stall@example.test":
+		<-s.rec.release
 	case "bogus@example.test":
 		return milter.RejectWithCodeAndReason(550, "4.1.1 a 5xx code with a 4.x.x enhanced code")
 	}
@@ -413,5 +416,26 @@ func TestJudgeAbortEndsSession(t *testing.T) {
 	case <-closed:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the session did not close after Abort")
+	}
+}
+
+// TestRecipientDeadline: the check's context ends a conversation that
+// waits for the milter (before the milter's own timeout): the default
+// action decides.
+func TestRecipientDeadline(t *testing.T) {
+	addr, _ := startScripted(t, 0)
+	m := &Milter{Address: addr, Timeout: caddy.Duration(time.Minute), logger: zap.NewNop()}
+	if err := m.setup(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	in := &smtpapp.CheckInput{Sender: "alice@sender.test", Recipient: "stall@example.test", ClientIP: net.IPv4(192, 0, 2, 1), Tx: new(smtpapp.Transaction)}
+	start := time.Now()
+	if v := m.CheckRecipient(ctx, in); v.Result != smtpapp.VerdictTempfail {
+		t.Errorf("verdict %+v, want the default action (tempfail)", v)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the check took %v", d)
 	}
 }

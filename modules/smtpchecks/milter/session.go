@@ -23,8 +23,13 @@ type session struct {
 	mu sync.Mutex
 	// cs is the milter session; nil once it failed or was closed.
 	cs     *milter.ClientSession
-	conn   net.Conn // cs's connection, to interrupt it
 	macros *milter.MacroBag
+	// connMu guards conn (cs's connection), interrupted and judge; mu
+	// is held during the conversation, which interrupt stops.
+	connMu      sync.Mutex
+	conn        net.Conn
+	interrupted bool
+	judge       *judge
 	// final, when set, is the verdict for every recipient and the message
 	// (a refusal at connect, HELO or MAIL; a failure).
 	final *smtpapp.Verdict
@@ -32,19 +37,37 @@ type session struct {
 	// nothing more.
 	done, discard bool
 	rcpts         int // recipients the milter took
-	judge         *judge
 }
 
-// connDialer dials the milter and keeps the connection.
+// connDialer dials the milter and gives the session the connection.
 type connDialer struct {
 	net.Dialer
-	conn net.Conn
+	s *session
 }
 
 func (d *connDialer) Dial(network, addr string) (net.Conn, error) {
 	c, err := d.Dialer.Dial(network, addr)
-	d.conn = c
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	d.s.connMu.Lock()
+	defer d.s.connMu.Unlock()
+	d.s.conn = c
+	if d.s.interrupted {
+		_ = c.Close()
+	}
+	return c, nil
+}
+
+// interrupt closes the connection to the milter (now, or as soon as it
+// is made), ending the conversation in progress with an error.
+func (s *session) interrupt() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	s.interrupted = true
+	if s.conn != nil {
+		_ = s.conn.Close()
+	}
 }
 
 // start opens the milter session and sends connect, HELO and MAIL FROM.
@@ -71,13 +94,13 @@ func (s *session) start(env envelope) {
 	}
 	s.macros.Set(milter.MacroMailAddr, env.sender)
 
-	d := &connDialer{Dialer: net.Dialer{Timeout: m.timeout()}}
+	d := &connDialer{Dialer: net.Dialer{Timeout: m.timeout()}, s: s}
 	cs, err := milter.NewClient(m.network, m.addr, append(m.options, milter.WithDialer(d))...).Session(s.macros)
 	if err != nil {
 		s.fail(err)
 		return
 	}
-	s.cs, s.conn = cs, d.conn
+	s.cs = cs
 	addr := ""
 	if env.ip != nil {
 		addr = env.ip.String()
@@ -167,21 +190,38 @@ func (s *session) recipient(rcpt string) smtpapp.Verdict {
 
 // startMessage returns the judge of the message: a fixed verdict when
 // the milter has decided already, else one that streams the message to
-// it.
-func (s *session) startMessage() smtpapp.MessageJudge {
+// it, after prepare (if not nil) has run.
+func (s *session) startMessage(prepare func()) smtpapp.MessageJudge {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v, ok := s.decided(); ok && prepare == nil {
+		return fixed(v)
+	}
+	j := newJudge(s)
+	s.connMu.Lock()
+	s.judge = j
+	s.connMu.Unlock()
+	go func() {
+		if prepare != nil {
+			prepare()
+		}
+		j.run()
+	}()
+	return j
+}
+
+// decided returns the verdict on the message when it is known before
+// the message.
+func (s *session) decided() (smtpapp.Verdict, bool) {
 	switch {
 	case s.final != nil:
-		return fixed(*s.final)
+		return *s.final, true
 	case s.discard:
-		return fixed(discarded())
-	case s.done || s.rcpts == 0:
-		return fixed(smtpapp.Accept())
+		return discarded(), true
+	case s.done || s.rcpts == 0 || s.cs == nil:
+		return smtpapp.Accept(), true
 	}
-	s.judge = newJudge(s)
-	go s.judge.run()
-	return s.judge
+	return smtpapp.Verdict{}, false
 }
 
 // discarded is the verdict for a message the milter discards: our core
@@ -193,9 +233,9 @@ func discarded() smtpapp.Verdict {
 // Close ends the milter session (an io.Closer, called when the
 // transaction ends): a running judge is stopped first.
 func (s *session) Close() error {
-	s.mu.Lock()
+	s.connMu.Lock()
 	j := s.judge
-	s.mu.Unlock()
+	s.connMu.Unlock()
 	if j != nil {
 		select {
 		case <-j.done:
