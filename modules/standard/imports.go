@@ -18,6 +18,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/iprev"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/ldap"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/lists"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/milter"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/recipients"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/rspamd"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/spf"
