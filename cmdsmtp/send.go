@@ -55,6 +55,7 @@ verify against the system roots (or --ca) unless --insecure is given.
 	f.String("helo", "", "Name to send in EHLO (default: this host's name)")
 	f.String("ca", "", "PEM file of CA certificates to trust besides the system roots")
 	f.Bool("insecure", false, "Do not verify the server certificate")
+	f.String("servername", "", "Name the server's certificate is checked against, and sent as SNI (default: the host of --server)")
 	f.Duration("timeout", 30*time.Second, "Timeout for connecting and for each command")
 	return cmd
 }
@@ -88,6 +89,9 @@ func parseSendFlags(fl caddycmd.Flags) (*sendOptions, error) {
 	}
 	if o.host, _, err = net.SplitHostPort(o.server); err != nil {
 		return nil, fmt.Errorf("--server %q: want host:port: %v", o.server, err)
+	}
+	if name := strings.TrimSuffix(fl.String("servername"), "."); name != "" {
+		o.host = name // e.g. --server 127.0.0.1:587 --servername mail.example.com
 	}
 	if o.implicit && o.starttls {
 		return nil, errors.New("--tls and --starttls exclude each other")
