@@ -96,6 +96,7 @@ func TestGoldenConfigsLoad(t *testing.T) {
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("ALICE_HASH", "$2a$14$K5HKQysNvi1ZLVo8rFjHB.2DbJUAC1QSoRCXnaByObXm3yjjTpZHy")
+	t.Setenv("RELAY_PASSWORD", "a relay password")
 	adaptEachInput(t, func(t *testing.T, _ string, out []byte) {
 		var cfg caddy.Config
 		if err := json.Unmarshal(out, &cfg); err != nil {

@@ -137,10 +137,17 @@ func (r *Relay) Provision(caddy.Context) error {
 	}
 	if r.Auth != nil {
 		repl := caddy.NewReplacer()
+		rawUser, rawPass := r.Auth.Username, r.Auth.Password
 		r.Auth.Username = repl.ReplaceAll(r.Auth.Username, "")
 		r.Auth.Password = repl.ReplaceAll(r.Auth.Password, "")
 		if r.Auth.Username == "" {
-			return errors.New("relay: auth needs a username")
+			return fmt.Errorf("relay: auth needs a username (%q is empty: is what it names set?)", rawUser)
+		}
+		if r.Auth.Password == "" {
+			if rawPass != "" {
+				return fmt.Errorf("relay: auth password %s is empty: is it set in Caddy's environment?", rawPass)
+			}
+			return errors.New("relay: auth needs a password")
 		}
 	}
 	return nil

@@ -100,3 +100,32 @@ func TestLoginRefusesUnverifiedTLS(t *testing.T) {
 		t.Fatal("no TLS handshake with the interceptor: the test proves nothing")
 	}
 }
+
+// TestAuthPlaceholderUnset: a password from an environment variable that
+// is not set is refused when the config is loaded (validate), naming the
+// placeholder, instead of failing every login later; implicit TLS needs a
+// level that never sends plaintext.
+func TestAuthPlaceholderUnset(t *testing.T) {
+	t.Setenv("CADDY_SMTP_TEST_SET", "secret")
+	for _, tc := range []struct{ pass, wantErr string }{
+		{"{env.CADDY_SMTP_TEST_UNSET}", "auth password {env.CADDY_SMTP_TEST_UNSET} is empty"},
+		{"{env.CADDY_SMTP_TEST_SET}", ""},
+	} {
+		r := &Relay{Hosts: []string{"smarthost.test:587"}, TLS: "verify", Auth: &RelayAuth{Username: "u", Password: tc.pass}}
+		err := r.Provision(caddy.Context{})
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.pass, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: error %v, want %q", tc.pass, err, tc.wantErr)
+		}
+	}
+	r := &Relay{Hosts: []string{"smarthost.test"}, TLS: "opportunistic", ImplicitTLS: true}
+	if err := r.Provision(caddy.Context{}); err == nil || !strings.Contains(err.Error(), "implicit_tls needs tls required or verify") {
+		t.Errorf("implicit with opportunistic: %v", err)
+	}
+	r = &Relay{Hosts: []string{"smarthost.test"}, TLS: "verify", ImplicitTLS: true}
+	if err := r.Provision(caddy.Context{}); err != nil || r.hosts[0].addr != "smarthost.test:465" {
+		t.Errorf("implicit: %v, host %+v, want port 465", err, r.hosts)
+	}
+}
