@@ -33,6 +33,10 @@ func TestConfigErrors(t *testing.T) {
 		{"password not a hash", map[string]any{"servers": map[string]any{"mx": map[string]any{
 			"listen": listen("127.0.0.1:0"), "authentication": map[string]any{"provider": "accounts",
 				"accounts": []any{map[string]any{"username": "u", "password": "plaintext"}}}}}}, "not a bcrypt or argon2id hash"},
+		{"password hash from an unset variable", map[string]any{"servers": map[string]any{"mx": map[string]any{
+			"listen": listen("127.0.0.1:0"), "authentication": map[string]any{"provider": "accounts",
+				"accounts": []any{map[string]any{"username": "u", "password": "{env.CADDY_SMTP_TEST_UNSET_HASH}"}}}}}},
+			`password hash {env.CADDY_SMTP_TEST_UNSET_HASH} is empty: is it set in Caddy's environment?`},
 		{"bad tls mode", map[string]any{"servers": map[string]any{"mx": map[string]any{
 			"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "always"}}}}}, `unknown tls mode "always"`},
 		{"require_tls without tls", map[string]any{"servers": map[string]any{"mx": map[string]any{"require_tls": true,

@@ -58,8 +58,12 @@ func (a *Accounts) Provision(caddy.Context) error {
 	repl := caddy.NewReplacer()
 	a.users = make(map[string]Account, len(a.Accounts))
 	for i, acct := range a.Accounts {
+		rawPassword := acct.Password
 		acct.Username = repl.ReplaceKnown(acct.Username, "")
 		acct.Password = repl.ReplaceKnown(acct.Password, "")
+		if acct.Password == "" && rawPassword != "" {
+			return fmt.Errorf("account %q: password hash %s is empty: is it set in Caddy's environment?", acct.Username, rawPassword)
+		}
 		for j, s := range acct.Senders {
 			acct.Senders[j] = repl.ReplaceKnown(s, "")
 		}
