@@ -123,6 +123,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 			h = "localhost"
 		}
 		a.Hostname = h
+		if h := normalizeHostname(h); !strings.Contains(h, ".") && h != "localhost" {
+			// A machine called "vm" would greet as vm and ask a CA for a
+			// certificate for vm.
+			a.logger.Warn("no hostname set and this machine's name is not fully qualified: set smtp { hostname mx.example.com }",
+				zap.String("hostname", h))
+		}
 	}
 	a.Hostname = normalizeHostname(a.Hostname)
 	if a.GracePeriod == 0 {

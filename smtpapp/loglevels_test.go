@@ -109,3 +109,22 @@ func TestLogLevels(t *testing.T) {
 		t.Errorf("a client's disconnect was logged as our error: %v", errs)
 	}
 }
+
+// TestHostnameWarning: without a hostname the machine's name is used, and
+// a name that is not fully qualified (a CA refuses it; peers distrust it)
+// is warned about; a qualified one is not.
+func TestHostnameWarning(t *testing.T) {
+	e := newTestEnv(t)
+	logFile := filepath.Join(e.dir, "caddy.log")
+	cfg := e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}}}},
+	}, logTo(logFile, "INFO"))
+	delete(cfg["apps"].(map[string]any)["smtp"].(map[string]any), "hostname")
+	e.load(cfg)
+	h, _ := os.Hostname()
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	warned := len(readLog(t, logFile, "no hostname set and this machine's name is not fully qualified: set smtp { hostname mx.example.com }")) > 0
+	if want := !strings.Contains(h, ".") && h != "localhost"; warned != want {
+		t.Errorf("machine name %q: warned %v, want %v", h, warned, want)
+	}
+}
