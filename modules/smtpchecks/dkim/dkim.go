@@ -71,7 +71,7 @@ const (
 	cacheMax             = 10_000
 	// pipeLimit is how much of a message waits for the verifier (while it
 	// looks up keys) before the transfer waits too.
-	pipeLimit = 4 << 20
+	pipeLimit = 1 << 20
 )
 
 // CaddyModule returns the Caddy module information.
