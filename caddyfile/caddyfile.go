@@ -504,6 +504,21 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 			err = setOnce(d, scope, &q.IdleTimeout, durationArg)
 		case "min_free":
 			err = setOnce(d, scope, &q.MinFree, sizeArg)
+		case "delay_warning":
+			err = setOnce(d, scope, &q.DelayWarning, func(d *caddycf.Dispenser) (caddy.Duration, error) {
+				if d.NextArg() {
+					if d.Val() == "off" {
+						if d.NextArg() {
+							return 0, d.ArgErr()
+						}
+						return -1, nil // no delay warnings
+					}
+					d.Prev()
+				}
+				return durationArg(d)
+			})
+		case "postmaster":
+			err = setOnce(d, scope, &q.Postmaster, stringArg)
 		case "store":
 			if q.Store != nil {
 				return nil, duplicateErr(d, scope)

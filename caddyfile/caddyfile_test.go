@@ -189,6 +189,21 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:5",
 		},
 		{
+			name: "delay_warning neither a duration nor off",
+			caddyfile: `{
+	smtp {
+		server mx {
+			listen :25
+		}
+		queue {
+			delay_warning never
+		}
+	}
+}`,
+			wantErr:  "delay_warning: invalid duration 'never'",
+			wantLine: "Caddyfile:7",
+		},
+		{
 			name: "listen address that is not an address",
 			caddyfile: `{
 	smtp {

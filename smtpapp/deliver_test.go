@@ -418,3 +418,72 @@ func TestMXAddressOrderAndSource(t *testing.T) {
 		t.Errorf("over IPv4: %v from %s, want from the source address 127.0.0.5", m.rcpts, m.remote)
 	}
 }
+
+// TestDelayAndDoubleBounce: a message that still waits after
+// delay_warning brings its sender one "delayed" DSN (not one per retry),
+// with the last error and when retries end; a DSN that cannot be
+// delivered (its recipient refuses it) goes to the postmaster as a double
+// bounce, and a report to the postmaster that fails is dropped, not
+// reported again.
+func TestDelayAndDoubleBounce(t *testing.T) {
+	e := newTestEnv(t)
+	dead := deadAddr(t)
+	refusing := startReceiver(t, receiverOpts{})
+	refusing.rcptErr = func(string) error {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+	}
+	maildir := map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+		"routes": []any{
+			map[string]any{"domains": []string{"example.test"}, "deliver": map[string]any{"target": "relay", "hosts": []string{dead}, "connect_timeout": "1s"}},
+			map[string]any{"domains": []string{"refusing.test"}, "deliver": map[string]any{"target": "relay", "hosts": []string{refusing.addr}}},
+			map[string]any{"domains": []string{"sender.test"}, "deliver": maildir},
+		},
+		"queue": map[string]any{"path": e.spool, "retry_initial": "100ms", "retry_max": "200ms", "max_age": "1h",
+			"delay_warning": "300ms", "postmaster": "postmaster@sender.test"},
+	}))
+	addr := addrsOf(app, "mx")[0]
+	submit(t, addr, "s@sender.test", "Subject: slow\r\nMessage-ID: <slow@test>\r\n\r\nhello", "user@example.test")
+	p := e.readDSN("s")
+	rc := p.Report.Recipients[0]
+	if rc.Action != "delayed" || !strings.HasPrefix(rc.Status, "4.") || rc.Final != "user@example.test" || rc.WillRetryUntil.IsZero() {
+		t.Fatalf("delay DSN %+v", rc)
+	}
+	eventually(t, "more retries after the warning", func() bool {
+		msgs := app.TestQueue().Messages()
+		return len(msgs) == 1 && msgs[0].Attempts >= 6
+	})
+	if n := len(e.mailFiles("sender.test", "s")); n != 1 {
+		t.Fatalf("%d delay DSNs, want 1", n)
+	}
+
+	// A DSN whose recipient refuses it: to the postmaster.
+	enqueue := func(to string, double bool) {
+		t.Helper()
+		w, err := app.TestQueue().Create(queue.NewID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "From: MAILER-DAEMON@elsewhere.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\nyour message\r\n")
+		if err := app.TestQueue().Commit(w, &queue.Message{From: "", Arrived: time.Now(), DoubleBounce: double,
+			Recipients: []*queue.Recipient{{Addr: to, Notify: []string{"NEVER"}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enqueue("gone@refusing.test", false)
+	pm := e.readDSN("postmaster")
+	if r := pm.Report.Recipients[0]; r.Action != "failed" || r.Final != "gone@refusing.test" || r.Status != "5.1.1" {
+		t.Fatalf("the postmaster's report: %+v", r)
+	}
+	if to := pm.Header.Get("To"); !strings.Contains(to, "postmaster@sender.test") {
+		t.Errorf("the report is addressed to %q", to)
+	}
+	eventually(t, "the double bounce delivered, the queue holding only the slow message", func() bool { return app.TestQueue().Len() == 1 })
+	// A report to the postmaster that fails is not reported again.
+	enqueue("gone@refusing.test", true)
+	eventually(t, "the failed report dropped", func() bool { return app.TestQueue().Len() == 1 })
+	if n := len(e.mailFiles("sender.test", "postmaster")); n != 1 {
+		t.Errorf("the postmaster got %d reports, want 1 (a failed report to the postmaster is not reported)", n)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -66,6 +67,19 @@ type QueueConfig struct {
 	// system or 256 MiB, whichever is less.
 	MinFree int64 `json:"min_free,omitempty"`
 
+	// DelayWarning is how long a message may wait in the queue before the
+	// sender gets one "delayed" DSN (RFC 3464) for the recipients that
+	// asked for it (NOTIFY=DELAY, or no NOTIFY parameter); the message is
+	// still retried until max_age. A negative value turns these warnings
+	// off (the Caddyfile's `delay_warning off`). Default: 4h.
+	DelayWarning caddy.Duration `json:"delay_warning,omitempty"`
+
+	// Postmaster is the address told about mail from the null sender that
+	// could not be delivered (a DSN whose sender's MX refused it: a double
+	// bounce), with the failed DSN attached. Without it such mail is
+	// dropped, with a warning in the log. Default: none.
+	Postmaster string `json:"postmaster,omitempty"`
+
 	// Store is the spool format: a module of the `smtp.queue.stores`
 	// namespace, named by its `module` key.
 	//
@@ -84,6 +98,10 @@ type QueueConfig struct {
 
 	opener StoreOpener // the loaded Store module
 }
+
+// defaultDelayWarning is when a sender hears that its message is delayed
+// (Postfix's delay_warning_time is off by default; sendmail uses 4h).
+const defaultDelayWarning = 4 * time.Hour
 
 // errStorageLow refuses new messages while the spool keeps its remaining
 // space for the messages it holds (RFC 3463: 4.3.1).
@@ -120,6 +138,12 @@ func (a *App) provisionQueue() error {
 		return fmt.Errorf("queue path: %w", err)
 	}
 	a.Queue.Path = abs
+	if a.Queue.DelayWarning == 0 {
+		a.Queue.DelayWarning = caddy.Duration(defaultDelayWarning)
+	}
+	if p := a.Queue.Postmaster; p != "" && (strings.Count(p, "@") != 1 || strings.ContainsAny(p, " <>\r\n")) {
+		return fmt.Errorf("queue: postmaster %q is not an address", p)
+	}
 	if a.Queue.MaxAge < 0 || a.Queue.RetryInitial < 0 || a.Queue.RetryMax < 0 ||
 		a.Queue.Workers < 0 || a.Queue.PerDestination < 0 || a.Queue.MessagesPerConnection < 0 || a.Queue.MaxReturnSize < 0 || a.Queue.IdleTimeout < 0 || a.Queue.MinFree < 0 {
 		return fmt.Errorf("queue: values must not be negative")
@@ -165,6 +189,8 @@ func (a *App) queueConfig() queue.Config {
 		Hostname:           a.Hostname,
 		MaxReturnSize:      a.Queue.MaxReturnSize,
 		IdleTimeout:        time.Duration(a.Queue.IdleTimeout),
+		DelayWarning:       max(0, time.Duration(a.Queue.DelayWarning)),
+		Postmaster:         a.Queue.Postmaster,
 	}
 }
 

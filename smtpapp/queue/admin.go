@@ -458,7 +458,7 @@ func (q *Queue) bounceDeleted(m *Message) (int, error) {
 		if r.Status == Pending {
 			r.Status = Failed
 			r.LastReply, r.Enhanced, r.RemoteMTA = deletedReply, "5.0.0", ""
-			r.DSNPending = m.From != "" && notifyOn(r.Notify, "FAILURE")
+			r.DSNPending = reportsFailure(m, r, cfg)
 		}
 		if r.DSNPending {
 			report = append(report, r)

@@ -21,13 +21,34 @@ import (
 // DSN fails and, having the null sender, is dropped: it is never sent in
 // the clear.
 func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
+	return q.report(m, rcpts, cfg, false)
+}
+
+// notifyDelay queues one delayed DSN (RFC 3464 action=delayed) to the
+// sender of m about recipients still pending.
+func (q *Queue) notifyDelay(m *Message, rcpts []*Recipient, cfg Config) error {
+	return q.report(m, rcpts, cfg, true)
+}
+
+// report queues a DSN about rcpts: their failures and successes, or, when
+// delayed, that they are still being tried. A DSN about mail from the null
+// sender goes to cfg.Postmaster (a double bounce), marked so that its own
+// failure is never reported.
+func (q *Queue) report(m *Message, rcpts []*Recipient, cfg Config, delayed bool) error {
+	to, double := m.From, false
+	if to == "" {
+		to, double = cfg.Postmaster, true
+	}
+	if to == "" || double && m.DoubleBounce {
+		return nil // nobody to tell (canReport says so first)
+	}
 	now := time.Now()
 	report := &dsn.Report{
 		ReportingMTA:    cfg.Hostname,
 		EnvelopeID:      m.EnvID,
 		ArrivalDate:     m.Arrived,
 		ReceivedFromMTA: m.Client.Helo,
-		Sender:          m.From,
+		Sender:          to,
 		Return:          m.Ret,
 		UTF8:            m.SMTPUTF8,
 		RequireTLS:      m.RequireTLS,
@@ -39,14 +60,28 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 			Original:    r.ORCPT,
 			LastAttempt: now,
 		}
-		switch r.Status {
-		case Failed:
+		switch {
+		case delayed && r.Status == Pending:
+			rec.Action = dsn.Delayed
+			rec.Status = "4.0.0"
+			if strings.HasPrefix(r.Enhanced, "4.") {
+				rec.Status = r.Enhanced
+			}
+			if r.LastReply != "" {
+				rec.Diagnostic = "smtp; " + r.LastReply
+			}
+			if cfg.MaxAge > 0 {
+				rec.WillRetryUntil = m.Arrived.Add(cfg.MaxAge)
+			}
+		case delayed:
+			continue
+		case r.Status == Failed:
 			rec.Action = dsn.Failed
 			rec.Status = permanentStatus(r.Enhanced)
 			if r.LastReply != "" {
 				rec.Diagnostic = "smtp; " + r.LastReply
 			}
-		case Delivered:
+		case r.Status == Delivered:
 			rec.Action = dsn.Action(r.Action)
 			rec.Status = "2.0.0"
 			if r.LastReply != "" {
@@ -79,13 +114,14 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 		return fmt.Errorf("writing DSN: %w", err)
 	}
 	bounce := &Message{
-		From:       "",
-		Recipients: []*Recipient{{Addr: m.From, Notify: []string{"NEVER"}}},
-		Arrived:    now,
-		SMTPUTF8:   info.SMTPUTF8,
-		RequireTLS: info.RequireTLS,
-		Client:     ClientInfo{Helo: cfg.Hostname},
-		Server:     m.Server,
+		From:         "",
+		DoubleBounce: double,
+		Recipients:   []*Recipient{{Addr: to, Notify: []string{"NEVER"}}},
+		Arrived:      now,
+		SMTPUTF8:     info.SMTPUTF8,
+		RequireTLS:   info.RequireTLS,
+		Client:       ClientInfo{Helo: cfg.Hostname},
+		Server:       m.Server,
 	}
 	if info.EightBit {
 		bounce.Body = "8BITMIME"
@@ -94,7 +130,14 @@ func (q *Queue) notify(m *Message, rcpts []*Recipient, cfg Config) error {
 	if err := q.Commit(w, bounce); err != nil {
 		return err
 	}
-	q.log().Info("DSN queued", zap.String("msg_id", m.ID), zap.String("dsn_id", id),
+	what := "DSN queued"
+	switch {
+	case double:
+		what = "DSN about undeliverable mail from the null sender queued to the postmaster"
+	case delayed:
+		what = "delay DSN queued"
+	}
+	q.log().Info(what, zap.String("msg_id", m.ID), zap.String("dsn_id", id), zap.String("to", to),
 		zap.Int("rcpts", len(report.Recipients)), zap.Bool("require_tls", bounce.RequireTLS))
 	return nil
 }

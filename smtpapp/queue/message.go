@@ -70,6 +70,10 @@ type Message struct {
 	DropHeaders []string `json:"drop_headers,omitempty"`
 	// Checks are the results of the checks that judged the message.
 	Checks []CheckResult `json:"checks,omitempty"`
+	// DoubleBounce marks a report to the postmaster about mail from the
+	// null sender that could not be delivered (a failed DSN): its own
+	// failure is never reported.
+	DoubleBounce bool `json:"double_bounce,omitempty"`
 	// Quarantine is set when a check quarantined the message: it is then
 	// kept Held until an administrator releases or deletes it.
 	Quarantine *Quarantine `json:"quarantine,omitempty"`
@@ -130,6 +134,12 @@ type Recipient struct {
 	// DSNPending is set while a DSN for this recipient is owed to the
 	// sender.
 	DSNPending bool `json:"dsn_pending,omitempty"`
+	// DelayReported is set once a delayed DSN (RFC 3464 action=delayed)
+	// went to the sender for this recipient.
+	DelayReported bool `json:"delay_reported,omitempty"`
+	// DoubleBounceSeen marks the failure of a null-sender message that
+	// was logged as dropped (no postmaster to report it to).
+	DoubleBounceSeen bool `json:"double_bounce_seen,omitempty"`
 }
 
 // Status is a recipient's delivery state.

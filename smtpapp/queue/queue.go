@@ -39,6 +39,14 @@ type Config struct {
 	// MaxReturnSize is the largest original returned whole in a DSN for
 	// RET=FULL; larger ones return headers only. Default: 1 MiB.
 	MaxReturnSize int64
+	// DelayWarning is how long a message may wait before its senders get
+	// one delayed DSN (RFC 3464 action=delayed) per recipient that asked
+	// for it (NOTIFY=DELAY, or no NOTIFY). 0: none.
+	DelayWarning time.Duration
+	// Postmaster gets the DSNs that cannot go to a sender: a failed DSN
+	// (a double bounce) is reported to it, instead of being dropped. "":
+	// dropped, with a warning in the log.
+	Postmaster string
 }
 
 func (c *Config) setDefaults() {
@@ -583,7 +591,7 @@ func (q *Queue) complete(j *job, res []Result, cfg Config) {
 		r.LastReply, r.Enhanced = describeError(out.Err)
 		if !IsTemporary(out.Err) {
 			r.Status = Failed
-			r.DSNPending = m.From != "" && notifyOn(r.Notify, "FAILURE")
+			r.DSNPending = reportsFailure(m, r, cfg)
 		}
 	}
 	j.e.inflight--
@@ -592,6 +600,23 @@ func (q *Queue) complete(j *job, res []Result, cfg Config) {
 	if last {
 		q.finish(j.e, cfg)
 	}
+}
+
+// canReport reports whether a failure of m can be reported: to its
+// sender, or, for mail from the null sender, to the postmaster (but never
+// about a report to the postmaster itself).
+func canReport(m *Message, cfg Config) bool {
+	return m.From != "" || cfg.Postmaster != "" && !m.DoubleBounce
+}
+
+// reportsFailure reports whether the failure of recipient r of m is
+// reported: to the sender as its NOTIFY asks, or, for mail from the null
+// sender (whose NOTIFY=NEVER is our own), to the postmaster.
+func reportsFailure(m *Message, r *Recipient, cfg Config) bool {
+	if m.From == "" {
+		return canReport(m, cfg)
+	}
+	return notifyOn(r.Notify, "FAILURE")
 }
 
 // notifyOn applies RFC 3461 NOTIFY: without NOTIFY, failures (and delays)
@@ -634,7 +659,7 @@ func (q *Queue) expire(e *entry, cfg Config) {
 		}
 		r.LastReply = "Message expired after " + cfg.MaxAge.String() + "; last error: " + last
 		r.Enhanced = "4.4.7"
-		r.DSNPending = m.From != "" && notifyOn(r.Notify, "FAILURE")
+		r.DSNPending = reportsFailure(m, r, cfg)
 	}
 	q.mu.Unlock()
 	q.log().Warn("message expired", zap.String("msg_id", m.ID), zap.Int("rcpts", len(pending)))
@@ -648,13 +673,37 @@ func (q *Queue) finish(e *entry, cfg Config) {
 	defer q.roundEnded()
 	m := e.msg
 	q.mu.Lock()
-	var report []*Recipient
+	var report, delayed []*Recipient
+	warn := cfg.DelayWarning > 0 && m.From != "" && time.Since(m.Arrived) >= cfg.DelayWarning
+	dropped := 0
 	for _, r := range m.Recipients {
 		if r.DSNPending {
 			report = append(report, r)
 		}
+		if warn && r.Status == Pending && !r.DelayReported && notifyOn(r.Notify, "DELAY") {
+			delayed = append(delayed, r)
+		}
+		if m.From == "" && r.Status == Failed && !r.DSNPending && !r.DoubleBounceSeen {
+			r.DoubleBounceSeen = true
+			dropped++
+		}
 	}
 	q.mu.Unlock()
+	if dropped > 0 {
+		q.log().Warn("a DSN (or another message from the null sender) could not be delivered and is dropped; set a postmaster address to be told",
+			zap.String("msg_id", m.ID), zap.Int("rcpts", dropped), zap.Bool("double_bounce", m.DoubleBounce))
+	}
+	if len(delayed) > 0 {
+		if err := q.notifyDelay(m, delayed, cfg); err != nil {
+			q.log().Error("queueing delay DSN failed; will retry", zap.String("msg_id", m.ID), zap.Error(err))
+		} else {
+			q.mu.Lock()
+			for _, r := range delayed {
+				r.DelayReported = true
+			}
+			q.mu.Unlock()
+		}
+	}
 	if len(report) > 0 {
 		if err := q.notify(m, report, cfg); err != nil {
 			q.log().Error("queueing DSN failed; will retry", zap.String("msg_id", m.ID), zap.Error(err))
