@@ -274,7 +274,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "unrecognized route target 'mbox' (known: maildir, mx, relay)",
+			wantErr:  "unrecognized route target 'mbox' (known: lmtp, maildir, mx, relay)",
 			wantLine: "Caddyfile:4",
 		},
 		{
@@ -925,7 +925,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "unrecognized outbound target 'smarthost' (known: maildir, mx, relay)",
+			wantErr:  "unrecognized outbound target 'smarthost' (known: lmtp, maildir, mx, relay)",
 			wantLine: "Caddyfile:4",
 		},
 		{
