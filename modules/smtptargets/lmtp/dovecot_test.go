@@ -21,7 +21,8 @@ import (
 )
 
 // dovecot is a private Dovecot that takes LMTP on a unix socket and on a
-// loopback TCP port and stores the mail of alice and bob in Maildirs.
+// loopback TCP port and stores the mail of alice, bob and carol (whose
+// quota is full) in Maildirs.
 type dovecot struct {
 	t      *testing.T
 	bin    string
@@ -63,6 +64,9 @@ func startDovecot(t *testing.T, cert *tls.Certificate) *dovecot {
 	for _, u := range []string{"alice", "bob"} {
 		fmt.Fprintf(&users, "%s::%d:%d::%s::\n", u, uid, gid, filepath.Join(mail, u))
 	}
+	// carol's quota is full for any message: Dovecot refuses her after
+	// the data, in her own reply.
+	fmt.Fprintf(&users, "carol::%d:%d::%s::userdb_quota_rule=*:storage=10B\n", uid, gid, filepath.Join(mail, "carol"))
 	usersFile := filepath.Join(dir, "users")
 	writeFile(t, usersFile, users.String())
 
@@ -84,6 +88,10 @@ func startDovecot(t *testing.T, cert *tls.Certificate) *dovecot {
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
 protocols = lmtp
+mail_plugins = quota
+plugin {
+  quota = maildir:User quota
+}
 %[2]s
 default_internal_user = %[3]s
 default_internal_group = %[3]s

@@ -121,20 +121,37 @@ func withSubject(msgs []string, subject string) []string {
 }
 
 // TestDeliverToDovecot sends mail through the gateway to a real Dovecot,
-// on its unix socket and on TCP: a message for alice and bob lands in both
+// on its unix socket, on TCP and on TCP with verified STARTTLS: a message for alice and bob lands in both
 // Maildirs; in a message for alice and an unknown user, alice gets hers
-// and the sender gets a DSN with Dovecot's 550 for the other.
+// and the sender gets a DSN with Dovecot's 550 (at RCPT) for the other;
+// and a recipient Dovecot refuses after the data (552, quota) bounces
+// alone.
 func TestDeliverToDovecot(t *testing.T) {
+	ca := testutil.NewCA(t)
+	cert := ca.Issue(t, "127.0.0.1")
 	for _, tc := range []struct {
-		name    string
-		address func(*dovecot) string
+		name           string
+		unix, starttls bool
 	}{
-		{"unix", func(d *dovecot) string { return "unix/" + d.socket }},
-		{"tcp", func(d *dovecot) string { return d.tcp }},
+		{"unix", true, false},
+		{"tcp", false, false},
+		{"tcp with STARTTLS, verified", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := startDovecot(t, nil)
-			g := startGateway(t, map[string]any{"address": tc.address(d)})
+			deliver := map[string]any{}
+			var d *dovecot
+			switch {
+			case tc.unix:
+				d = startDovecot(t, nil)
+				deliver["address"] = "unix/" + d.socket
+			case tc.starttls:
+				d = startDovecot(t, &cert)
+				deliver["address"], deliver["tls"], deliver["ca_file"] = d.tcp, "verify", ca.PEMFile(t)
+			default:
+				d = startDovecot(t, nil)
+				deliver["address"] = d.tcp
+			}
+			g := startGateway(t, deliver)
 
 			g.send("both", "alice@example.test", "bob@example.test")
 			for _, u := range []string{"alice", "bob"} {
@@ -167,6 +184,24 @@ func TestDeliverToDovecot(t *testing.T) {
 			}
 			if _, err := g.queue.Snapshot(id); err == nil {
 				t.Errorf("message %s is still queued after every recipient was delivered or failed", id)
+			}
+
+			// carol is accepted at RCPT and refused after the data, in the
+			// first of the two replies: bob's copy is kept, carol bounces.
+			g.send("quota", "carol@example.test", "bob@example.test")
+			testutil.Eventually(t, 20*time.Second, "a DSN for carol", func() bool { return len(g.dsnsTo()) == 2 })
+			testutil.Eventually(t, 20*time.Second, "bob's copy", func() bool { return len(withSubject(d.mail("bob"), "quota")) == 1 })
+			quota := withSubject(g.dsnsTo(), "quota")
+			if len(quota) != 1 {
+				t.Fatalf("DSNs about the message for carol: %q", g.dsnsTo())
+			}
+			for _, want := range []string{"Final-Recipient: rfc822; carol@example.test", "Action: failed", "Status: 5.2.2", "552 5.2.2", "Quota exceeded"} {
+				if !strings.Contains(quota[0], want) {
+					t.Errorf("carol's DSN lacks %q:\n%s", want, quota[0])
+				}
+			}
+			if strings.Contains(quota[0], "bob@example.test") {
+				t.Errorf("carol's DSN reports on bob, who was delivered:\n%s", quota[0])
 			}
 		})
 	}
