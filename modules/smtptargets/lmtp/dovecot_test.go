@@ -34,8 +34,9 @@ type dovecot struct {
 }
 
 // startDovecot writes a config into a temp directory and starts Dovecot
-// with it. With cert, it offers STARTTLS with that certificate.
-func startDovecot(t *testing.T, cert *tls.Certificate) *dovecot {
+// with it. With cert, it offers STARTTLS with that certificate; extra
+// lines go at the end of the config.
+func startDovecot(t *testing.T, cert *tls.Certificate, extra ...string) *dovecot {
 	t.Helper()
 	bin := testutil.RequireTool(t, "dovecot")
 	if _, err := os.Stat("/usr/lib/dovecot/lmtp"); err != nil {
@@ -116,7 +117,8 @@ service lmtp {
     port = %[6]s
   }
 }
-`, dir, ssl, internal, login, usersFile, port))
+%[7]s
+`, dir, ssl, internal, login, usersFile, port, strings.Join(extra, "\n")))
 	d.start()
 	t.Cleanup(d.stop)
 	return d

@@ -236,3 +236,35 @@ func TestDovecotDown(t *testing.T) {
 		return len(withSubject(d.mail("alice"), "later")) == 1
 	})
 }
+
+// TestDovecotDefersOneRecipient: a 4xx in the replies after the data
+// (Dovecot told to answer a full quota with 452) defers only that
+// recipient; the other is delivered, and no DSN goes out.
+func TestDovecotDefersOneRecipient(t *testing.T) {
+	d := startDovecot(t, nil, "quota_full_tempfail = yes")
+	g := startGateway(t, map[string]any{"address": "unix/" + d.socket})
+
+	id := g.send("tempquota", "carol@example.test", "bob@example.test")
+	var snap queue.Snapshot
+	testutil.Eventually(t, 20*time.Second, "the message deferred for carol", func() bool {
+		var err error
+		snap, err = g.queue.Snapshot(id)
+		return err == nil && snap.State == "deferred"
+	})
+	status := map[string]queue.RecipientSnapshot{}
+	for _, r := range snap.Recipients {
+		status[r.Addr] = r
+	}
+	if c := status["carol@example.test"]; c.Status != "pending" || !strings.HasPrefix(c.LastReply, "452 4.2.2") {
+		t.Errorf("carol: %+v, want pending after Dovecot's 452", c)
+	}
+	if b := status["bob@example.test"]; b.Status != "delivered" {
+		t.Errorf("bob: %+v, want delivered", b)
+	}
+	if got := withSubject(d.mail("bob"), "tempquota"); len(got) != 1 {
+		t.Errorf("bob has %d copies, want 1", len(got))
+	}
+	if len(g.dsnsTo()) != 0 {
+		t.Errorf("a DSN was sent for a temporary failure: %q", g.dsnsTo())
+	}
+}
