@@ -115,16 +115,23 @@ func (s *session) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.
 		if err := c.Rcpt(r.Addr, rcptOptions(r)); err != nil {
 			res[i] = queue.Result{Err: s.replyError(err, "recipient refused"), RemoteMTA: s.remote}
 			if s.broken {
+				// No data will follow: the recipients accepted so far
+				// and those not yet sent wait for the next attempt.
 				failFrom(i+1, res[i].Err)
-				return res
+				for _, j := range accepted {
+					res[j] = res[i]
+				}
+				break
 			}
 			continue
 		}
 		accepted = append(accepted, i)
 	}
-	if len(accepted) > 0 {
+	switch {
+	case s.broken:
+	case len(accepted) > 0:
 		s.data(c, body, rcpts, accepted, res)
-	} else {
+	default:
 		s.reset()
 	}
 	for i := range res {
@@ -154,8 +161,11 @@ func (s *session) data(c *smtp.Client, body io.Reader, rcpts []*queue.Recipient,
 		return
 	}
 	replies, err := w.CloseWithLMTPResponse()
+	// err is nil, the refusals (an LMTPDataError), or a broken connection
+	// (possibly joined with the refusals read before it broke).
 	var refused smtp.LMTPDataError
-	if err != nil && !errors.As(err, &refused) {
+	errors.As(err, &refused)
+	if _, onlyRefusals := err.(smtp.LMTPDataError); err != nil && !onlyRefusals {
 		s.broken = true
 	}
 	for _, i := range accepted {
