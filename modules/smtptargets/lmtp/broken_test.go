@@ -83,13 +83,23 @@ func TestBrokenAtRcptAndReuse(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	g := startGateway(t, map[string]any{"address": l.Addr().String(), "tls": "none"})
 
-	g.send("one", "alice@example.test")
-	g.send("two", "bob@example.test")
-	testutil.Eventually(t, 20*time.Second, "two messages at the server", func() bool {
-		be.mu.Lock()
-		defer be.mu.Unlock()
-		return len(be.messages) == 2
+	received := func(n int) func() bool {
+		return func() bool {
+			be.mu.Lock()
+			defer be.mu.Unlock()
+			return len(be.messages) == n
+		}
+	}
+	// The second message comes while the session of the first is idle
+	// (idle_timeout 2s), so that it can take it.
+	one := g.send("one", "alice@example.test")
+	testutil.Eventually(t, 20*time.Second, "the first message at the server", received(1))
+	testutil.Eventually(t, 20*time.Second, "the first message done", func() bool {
+		_, err := g.queue.Snapshot(one)
+		return err != nil
 	})
+	g.send("two", "bob@example.test")
+	testutil.Eventually(t, 20*time.Second, "the second message at the server", received(2))
 	if n := be.conns.Load(); n != 1 {
 		t.Errorf("%d connections for two messages in a row, want 1 (reuse)", n)
 	}
