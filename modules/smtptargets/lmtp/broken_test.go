@@ -1,6 +1,8 @@
 package lmtp_test
 
 import (
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtptargets/lmtp"
 )
 
 // dropServer is a go-smtp LMTP server (Dovecot cannot be told to break a
@@ -126,3 +129,35 @@ type quiet struct{}
 
 func (quiet) Printf(string, ...any) {}
 func (quiet) Println(...any)        {}
+
+// TestHandshakeFailureFallsBack: a server whose TLS the target cannot
+// speak (TLS 1.1 at most) gets the message in plaintext on a second
+// connection at the opportunistic level, and none at required.
+func TestHandshakeFailureFallsBack(t *testing.T) {
+	be := &dropServer{}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := testutil.SelfSigned(t, "127.0.0.1")
+	srv := smtp.NewServer(be)
+	srv.LMTP, srv.Domain, srv.ErrorLog = true, "store.internal", quiet{}
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
+	go srv.Serve(countingListener{Listener: l, n: &be.conns})
+	t.Cleanup(func() { srv.Close() })
+
+	var m fallbacks
+	got, err := open(t, &lmtp.LMTP{Address: l.Addr().String()}, &m)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if got["tls"] != false || !strings.HasPrefix(fmt.Sprint(got["tls_fallback"]), "handshake failed: ") || m.n != 1 {
+		t.Errorf("log fields %v, %d fallbacks counted; want plaintext after a failed handshake, counted", got, m.n)
+	}
+	if n := be.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the failed handshake, then plaintext)", n)
+	}
+	if _, err := open(t, &lmtp.LMTP{Address: l.Addr().String(), TLS: "required"}, &m); err == nil {
+		t.Error("Open at tls required succeeded after a failed handshake")
+	}
+}

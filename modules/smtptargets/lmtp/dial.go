@@ -151,12 +151,13 @@ func (l *LMTP) startTLS(ctx context.Context, nc net.Conn, res tlsupgrade.Result)
 				Message: "TLS with the LMTP server failed", Err: err}
 		}
 		// Opportunistic: carry on in plaintext on a second connection.
-		if nc, err = l.connect(ctx); err != nil {
-			return nil, err
-		}
 		res = tlsupgrade.Result{Level: res.Level, Policy: res.Policy, Offered: true,
 			Fallback: "handshake failed: " + err.Error()}
-		return l.handover(ctx, nc, false, nil, res)
+		plain, err := l.connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return l.handover(ctx, plain, false, nil, res)
 	}
 	return l.handover(ctx, tc, true, nil, res)
 }
