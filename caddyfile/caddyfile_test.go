@@ -304,7 +304,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "unrecognized route target 'mbox' (known: maildir, mx, relay)",
+			wantErr:  "unrecognized route target 'mbox' (known: lmtp, maildir, mx, relay)",
 			wantLine: "Caddyfile:4",
 		},
 		{
@@ -955,7 +955,7 @@ func TestAdaptErrors(t *testing.T) {
 		}
 	}
 }`,
-			wantErr:  "unrecognized outbound target 'smarthost' (known: maildir, mx, relay)",
+			wantErr:  "unrecognized outbound target 'smarthost' (known: lmtp, maildir, mx, relay)",
 			wantLine: "Caddyfile:4",
 		},
 		{
