@@ -1,6 +1,7 @@
 package smtpapp_test
 
 import (
+	"bufio"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -485,5 +486,67 @@ func TestDelayAndDoubleBounce(t *testing.T) {
 	eventually(t, "the failed report dropped", func() bool { return app.TestQueue().Len() == 1 })
 	if n := len(e.mailFiles("sender.test", "postmaster")); n != 1 {
 		t.Errorf("the postmaster got %d reports, want 1 (a failed report to the postmaster is not reported)", n)
+	}
+}
+
+// TestConnectionLostAtRcpt: a next hop that drops the connection at the
+// second RCPT: neither recipient counts as delivered (the first was
+// accepted but got no data); both are retried.
+func TestConnectionLostAtRcpt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var sessions atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sessions.Add(1)
+				r := bufio.NewReader(c)
+				fmt.Fprint(c, "220 flaky.test ESMTP\r\n")
+				rcpts := 0
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch cmd := strings.ToUpper(strings.Fields(line + " x")[0]); cmd {
+					case "EHLO":
+						fmt.Fprint(c, "250-flaky.test\r\n250 8BITMIME\r\n")
+					case "MAIL":
+						fmt.Fprint(c, "250 2.1.0 ok\r\n")
+					case "RCPT":
+						if rcpts++; rcpts == 2 {
+							return // the connection drops
+						}
+						fmt.Fprint(c, "250 2.1.5 ok\r\n")
+					case "QUIT":
+						fmt.Fprint(c, "221 bye\r\n")
+						return
+					default:
+						fmt.Fprint(c, "250 ok\r\n")
+					}
+				}
+			}()
+		}
+	}()
+	e := newTestEnv(t)
+	addr, app := e.startRelayGateway(map[string]any{"hosts": []string{ln.Addr().String()}})
+	submit(t, addr, "a@sender.test", "Subject: two\r\n\r\nhello", "one@example.test", "two@example.test")
+	eventually(t, "two attempts", func() bool {
+		msgs := app.TestQueue().Messages()
+		return sessions.Load() >= 2 && len(msgs) == 1 && msgs[0].Attempts >= 2
+	})
+	m := app.TestQueue().Messages()[0]
+	for _, r := range m.Recipients {
+		if r.Status != queue.Pending {
+			t.Errorf("%s: %s (%s), want pending: no data was sent", r.Addr, r.Status, r.LastReply)
+		}
 	}
 }

@@ -161,7 +161,11 @@ func (s *Session) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.
 		if err := c.Rcpt(r.Addr, ro); err != nil {
 			res[i] = queue.Result{Err: s.replyError(err), RemoteMTA: s.host}
 			if s.broken {
+				// The connection is gone: the recipients after this one
+				// were not tried, and those accepted before it got no
+				// data. None is delivered.
 				fail(all[i+1:], res[i].Err)
+				fail(accepted, queue.TempFail("connection lost after RCPT", err))
 				return res
 			}
 			continue
