@@ -57,6 +57,14 @@ type App struct {
 	// `load_files`). Default: true.
 	AutomaticCertificates *bool `json:"automatic_certificates,omitempty"`
 
+	// ReuseCertificateKeys keeps the private key of the servers'
+	// certificates across renewals (CertMagic key reuse), so that a
+	// published DANE record of the server's own key (`TLSA 3 1 1`, see
+	// `caddy smtp tlsa`) stays valid. Names that an automation policy of
+	// the `tls` app lists explicitly keep that policy's setting
+	// (`reuse_private_keys`). Default: false (a new key at each renewal).
+	ReuseCertificateKeys bool `json:"reuse_certificate_keys,omitempty"`
+
 	// GracePeriod is how long a stop or a config reload waits for open SMTP
 	// sessions to finish before closing them. Sessions between transactions
 	// are asked to leave with `421 4.3.2` at their next MAIL command.
@@ -198,6 +206,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err := a.addInternalPolicy(ctx); err != nil {
 			return err
 		}
+		if a.ReuseCertificateKeys {
+			if err := a.addKeyReusePolicy(); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -235,9 +248,50 @@ names:
 	if err := iss.Provision(ctx); err != nil {
 		return fmt.Errorf("provisioning internal issuer: %w", err)
 	}
-	ap := &caddytls.AutomationPolicy{SubjectsRaw: internal, Issuers: []certmagic.Issuer{iss}}
+	ap := &caddytls.AutomationPolicy{SubjectsRaw: internal, Issuers: []certmagic.Issuer{iss}, ReusePrivateKeys: a.ReuseCertificateKeys}
 	if err := a.tlsApp.AddAutomationPolicy(ap); err != nil {
 		return fmt.Errorf("adding automation policy for %v: %w", internal, err)
+	}
+	return nil
+}
+
+// addKeyReusePolicy gives our names that no automation policy lists
+// explicitly (those go by the catch-all policy, or Caddy's defaults) a
+// policy of their own with the same issuers and key reuse on.
+func (a *App) addKeyReusePolicy() error {
+	var catchAll *caddytls.AutomationPolicy
+	var names []string
+	if a.tlsApp.Automation != nil {
+	next:
+		for name := range a.names {
+			for _, ap := range a.tlsApp.Automation.Policies {
+				if slices.Contains(ap.Subjects(), name) {
+					continue next // explicit, or our internal policy (which has reuse set)
+				}
+			}
+			names = append(names, name)
+		}
+		for _, ap := range a.tlsApp.Automation.Policies {
+			if len(ap.Subjects()) == 0 {
+				catchAll = ap
+				break
+			}
+		}
+	} else {
+		for name := range a.names {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sort.Strings(names)
+	ap := &caddytls.AutomationPolicy{SubjectsRaw: names, ReusePrivateKeys: true}
+	if catchAll != nil {
+		ap.Issuers, ap.KeyType, ap.OnDemand = catchAll.Issuers, catchAll.KeyType, catchAll.OnDemand
+	}
+	if err := a.tlsApp.AddAutomationPolicy(ap); err != nil {
+		return fmt.Errorf("reuse_certificate_keys: adding automation policy for %v: %w", names, err)
 	}
 	return nil
 }

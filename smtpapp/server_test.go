@@ -387,3 +387,20 @@ func TestMaxConnections(t *testing.T) {
 	}
 	d2.cmd("NOOP", "250")
 }
+
+// TestReuseCertificateKeys: with reuse_certificate_keys the policy that
+// manages the server's certificate keeps its key across renewals (what a
+// published TLSA 3 1 1 record needs); without it, a new key each time.
+func TestReuseCertificateKeys(t *testing.T) {
+	for _, reuse := range []bool{true, false} {
+		e := newTestEnv(t)
+		app := e.load(e.config(map[string]any{
+			"reuse_certificate_keys": reuse,
+			"servers":                map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+		}))
+		ap := app.TestPolicyFor(testHost)
+		if ap == nil || ap.ReusePrivateKeys != reuse {
+			t.Errorf("reuse %v: policy %+v", reuse, ap)
+		}
+	}
+}
