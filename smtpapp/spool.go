@@ -165,6 +165,8 @@ func (a *App) queueConfig() queue.Config {
 		Hostname:           a.Hostname,
 		MaxReturnSize:      a.Queue.MaxReturnSize,
 		IdleTimeout:        time.Duration(a.Queue.IdleTimeout),
+
+		QuarantineRetention: time.Duration(a.QuarantineRetention),
 	}
 }
 
