@@ -100,6 +100,7 @@ func (q *Queue) dropQuarantined(drop []*entry, retention time.Duration) {
 		q.mu.Lock()
 		delete(q.admin.claimed, m.ID)
 		if err == nil {
+			quarantineDeleted.Add(1) // before the message is seen gone
 			delete(q.entries, m.ID)
 			delete(q.admin.parked, m.ID)
 		} else if retry := time.Now().Add(time.Minute); q.admin.sweepKnown && (q.admin.sweepAt.IsZero() || retry.Before(q.admin.sweepAt)) {
@@ -111,7 +112,6 @@ func (q *Queue) dropQuarantined(drop []*entry, retention time.Duration) {
 			q.log().Error("deleting quarantined message", zap.String("msg_id", m.ID), zap.Error(err))
 			continue
 		}
-		quarantineDeleted.Add(1)
 		q.log().Info("quarantined message deleted after its retention", zap.String("msg_id", m.ID),
 			zap.String("check", m.Quarantine.Check), zap.Time("quarantined", m.Quarantine.At),
 			zap.Duration("retention", retention))

@@ -51,9 +51,13 @@ func testQuarantineRetention(t *testing.T, open OpenFunc) {
 	cfg := testConfig()
 	cfg.MaxAge = 30 * time.Minute
 	cfg.QuarantineRetention = time.Hour
+	deleted := queue.QuarantineDeleted()
 	q.Attach(routeBounces(f, bounces), cfg, zaptest.NewLogger(t))
 
 	eventually(t, "the old quarantined message deleted", func() bool { return gone(q, store, old) })
+	if queue.QuarantineDeleted() <= deleted {
+		t.Error("QuarantineDeleted did not count the deletion")
+	}
 	if s := mustSnapshot(t, q, young); s.State != queue.StateQuarantine || s.Quarantine == nil || s.Quarantine.Reason != "test verdict" {
 		t.Fatalf("young message: %+v", s)
 	}
