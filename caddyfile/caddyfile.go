@@ -5,6 +5,7 @@
 //		smtp {
 //			hostname               <host>
 //			grace_period           <duration>
+//			quarantine_retention   <duration>
 //			automatic_certificates on|off
 //
 //			server <name> {
@@ -251,6 +252,8 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 			err = setOnce(d, "smtp", &app.Hostname, stringArg)
 		case "grace_period":
 			err = setOnce(d, "smtp", &app.GracePeriod, durationArg)
+		case "quarantine_retention":
+			err = setOnce(d, "smtp", &app.QuarantineRetention, durationArg)
 		case "spool_dir":
 			return nil, d.Err("smtp option 'spool_dir' was replaced by the queue block: 'queue { path <dir> }'")
 		case "automatic_certificates":

@@ -128,6 +128,17 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:3",
 		},
 		{
+			name: "quarantine_retention given twice",
+			caddyfile: `{
+	smtp {
+		quarantine_retention 30d
+		quarantine_retention 7d
+	}
+}`,
+			wantErr:  "quarantine_retention",
+			wantLine: "Caddyfile:4",
+		},
+		{
 			name: "dkim max_signatures not a number",
 			caddyfile: `{
 	smtp {

@@ -28,7 +28,7 @@ func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "smtp",
 		Usage: "<command> [args]",
-		Short: "Administers the smtp app: the mail queue, held domains, test messages, TLS checks",
+		Short: "Administers the smtp app: the mail queue, quarantine, held domains, test messages, TLS checks",
 		Long: `
 Commands for the caddy-smtp gateway.
 
@@ -36,6 +36,9 @@ Commands for the caddy-smtp gateway.
 through its admin API, the way "caddy reload" does: the admin address comes
 from --address, else from the config named by --config (and --adapter), else
 Caddy's default (localhost:2019).
+
+"caddy smtp quarantine ..." lists, shows, releases and deletes the messages
+that a check quarantined, and allow-lists their senders.
 
 "caddy smtp lists ..." shows and changes the allow and block lists of the
 lists check, through the same admin API.
@@ -63,6 +66,15 @@ func adminFlags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringP("config", "c", "", "Configuration file to read the admin address from, if --address is not used")
 	cmd.PersistentFlags().StringP("adapter", "a", "", "Name of the config adapter (when --config is used)")
 	cmd.PersistentFlags().Bool("json", false, "Print the API's JSON response instead of a table")
+}
+
+// subAdder returns a function that adds to cmd a subcommand that runs run.
+func subAdder(cmd *cobra.Command) func(use, short string, args cobra.PositionalArgs, run caddycmd.CommandFunc) *cobra.Command {
+	return func(use, short string, args cobra.PositionalArgs, run caddycmd.CommandFunc) *cobra.Command {
+		c := &cobra.Command{Use: use, Short: short, Args: args, RunE: caddycmd.WrapCommandFuncForCobra(run)}
+		cmd.AddCommand(c)
+		return c
+	}
 }
 
 // adminRequest calls the admin API of the running instance, with reqBody

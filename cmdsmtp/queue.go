@@ -33,11 +33,7 @@ The admin address comes from --address, else from the config named by
 `,
 	}
 	adminFlags(cmd)
-	sub := func(use, short string, args cobra.PositionalArgs, run caddycmd.CommandFunc) *cobra.Command {
-		c := &cobra.Command{Use: use, Short: short, Args: args, RunE: caddycmd.WrapCommandFuncForCobra(run)}
-		cmd.AddCommand(c)
-		return c
-	}
+	sub := subAdder(cmd)
 	sub("list", "Lists the queued messages", cobra.NoArgs, cmdList)
 	show := sub("show <id>", "Shows a message's envelope, state and header", cobra.ExactArgs(1), cmdShow)
 	show.Flags().Bool("body", false, "Show the message body too")

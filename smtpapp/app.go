@@ -87,6 +87,13 @@ type App struct {
 	// written there (and fsynced) before the client gets its 250.
 	Queue *QueueConfig `json:"queue,omitempty"`
 
+	// QuarantineRetention is how long a message that a check quarantined
+	// is kept (counted from its quarantine) before it is deleted, without a
+	// DSN, unless an administrator releases or deletes it first. A
+	// quarantined message does not expire by the queue's `max_age`; once
+	// released, its maximum age counts from the release. Default: 15d.
+	QuarantineRetention caddy.Duration `json:"quarantine_retention,omitempty"`
+
 	ctx            caddy.Context
 	logger         *zap.Logger
 	limits         *rateTable
@@ -141,6 +148,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.Hostname = normalizeHostname(a.Hostname)
 	if a.GracePeriod == 0 {
 		a.GracePeriod = caddy.Duration(defaultGracePeriod)
+	}
+	if a.QuarantineRetention < 0 {
+		return fmt.Errorf("quarantine_retention: must not be negative")
 	}
 	if err := a.provisionQueue(); err != nil {
 		return err

@@ -180,17 +180,18 @@ func (q *QueueConfig) loadStore(ctx caddy.Context) error {
 
 func (a *App) queueConfig() queue.Config {
 	return queue.Config{
-		MaxAge:             time.Duration(a.Queue.MaxAge),
-		RetryInitial:       time.Duration(a.Queue.RetryInitial),
-		RetryMax:           time.Duration(a.Queue.RetryMax),
-		Workers:            a.Queue.Workers,
-		PerDestination:     a.Queue.PerDestination,
-		MessagesPerSession: a.Queue.MessagesPerConnection,
-		Hostname:           a.Hostname,
-		MaxReturnSize:      a.Queue.MaxReturnSize,
-		IdleTimeout:        time.Duration(a.Queue.IdleTimeout),
-		DelayWarning:       max(0, time.Duration(a.Queue.DelayWarning)),
-		Postmaster:         a.Queue.Postmaster,
+		MaxAge:              time.Duration(a.Queue.MaxAge),
+		RetryInitial:        time.Duration(a.Queue.RetryInitial),
+		RetryMax:            time.Duration(a.Queue.RetryMax),
+		Workers:             a.Queue.Workers,
+		PerDestination:      a.Queue.PerDestination,
+		MessagesPerSession:  a.Queue.MessagesPerConnection,
+		Hostname:            a.Hostname,
+		MaxReturnSize:       a.Queue.MaxReturnSize,
+		IdleTimeout:         time.Duration(a.Queue.IdleTimeout),
+		DelayWarning:        max(0, time.Duration(a.Queue.DelayWarning)),
+		Postmaster:          a.Queue.Postmaster,
+		QuarantineRetention: time.Duration(a.QuarantineRetention),
 	}
 }
 

@@ -39,6 +39,7 @@ func init() {
 //	GET    /smtp/domains                 held domains
 //	POST   /smtp/domains/<domain>/hold   stop delivering to a domain
 //	POST   /smtp/domains/<domain>/release
+//	...    /smtp/quarantine...           quarantined messages (quarantine.go)
 //
 // The app is looked up at request time, so the endpoints follow config
 // reloads.
@@ -116,6 +117,8 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.listDomains(w, r)
 	case len(parts) == 3 && parts[0] == "domains" && parts[1] != "":
 		return a.domainAction(w, r, parts[1], parts[2])
+	case parts[0] == "quarantine":
+		return a.quarantine(w, r, parts[1:]) // quarantine.go
 	}
 	return apiError(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
 }
@@ -150,24 +153,34 @@ func (a *adminAPI) message(w http.ResponseWriter, r *http.Request, id string) er
 	if err != nil {
 		return err
 	}
+	d, _, err := messageDetail(q, id, withBody)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, d)
+}
+
+// messageDetail returns the view of a queued message, and its header
+// section.
+func messageDetail(q *queue.Queue, id string, withBody bool) (MessageDetail, []byte, error) {
 	snap, err := q.Snapshot(id)
 	if err != nil {
-		return queueError(err)
+		return MessageDetail{}, nil, queueError(err)
 	}
 	d := MessageDetail{Snapshot: snap}
 	header, err := q.ReadHeader(id)
 	if err != nil {
-		return queueError(err)
+		return d, nil, queueError(err)
 	}
 	d.Headers, d.HeadersBase64 = textOrBase64(header)
 	if withBody {
 		body, err := q.ReadBody(id)
 		if err != nil {
-			return queueError(err)
+			return d, nil, queueError(err)
 		}
 		d.Body, d.BodyBase64 = textOrBase64(body)
 	}
-	return writeJSON(w, d)
+	return d, header, nil
 }
 
 func (a *adminAPI) messageAction(w http.ResponseWriter, r *http.Request, id, action string) error {

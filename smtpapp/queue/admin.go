@@ -65,6 +65,11 @@ type adminState struct {
 	changed     chan struct{}     // closed (and replaced) when a round ends or a claim is released
 	waiters     int               // goroutines waiting on changed
 
+	// sweepAt is when the next quarantined message reaches the end of its
+	// retention (zero: none is quarantined); valid while sweepKnown.
+	sweepAt    time.Time
+	sweepKnown bool
+
 	domainsMu sync.Mutex // serialises changes of the held-domain set
 }
 
@@ -110,6 +115,7 @@ func (q *Queue) park(e *entry) bool {
 		return false
 	}
 	q.admin.parked[e.msg.ID] = e
+	q.noteQuarantined(e)
 	return true
 }
 
@@ -267,7 +273,11 @@ func (q *Queue) unclaim(e *entry, at time.Time) {
 // settle puts a parked entry back on the heap, due at `at`, unless it must
 // stay parked; q.mu must be held.
 func (q *Queue) settle(e *entry, at time.Time) {
-	if q.admin.parked[e.msg.ID] != e || q.mustPark(e) {
+	if q.admin.parked[e.msg.ID] != e {
+		return
+	}
+	if q.mustPark(e) {
+		q.noteQuarantined(e) // a sweep skips claimed entries
 		return
 	}
 	delete(q.admin.parked, e.msg.ID)
@@ -332,7 +342,8 @@ func (q *Queue) Flush(id string) (int, error) {
 // it returns an error wrapping ErrBusy and changes nothing). The hold is
 // saved with the message, so it survives a restart. A held message does not
 // expire; after its release it is bounced at once if it is older than the
-// queue's maximum age.
+// queue's maximum age (a message released from quarantine is as old as its
+// release).
 func (q *Queue) Hold(ctx context.Context, id string) error {
 	q.mu.Lock()
 	e := q.entries[id]
@@ -373,14 +384,21 @@ func (q *Queue) Release(id string) error {
 func (q *Queue) setHeld(e *entry, held bool) error {
 	m := e.msg
 	q.mu.Lock()
-	was := m.Held
+	was, wasQuarantine := m.Held, m.Quarantine
+	if !held && m.quarantined() {
+		// The quarantine stays as history; the message's maximum age
+		// counts from now.
+		released := *m.Quarantine
+		released.Released = time.Now()
+		m.Quarantine = &released
+	}
 	m.Held = held
 	q.mu.Unlock()
 	var err error
 	if was != held {
 		if err = q.store.Save(m); err != nil {
 			q.mu.Lock()
-			m.Held = was
+			m.Held, m.Quarantine = was, wasQuarantine
 			q.mu.Unlock()
 			err = fmt.Errorf("saving message %s: %w", m.ID, err)
 		}
@@ -734,7 +752,7 @@ func (q *Queue) snapshot(e *entry, now time.Time) Snapshot {
 		s.LastError = failure
 	}
 	switch {
-	case m.Held && m.Quarantine != nil:
+	case m.quarantined():
 		s.State = StateQuarantine
 	case m.Held:
 		s.State = StateHeld

@@ -75,7 +75,9 @@ type Message struct {
 	// failure is never reported.
 	DoubleBounce bool `json:"double_bounce,omitempty"`
 	// Quarantine is set when a check quarantined the message: it is then
-	// kept Held until an administrator releases or deletes it.
+	// kept Held until an administrator releases or deletes it, or until
+	// Config.QuarantineRetention has passed. It stays after a release, as
+	// history, with its Released time.
 	Quarantine *Quarantine `json:"quarantine,omitempty"`
 
 	store Store // set by the Queue (New, Commit) for OpenBody
@@ -99,6 +101,9 @@ type Quarantine struct {
 	Reason string `json:"reason,omitempty"`
 	// At is when the message was quarantined.
 	At time.Time `json:"at"`
+	// Released is when an administrator released the message; zero while
+	// it is quarantined.
+	Released time.Time `json:"released,omitzero"`
 }
 
 // ClientInfo describes the SMTP client a message came from.

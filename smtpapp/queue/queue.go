@@ -47,6 +47,10 @@ type Config struct {
 	// (a double bounce) is reported to it, instead of being dropped. "":
 	// dropped, with a warning in the log.
 	Postmaster string
+	// QuarantineRetention is how long a quarantined message is kept
+	// (counted from its quarantine) before it is deleted, without a DSN.
+	// Default: 15 days.
+	QuarantineRetention time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -79,6 +83,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReturnSize <= 0 {
 		c.MaxReturnSize = 1 << 20
+	}
+	if c.QuarantineRetention <= 0 {
+		c.QuarantineRetention = 15 * 24 * time.Hour
 	}
 }
 
@@ -200,6 +207,7 @@ func (q *Queue) Attach(r Router, cfg Config, logger *zap.Logger) (detach func())
 	q.logger.Store(logger)
 	q.mu.Lock()
 	q.bindings = append(q.bindings, b)
+	q.admin.sweepKnown = false // the retention may have changed
 	q.mu.Unlock()
 	q.kick()
 	return func() {
@@ -210,6 +218,7 @@ func (q *Queue) Attach(r Router, cfg Config, logger *zap.Logger) (detach func())
 				break
 			}
 		}
+		q.admin.sweepKnown = false
 		q.mu.Unlock()
 	}
 }
@@ -364,7 +373,7 @@ func (q *Queue) runDue() time.Time {
 		if q.park(e) {
 			continue // held or claimed: parked (admin.go)
 		}
-		if now.Sub(e.msg.Arrived) > b.cfg.MaxAge {
+		if now.Sub(e.msg.ageStart()) > b.cfg.MaxAge {
 			expired = append(expired, e)
 			continue
 		}
@@ -375,10 +384,11 @@ func (q *Queue) runDue() time.Time {
 		go q.expire(e, b.cfg)
 	}
 	q.startWorkers(b.cfg)
-	if q.due.Len() == 0 {
-		return time.Time{}
+	next := q.sweepQuarantine(now, b.cfg) // quarantine.go
+	if q.due.Len() > 0 && (next.IsZero() || q.due[0].due.Before(next)) {
+		next = q.due[0].due
 	}
-	return q.due[0].due
+	return next
 }
 
 // dispatch groups an entry's pending recipients by destination and queues

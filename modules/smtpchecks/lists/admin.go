@@ -107,23 +107,13 @@ func (a *adminAPI) add(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if !e.Added.IsZero() {
 		return apiError(http.StatusBadRequest, errors.New("request body: added is set by the server"))
 	}
-	e, err := Normalize(e)
-	if err != nil {
+	if _, err := Normalize(e); err != nil {
 		return apiError(http.StatusBadRequest, err)
 	}
-	e.Added = time.Now().UTC().Truncate(time.Second)
-	err = updateList(ctx, st, list, func(entries []Entry) ([]Entry, error) {
-		if i := find(entries, e.Kind, e.Value); i >= 0 {
-			entries[i].Comment = e.Comment
-			e = entries[i]
-			return entries, nil
-		}
-		return append(entries, e), nil
-	})
+	e, err := AddEntry(ctx, st, list, e)
 	if err != nil {
 		return apiError(http.StatusInternalServerError, err)
 	}
-	reloadRunning(ctx)
 	return writeJSON(w, e)
 }
 

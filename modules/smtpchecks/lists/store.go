@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -105,6 +107,35 @@ func updateList(ctx context.Context, st certmagic.Storage, list string, change f
 		return fmt.Errorf("storing %s: %w", StorageKey(list), err)
 	}
 	return nil
+}
+
+// AddEntry puts an entry in a list (Allow or Block) kept in st, under the
+// list's storage lock, and has the checks of this process re-read the
+// lists. An entry with the same kind and value gets the new comment and
+// keeps the time it was added. It returns the entry as the list keeps it;
+// an entry that Normalize refuses is an error.
+func AddEntry(ctx context.Context, st certmagic.Storage, list string, e Entry) (Entry, error) {
+	if !slices.Contains(Names, list) {
+		return e, fmt.Errorf("list %q: want allow or block", list)
+	}
+	e, err := Normalize(e)
+	if err != nil {
+		return e, err
+	}
+	e.Added = time.Now().UTC().Truncate(time.Second)
+	err = updateList(ctx, st, list, func(entries []Entry) ([]Entry, error) {
+		if i := find(entries, e.Kind, e.Value); i >= 0 {
+			entries[i].Comment = e.Comment
+			e = entries[i]
+			return entries, nil
+		}
+		return append(entries, e), nil
+	})
+	if err != nil {
+		return e, err
+	}
+	reloadRunning(ctx)
+	return e, nil
 }
 
 // running are the check instances of this process, re-read at once when

@@ -25,7 +25,7 @@ import (
 type OpenFunc func(dir string) (queue.Store, error)
 
 // RunQueueTests runs the queue scenarios (delivery, retries, DSNs,
-// connection reuse, restart, holds, flush, delete) on queues whose store
+// connection reuse, restart, holds, flush, delete, quarantine retention) on queues whose store
 // open makes, one subtest each.
 func RunQueueTests(t *testing.T, open OpenFunc) {
 	for _, tc := range []struct {
@@ -49,6 +49,9 @@ func RunQueueTests(t *testing.T, open OpenFunc) {
 		{"DeleteRemovesFromStore", testDeleteRemovesFromStore},
 		{"DeleteWithBounceQueuesDSN", testDeleteWithBounceQueuesDSN},
 		{"ReadHeaderAndBody", testReadHeaderAndBody},
+		{"QuarantineRetention", testQuarantineRetention},
+		{"QuarantineRetentionTimer", testQuarantineRetentionTimer},
+		{"QuarantineRetentionReload", testQuarantineRetentionReload},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open) })
 	}
