@@ -59,6 +59,24 @@ func gauge(t *testing.T, name string) float64 {
 	return 0
 }
 
+// counter reads a counter without labels from the running config's
+// metrics registry.
+func counter(t *testing.T, name string) float64 {
+	t.Helper()
+	ctx := caddy.ActiveContext()
+	families, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("counter %s not registered", name)
+	return 0
+}
+
 // diskFullFigures is what a disk-full run counted.
 type diskFullFigures struct {
 	accepted, refused, acceptedAfter, delivered, duplicates int

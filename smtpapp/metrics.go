@@ -58,6 +58,10 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		deliveries:           counter("delivery_attempts_total", "Delivery attempts per recipient, by result (delivered, deferred, failed), TLS (tls, plaintext, local) and TLS policy.", "result", "tls", "policy"),
 		tlsFallbacks:         counter("tls_fallbacks_total", "Outbound sessions that ended in plaintext although TLS was wanted, by reason.", "reason"),
 	}
+	f.NewCounterFunc(prometheus.CounterOpts{Namespace: metricsNamespace, Name: "quarantine_expired_total",
+		Help: "Quarantined messages deleted at the end of quarantine_retention (since the process started)."}, func() float64 {
+		return float64(queue.QuarantineDeleted())
+	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "queue_messages",
 		Help: "Messages in the queue."}, func() float64 {
 		n, _ := a.queueStats()

@@ -209,11 +209,15 @@ func TestQuarantineAdminAPI(t *testing.T) {
 // delivered and without a DSN.
 func TestQuarantineRetention(t *testing.T) {
 	a := startQuarantineEnv(t, map[string]any{"quarantine_retention": "1s"})
+	before := counter(t, "caddy_smtp_quarantine_expired_total")
 	id := a.send("s@sender.test", "user@example.test", "quarantine-me")
 	if l := a.quarantine(""); ids(l) != id {
 		t.Fatalf("quarantine: %+v", l)
 	}
 	eventually(t, "the quarantined message deleted", func() bool { return len(a.list()) == 0 })
+	if got := counter(t, "caddy_smtp_quarantine_expired_total"); got != before+1 {
+		t.Errorf("caddy_smtp_quarantine_expired_total went from %v to %v, want +1", before, got)
+	}
 	entries, err := os.ReadDir(filepath.Join(a.mail, "example.test", "user", "new"))
 	if err == nil && len(entries) != 0 {
 		t.Fatal("the quarantined message was delivered")
