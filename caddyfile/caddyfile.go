@@ -7,6 +7,7 @@
 //			grace_period           <duration>
 //			quarantine_retention   <duration>
 //			automatic_certificates on|off
+//			reuse_certificate_keys
 //
 //			server <name> {
 //				listen           <address> [starttls|implicit_tls|no_tls]
@@ -258,6 +259,8 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 			return nil, d.Err("smtp option 'spool_dir' was replaced by the queue block: 'queue { path <dir> }'")
 		case "automatic_certificates":
 			err = setOnce(d, "smtp", &app.AutomaticCertificates, onOffArg)
+		case "reuse_certificate_keys":
+			err = setOnce(d, "smtp", &app.ReuseCertificateKeys, flagArg)
 		case "queue":
 			if app.Queue != nil {
 				return nil, duplicateErr(d, "smtp")
