@@ -10,12 +10,14 @@ import (
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
-// tlsRequiredScanner watches the header section of a message for the
-// field "TLS-Required: No" (RFC 8689 section 5) as it streams past.
+// tlsRequiredScanner watches the header section of a message as it
+// streams past for the field "TLS-Required: No" (RFC 8689 section 5), and
+// notes the Message-ID (a folded Message-ID is not followed: logs only).
 type tlsRequiredScanner struct {
-	line   []byte
-	done   bool // the header section is over
-	optout bool
+	line      []byte
+	done      bool // the header section is over
+	optout    bool
+	messageID string // the Message-ID field's value, for the logs
 }
 
 func (t *tlsRequiredScanner) Write(p []byte) (int, error) {
@@ -38,6 +40,9 @@ func (t *tlsRequiredScanner) Write(p []byte) (int, error) {
 		name, value, ok := strings.Cut(line, ":")
 		if ok && strings.EqualFold(strings.TrimSpace(name), "TLS-Required") && strings.EqualFold(strings.TrimSpace(value), "No") {
 			t.optout = true
+		}
+		if ok && t.messageID == "" && strings.EqualFold(strings.TrimSpace(name), "Message-ID") {
+			t.messageID = SanitizeHeaderValue(strings.TrimSpace(strings.Trim(strings.TrimSpace(value), "<>")))
 		}
 	}
 	return len(p), nil

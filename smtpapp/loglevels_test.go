@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // the file log writer
+	"github.com/emersion/go-smtp"
 )
 
 // logTo sends every log line of the process at level and above to a file in
@@ -126,5 +127,66 @@ func TestHostnameWarning(t *testing.T) {
 	warned := len(readLog(t, logFile, "no hostname set and this machine's name is not fully qualified: set smtp { hostname mx.example.com }")) > 0
 	if want := !strings.Contains(h, ".") && h != "localhost"; warned != want {
 		t.Errorf("machine name %q: warned %v, want %v", h, warned, want)
+	}
+}
+
+// TestDeliveryLogLines: one line per recipient and attempt, in the
+// spirit of Postfix's status= lines: message and queue IDs, sender,
+// recipient, status (delivered, deferred, bounced), enhanced code, reply,
+// relay, delays and the session's TLS fields; and the receive line names
+// every recipient and the Message-ID.
+func TestDeliveryLogLines(t *testing.T) {
+	e := newTestEnv(t)
+	logFile := filepath.Join(e.dir, "caddy.log")
+	r := startReceiver(t, receiverOpts{})
+	r.rcptErr = func(to string) error {
+		switch {
+		case strings.HasPrefix(to, "bad@"):
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		case strings.HasPrefix(to, "slow@"):
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}}}},
+		"routes": []any{
+			map[string]any{"domains": []string{"example.test"}, "deliver": map[string]any{"target": "relay", "hosts": []string{r.addr}}},
+			map[string]any{"domains": []string{"sender.test"}, "deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}},
+		},
+		"queue": map[string]any{"path": e.spool, "retry_initial": "1h", "retry_max": "1h"},
+	}, logTo(logFile, "INFO")))
+	submit(t, addrsOf(app, "mx")[0], "s@sender.test", "Subject: three\r\nMessage-ID: <three@test>\r\n\r\nhello",
+		"good@example.test", "slow@example.test", "bad@example.test")
+	var lines []logEntry
+	eventually(t, "three delivery lines", func() bool {
+		lines = readLog(t, logFile, "delivery")
+		return len(lines) >= 3
+	})
+	want := map[string][2]string{
+		"good@example.test": {"delivered", "2.0.0"},
+		"slow@example.test": {"deferred", "4.3.0"},
+		"bad@example.test":  {"bounced", "5.1.1"},
+	}
+	for _, l := range lines {
+		if !strings.HasSuffix(l["rcpt"].(string), "@example.test") {
+			continue // the DSN to the sender about bad@
+		}
+		w, ok := want[l["rcpt"].(string)]
+		if !ok || l["status"] != w[0] || l["dsn"] != w[1] || l["message_id"] != "three@test" || l["from"] != "s@sender.test" ||
+			l["relay"] != "127.0.0.1" || l["tls"] != false || l["delay"] == nil || l["transfer"] == nil || l["msg_id"] == "" {
+			t.Errorf("delivery line %v, want status %s dsn %s", l, w[0], w[1])
+		}
+		if w[0] == "delivered" && l["level"] != "info" || w[0] != "delivered" && l["level"] != "warn" {
+			t.Errorf("%s logged at %v", l["rcpt"], l["level"])
+		}
+		delete(want, l["rcpt"].(string))
+	}
+	if len(want) != 0 {
+		t.Errorf("no delivery line for %v", want)
+	}
+	q := readLog(t, logFile, "message queued")
+	if len(q) != 1 || q[0]["message_id"] != "three@test" || len(toStrings(q[0]["to"])) != 3 {
+		t.Errorf("receive line %v", q)
 	}
 }

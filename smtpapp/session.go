@@ -310,9 +310,15 @@ func (s *session) Data(r io.Reader) error {
 	s.cs.note(func(cs *connState) { cs.accepted++; cs.bytes += msg.Size })
 	s.srv.app.metrics.messagesAccepted.WithLabelValues(s.srv.name).Inc()
 	s.srv.app.metrics.bytesReceived.WithLabelValues(s.srv.name).Add(float64(msg.Size))
+	rcpts := make([]string, len(msg.Recipients))
+	for i, r := range msg.Recipients {
+		rcpts[i] = r.Addr
+	}
 	fields := []zap.Field{
 		zap.String("from", msg.From),
 		zap.Int("rcpts", len(msg.Recipients)),
+		zap.Strings("to", rcpts),
+		zap.String("message_id", msg.MessageID),
 		zap.Int64("size", msg.Size),
 		zap.String("tls_version", msg.Client.TLSVersion),
 	}
@@ -368,6 +374,7 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 	}
 	// RFC 8689 section 5: with REQUIRETLS the header field is ignored.
 	msg.TLSOptional = scan.optout && !msg.RequireTLS
+	msg.MessageID = scan.messageID
 	return q.Commit(w, msg)
 }
 

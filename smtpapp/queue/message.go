@@ -53,6 +53,9 @@ type Message struct {
 	Server string `json:"server,omitempty"`
 	// Size is the body size in bytes.
 	Size int64 `json:"size"`
+	// MessageID is the Message-ID header field's value (for the logs),
+	// "" when it has none.
+	MessageID string `json:"message_id,omitempty"`
 	// Attempts counts delivery attempts so far.
 	Attempts int `json:"attempts,omitempty"`
 	// NextAttempt is when the message is next due.

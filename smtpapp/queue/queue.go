@@ -487,6 +487,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 		q.wg.Done()
 		q.kick()
 	}()
+	opened := time.Now()
 	sess, err := d.key.target.Open(q.ctx, d.key.dest)
 	if err != nil {
 		// The destination is unreachable now: every job queued for it
@@ -500,7 +501,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 			for i := range res {
 				res[i] = Result{Err: err}
 			}
-			q.logAttempt(j, res, []zap.Field{zap.String("destination", d.key.dest)})
+			q.logAttempt(j, res, []zap.Field{zap.String("destination", d.key.dest)}, time.Since(opened))
 			q.complete(j, res, cfg)
 		}
 		return
@@ -511,6 +512,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 		if j == nil {
 			return
 		}
+		started := time.Now()
 		res := sess.Deliver(q.ctx, j.e.msg, j.rcpts)
 		if len(res) != len(j.rcpts) {
 			err := fmt.Errorf("target returned %d results for %d recipients", len(res), len(j.rcpts))
@@ -529,7 +531,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 			q.mu.Unlock()
 			return
 		}
-		q.logAttempt(j, res, sess.LogFields())
+		q.logAttempt(j, res, sess.LogFields(), time.Since(started))
 		q.complete(j, res, cfg)
 	}
 }
@@ -545,7 +547,7 @@ func noneDone(res []Result) bool {
 }
 
 // logAttempt writes one line per delivery attempt.
-func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field) {
+func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field, took time.Duration) {
 	var delivered, deferred, failed int
 	var reply, remote string
 	for _, r := range res {
@@ -581,6 +583,52 @@ func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field) {
 		q.log().Warn("delivery attempt", fields...)
 	} else {
 		q.log().Info("delivery attempt", fields...)
+	}
+	q.logRecipients(j, res, session, took)
+}
+
+// logRecipients writes one line per recipient of an attempt, as Postfix's
+// "status=" lines: who, where, how long, over what TLS, with what result.
+// delay is the time since the message arrived; transfer is this attempt's.
+func (q *Queue) logRecipients(j *job, res []Result, session []zap.Field, took time.Duration) {
+	m := j.e.msg
+	delay := time.Since(m.Arrived)
+	for i, r := range res {
+		rcpt := j.rcpts[i]
+		status, dsn, reply := "delivered", "2.0.0", r.Reply
+		switch {
+		case r.Err != nil && IsTemporary(r.Err):
+			status = "deferred"
+			reply, dsn = describeError(r.Err)
+		case r.Err != nil:
+			status = "bounced"
+			reply, dsn = describeError(r.Err)
+		}
+		fields := []zap.Field{
+			zap.String("msg_id", m.ID),
+			zap.String("message_id", m.MessageID),
+			zap.String("from", m.From),
+			zap.String("rcpt", rcpt.Addr),
+		}
+		if rcpt.ORCPT != "" {
+			fields = append(fields, zap.String("orcpt", rcpt.ORCPT))
+		}
+		fields = append(fields,
+			zap.String("status", status),
+			zap.String("dsn", dsn),
+			zap.String("reply", reply),
+			zap.String("relay", r.RemoteMTA),
+			zap.Duration("delay", delay),
+			zap.Duration("queue_delay", max(0, delay-took)),
+			zap.Duration("transfer", took),
+			zap.Int64("size", m.DataSize()),
+		)
+		fields = append(fields, session...)
+		if status == "delivered" {
+			q.log().Info("delivery", fields...)
+		} else {
+			q.log().Warn("delivery", fields...)
+		}
 	}
 }
 
