@@ -458,6 +458,9 @@ func TestDelayAndDoubleBounce(t *testing.T) {
 	if n := len(e.mailFiles("sender.test", "s")); n != 1 {
 		t.Fatalf("%d delay DSNs, want 1", n)
 	}
+	if n := app.TestCounter("deliveryResults", "deferred", "connect"); n < 6 {
+		t.Errorf("deferred attempts for a relay that refuses connections counted %v times as connect, want every one", n)
+	}
 
 	// A DSN whose recipient refuses it: to the postmaster.
 	enqueue := func(to string, double bool) {

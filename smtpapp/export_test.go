@@ -49,7 +49,7 @@ func (a *App) TestCounter(name string, labels ...string) float64 {
 		"tlsHandshakes": m.tlsHandshakes, "commandsRejected": m.commandsRejected,
 		"messagesAccepted": m.messagesAccepted, "messagesRejected": m.messagesRejected,
 		"deliveries": m.deliveries, "bytesReceived": m.bytesReceived,
-		"tlsHandshakeFailures": m.tlsHandshakeFailures,
+		"tlsHandshakeFailures": m.tlsHandshakeFailures, "deliveryResults": m.deliveryResults,
 	}[name]
 	return testutil.ToFloat64(vec.WithLabelValues(labels...))
 }

@@ -185,6 +185,11 @@ func TestDeliveryLogLines(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("no delivery line for %v", want)
 	}
+	for _, c := range [][2]string{{"delivered", "none"}, {"deferred", "4xx"}, {"bounced", "5xx"}} {
+		if n := app.TestCounter("deliveryResults", c[0], c[1]); n < 1 {
+			t.Errorf("caddy_smtp_delivery_results_total{result=%q,reason=%q} = %v", c[0], c[1], n)
+		}
+	}
 	q := readLog(t, logFile, "message queued")
 	if len(q) != 1 || q[0]["message_id"] != "three@test" || len(toStrings(q[0]["to"])) != 3 {
 		t.Errorf("receive line %v", q)

@@ -30,6 +30,7 @@ type metrics struct {
 	authFailures         *prometheus.CounterVec // server
 	deliveries           *prometheus.CounterVec // result, tls, policy
 	tlsFallbacks         *prometheus.CounterVec // reason
+	deliveryResults      *prometheus.CounterVec // result, reason
 }
 
 const metricsNamespace = "caddy_smtp"
@@ -56,6 +57,7 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		bytesReceived:        counter("received_bytes_total", "Bytes of accepted messages, our Received header included.", "server"),
 		authFailures:         counter("auth_failures_total", "Failed SMTP AUTH attempts.", "server"),
 		deliveries:           counter("delivery_attempts_total", "Delivery attempts per recipient, by result (delivered, deferred, failed), TLS (tls, plaintext, local) and TLS policy.", "result", "tls", "policy"),
+		deliveryResults:      counter("delivery_results_total", "Outcomes of every recipient's delivery attempt, failed connections included, by result (delivered, deferred, bounced) and reason: none, connect, dns, timeout, tls_policy, tls_handshake, 4xx, 5xx, other.", "result", "reason"),
 		tlsFallbacks:         counter("tls_fallbacks_total", "Outbound sessions that ended in plaintext although TLS was wanted, by reason.", "reason"),
 	}
 	f.NewCounterFunc(prometheus.CounterOpts{Namespace: metricsNamespace, Name: "quarantine_expired_total",

@@ -5,7 +5,9 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,7 +16,9 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/resolver"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
 
 // QueueConfig configures the durable queue that sits between the SMTP
@@ -192,7 +196,51 @@ func (a *App) queueConfig() queue.Config {
 		DelayWarning:        max(0, time.Duration(a.Queue.DelayWarning)),
 		Postmaster:          a.Queue.Postmaster,
 		QuarantineRetention: time.Duration(a.QuarantineRetention),
+		OnDelivery: func(status string, err error) {
+			a.metrics.deliveryResults.WithLabelValues(status, deliveryReason(err)).Inc()
+		},
 	}
+}
+
+// deliveryReason sorts a delivery error into the small fixed set of the
+// delivery_results metric's reason label.
+func deliveryReason(err error) string {
+	if err == nil {
+		return "none"
+	}
+	var de *tlsupgrade.DialError
+	if errors.As(err, &de) {
+		switch de.Stage {
+		case tlsupgrade.StageDial:
+			if ne, ok := errors.AsType[net.Error](de.Err); ok && ne.Timeout() {
+				return "timeout"
+			}
+			return "connect"
+		case tlsupgrade.StagePolicy, tlsupgrade.StageSTARTTLS:
+			return "tls_policy"
+		case tlsupgrade.StageHandshake:
+			return "tls_handshake"
+		}
+	}
+	var re *resolver.Error
+	if errors.As(err, &re) {
+		return "dns"
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return "timeout"
+	}
+	var qe *queue.DeliveryError
+	if errors.As(err, &qe) {
+		switch {
+		case qe.Enhanced == "4.7.5" || strings.HasPrefix(qe.Enhanced, "5.7.10"):
+			return "tls_policy"
+		case qe.Code >= 500:
+			return "5xx"
+		case qe.Code >= 400:
+			return "4xx"
+		}
+	}
+	return "other"
 }
 
 // startQueue takes (or opens) the queue of the spool directory and puts

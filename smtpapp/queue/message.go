@@ -328,3 +328,18 @@ func LocalPart(addr string) string {
 	}
 	return addr[:i]
 }
+
+// Errors are several errors met in one attempt (one per host tried): they
+// print joined by "; " and errors.As finds each.
+type Errors []error
+
+func (e Errors) Error() string {
+	s := make([]string, len(e))
+	for i, err := range e {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+// Unwrap returns the errors, for errors.Is and errors.As.
+func (e Errors) Unwrap() []error { return e }

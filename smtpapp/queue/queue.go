@@ -43,6 +43,10 @@ type Config struct {
 	// one delayed DSN (RFC 3464 action=delayed) per recipient that asked
 	// for it (NOTIFY=DELAY, or no NOTIFY). 0: none.
 	DelayWarning time.Duration
+	// OnDelivery, when set, is told the outcome of every recipient's
+	// delivery attempt ("delivered", "deferred" or "bounced", and the
+	// error), for metrics. It must not block.
+	OnDelivery func(status string, err error)
 	// Postmaster gets the DSNs that cannot go to a sender: a failed DSN
 	// (a double bounce) is reported to it, instead of being dropped. "":
 	// dropped, with a warning in the log.
@@ -593,6 +597,7 @@ func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field, took time.
 func (q *Queue) logRecipients(j *job, res []Result, session []zap.Field, took time.Duration) {
 	m := j.e.msg
 	delay := time.Since(m.Arrived)
+	observe := q.config().OnDelivery
 	for i, r := range res {
 		rcpt := j.rcpts[i]
 		status, dsn, reply := "delivered", "2.0.0", r.Reply
@@ -624,6 +629,9 @@ func (q *Queue) logRecipients(j *job, res []Result, session []zap.Field, took ti
 			zap.Int64("size", m.DataSize()),
 		)
 		fields = append(fields, session...)
+		if observe != nil {
+			observe(status, r.Err)
+		}
 		if status == "delivered" {
 			q.log().Info("delivery", fields...)
 		} else {

@@ -246,7 +246,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			m.logger.Warn("MTA-STS policy discovery failed", zap.String("domain", domain), zap.Error(stsErr))
 		}
 	}
-	var errs []string
+	var errs queue.Errors
 	tried, policyFailures := 0, 0
 	for _, h := range hosts {
 		if tried >= m.MaxAddresses {
@@ -258,7 +258,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			if err != nil && !resolver.IsNotFound(err) {
 				// RFC 7672 2.1.1: a signed MX whose TLSA lookup fails
 				// must not be used without DANE.
-				errs = append(errs, err.Error())
+				errs = append(errs, err)
 				m.tlsReports.RecordResult(domain, tlsupgrade.Result{Policy: "dane", Failure: tlsupgrade.ResultDNSSECInvalid, FailureReason: err.Error()}, nil, h.Host)
 				policyFailures++
 				continue
@@ -267,7 +267,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 		}
 		policy, err := tlsupgrade.SelectPolicy(h.Host, d)
 		if err != nil {
-			errs = append(errs, h.Host+": "+err.Error())
+			errs = append(errs, fmt.Errorf("%s: %w", h.Host, err))
 			var pe *tlsupgrade.PolicyError
 			if errors.As(err, &pe) {
 				m.tlsReports.RecordResult(domain, tlsupgrade.Result{Policy: string(d.Configured), Failure: pe.ResultType, FailureReason: pe.Err.Error()}, sts, h.Host)
@@ -277,7 +277,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 		}
 		ips, err := m.resolver.LookupIP(ctx, h.Host)
 		if err != nil {
-			errs = append(errs, err.Error())
+			errs = append(errs, err)
 			continue
 		}
 		ips = smtpclient.Interleave(ips)
@@ -296,14 +296,14 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			m.tlsReports.RecordResult(domain, de.Result, sts, h.Host)
 			policyFailures++
 		}
-		errs = append(errs, err.Error())
+		errs = append(errs, err)
 	}
 	enhanced := "4.4.1"
 	if policyFailures > 0 && policyFailures == len(errs) {
 		enhanced = "4.7.5" // only TLS policy failures: a cryptographic failure
 	}
 	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: enhanced,
-		Message: "no MX host of " + domain + " answered within its TLS policy", Err: errors.New(strings.Join(errs, "; "))}
+		Message: "no MX host of " + domain + " answered within its TLS policy", Err: errs}
 }
 
 // dialHost tries the addresses of one host in order.

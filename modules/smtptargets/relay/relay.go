@@ -215,7 +215,7 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 // connect dials the relay hosts in order and logs in to the first that
 // answers.
 func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error) {
-	var errs []string
+	var errs queue.Errors
 	for _, h := range r.hosts {
 		conn, err := smtpclient.DialWith(ctx, h.addr, tlsupgrade.Options{
 			LocalName: r.localName, ServerName: h.name, Policy: tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)},
@@ -223,7 +223,7 @@ func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error
 			ImplicitTLS: r.ImplicitTLS,
 		})
 		if err != nil {
-			errs = append(errs, err.Error())
+			errs = append(errs, err)
 			continue
 		}
 		if err := r.login(conn, h.name); err != nil {
@@ -233,7 +233,7 @@ func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error
 		return conn, h, nil
 	}
 	return nil, relayHost{}, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
-		Message: "no relay host answered", Err: errors.New(strings.Join(errs, "; "))}
+		Message: "no relay host answered", Err: errs}
 }
 
 // ProbeRecipient implements smtpapp.RecipientProber: it asks the first
