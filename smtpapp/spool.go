@@ -33,9 +33,11 @@ type QueueConfig struct {
 	// recipients bounce (DSN to the sender). Default: 5d.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
-	// RetryInitial is the delay before the first retry; every further
-	// retry waits twice as long, up to RetryMax, with ±20% jitter.
-	// Default: 1m.
+	// RetryInitial is the shortest wait between attempts. After a failed
+	// attempt a message waits as long as it has been queued so far (so the
+	// waits double as it ages), at least RetryInitial and at most
+	// RetryMax, with ±20% jitter; a manual flush does not push the next
+	// retry out (Postfix's model). Default: 1m.
 	RetryInitial caddy.Duration `json:"retry_initial,omitempty"`
 
 	// RetryMax caps the delay between retries. Default: 2h.

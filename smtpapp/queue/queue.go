@@ -798,7 +798,7 @@ func (q *Queue) finish(e *entry, cfg Config) {
 		q.mu.Unlock()
 		return
 	}
-	next := time.Now().Add(backoff(m.Attempts, cfg))
+	next := time.Now().Add(backoff(time.Since(m.Arrived), cfg))
 	m.NextAttempt = next
 	q.mu.Unlock()
 	if err := q.store.Save(m); err != nil {
@@ -812,14 +812,13 @@ func (q *Queue) finish(e *entry, cfg Config) {
 	q.kick()
 }
 
-// backoff returns the delay before retry number n (n >= 1): RetryInitial
-// doubled each time up to RetryMax, with ±20% jitter.
-func backoff(n int, cfg Config) time.Duration {
-	d := cfg.RetryInitial
-	for i := 1; i < n && d < cfg.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, cfg.RetryMax)
+// backoff returns the delay before the next attempt of a message that has
+// been queued for age: as long as it has waited so far, between
+// RetryInitial and RetryMax, with ±20% jitter (Postfix's model). The waits
+// double as the message ages, and depend on its age only: attempts that
+// a flush caused do not push the next retry out.
+func backoff(age time.Duration, cfg Config) time.Duration {
+	d := min(max(age, cfg.RetryInitial), cfg.RetryMax)
 	jitter := 0.8 + 0.4*rand.Float64()
 	return time.Duration(float64(d) * jitter)
 }
