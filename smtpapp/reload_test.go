@@ -285,3 +285,31 @@ func sendOverConn(c net.Conn, prefix string, n int) ([]string, error) {
 	fmt.Fprintf(c, "QUIT\r\n")
 	return ids, expect("221")
 }
+
+// TestReloadRefusesStoreChange: a reload that would change the store of
+// the spool in use fails with a clear error, and the running config (and
+// its queue) goes on.
+func TestReloadRefusesStoreChange(t *testing.T) {
+	e := newTestEnv(t)
+	cfg := func(store string) map[string]any {
+		return e.config(map[string]any{
+			"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}}}},
+			"queue":   map[string]any{"path": e.spool, "store": store},
+		})
+	}
+	app := e.load(cfg("segments"))
+	raw, _ := json.Marshal(cfg("files"))
+	err := caddy.Load(raw, true)
+	if err == nil || !strings.Contains(err.Error(), "a config reload cannot change it to files") {
+		t.Fatalf("reload to another store: %v", err)
+	}
+	if running := runningApp(t); running != app || app.TestQueue() == nil {
+		t.Fatal("the old config does not run any more")
+	}
+	d := dial(t, addrsOf(app, "mx")[0])
+	d.expect("220")
+	d.cmd("EHLO client.example", "250")
+	if r := d.sendMail("a@sender.test", "u@example.test", "Subject: still\r\n\r\nhere"); !strings.HasPrefix(r, "250") {
+		t.Fatalf("after the refused reload: %q", r)
+	}
+}

@@ -123,6 +123,7 @@ var queues = caddy.NewUsagePool()
 type pooledQueue struct {
 	q     *queue.Queue
 	grace time.Duration
+	store string // the store module's ID
 }
 
 // Destruct stops the scheduler when no config uses the spool any more.
@@ -249,7 +250,11 @@ func deliveryReason(err error) string {
 // this config's routes in force.
 func (a *App) startQueue() error {
 	logger := a.logger.Named("queue")
-	val, _, err := queues.LoadOrNew(a.Queue.Path, func() (caddy.Destructor, error) {
+	storeID := ""
+	if m, ok := a.Queue.opener.(caddy.Module); ok {
+		storeID = string(m.CaddyModule().ID)
+	}
+	val, loaded, err := queues.LoadOrNew(a.Queue.Path, func() (caddy.Destructor, error) {
 		store, err := a.Queue.opener.OpenStore(StoreEnv{Dir: a.Queue.Path, Logger: logger, MinFree: a.Queue.MinFree})
 		if err != nil {
 			return nil, err
@@ -259,12 +264,20 @@ func (a *App) startQueue() error {
 			store.Close()
 			return nil, err
 		}
-		return &pooledQueue{q: q, grace: time.Duration(a.GracePeriod)}, nil
+		return &pooledQueue{q: q, grace: time.Duration(a.GracePeriod), store: storeID}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
 	pq := val.(*pooledQueue)
+	if loaded && pq.store != storeID {
+		// A reload cannot swap the store of a spool that is open: the
+		// running one would go on, and the next start would find the
+		// other format. Refused, so the old config keeps running.
+		_, _ = queues.Delete(a.Queue.Path)
+		return fmt.Errorf("queue: the spool %s is open with store %s; a config reload cannot change it to %s (stop Caddy, let the spool drain or move it, then start with the new store)",
+			a.Queue.Path, strings.TrimPrefix(pq.store, "smtp.queue.stores."), strings.TrimPrefix(storeID, "smtp.queue.stores."))
+	}
 	pq.grace = time.Duration(a.GracePeriod)
 	a.queue = pq.q
 	a.detachQueue = pq.q.Attach(a, a.queueConfig(), logger)
