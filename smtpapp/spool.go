@@ -99,7 +99,8 @@ type QueueConfig struct {
 	// messages in the other format is refused (a segment spool whose
 	// segments are not empty counts as holding messages: after draining
 	// it, remove segments/ to switch back). A config reload that keeps the
-	// path keeps the store already open. Default: "segments".
+	// path keeps the store already open; one that names another store for
+	// it is refused (stop Caddy to switch). Default: "segments".
 	Store json.RawMessage `json:"store,omitempty" caddy:"namespace=smtp.queue.stores inline_key=module"`
 
 	opener StoreOpener // the loaded Store module
