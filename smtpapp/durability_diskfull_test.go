@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/emersion/go-smtp"
 )
@@ -45,23 +47,18 @@ func mountTmpfs(t *testing.T, size string) string {
 // gauge reads a gauge from Caddy's metrics registry.
 func gauge(t *testing.T, name string) float64 {
 	t.Helper()
-	ctx := caddy.ActiveContext()
-	families, err := ctx.GetMetricsRegistry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) > 0 {
-			return f.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("gauge %s not registered", name)
-	return 0
+	return metricValue(t, name, func(m *dto.Metric) float64 { return m.GetGauge().GetValue() })
 }
 
 // counter reads a counter without labels from the running config's
 // metrics registry.
 func counter(t *testing.T, name string) float64 {
+	t.Helper()
+	return metricValue(t, name, func(m *dto.Metric) float64 { return m.GetCounter().GetValue() })
+}
+
+// metricValue reads the first series of a metric family.
+func metricValue(t *testing.T, name string, value func(*dto.Metric) float64) float64 {
 	t.Helper()
 	ctx := caddy.ActiveContext()
 	families, err := ctx.GetMetricsRegistry().Gather()
@@ -70,10 +67,10 @@ func counter(t *testing.T, name string) float64 {
 	}
 	for _, f := range families {
 		if f.GetName() == name && len(f.GetMetric()) > 0 {
-			return f.GetMetric()[0].GetCounter().GetValue()
+			return value(f.GetMetric()[0])
 		}
 	}
-	t.Fatalf("counter %s not registered", name)
+	t.Fatalf("metric %s not registered", name)
 	return 0
 }
 
