@@ -316,7 +316,7 @@ func (m *MX) dialHost(ctx context.Context, host string, ips []net.IP, port strin
 		if !m.sources.Empty() {
 			opts.DialContext = m.sources.DialContext
 		}
-		conn, err := smtpclient.DialWith(ctx, addr, opts)
+		conn, err := tlsupgrade.Dial(ctx, addr, opts)
 		if err != nil {
 			last = err
 			continue

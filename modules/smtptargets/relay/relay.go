@@ -217,7 +217,7 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error) {
 	var errs queue.Errors
 	for _, h := range r.hosts {
-		conn, err := smtpclient.DialWith(ctx, h.addr, tlsupgrade.Options{
+		conn, err := tlsupgrade.Dial(ctx, h.addr, tlsupgrade.Options{
 			LocalName: r.localName, ServerName: h.name, Policy: tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)},
 			RootCAs: r.roots, ConnectTimeout: time.Duration(r.ConnectTimeout), CommandTimeout: time.Duration(r.Timeout),
 			ImplicitTLS: r.ImplicitTLS,

@@ -6,12 +6,10 @@ package smtpclient
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -270,25 +268,6 @@ func isASCII(s string) bool {
 
 // Result is the TLS outcome of the session's connection.
 func (s *Session) Result() tlsupgrade.Result { return s.conn.Result }
-
-// Dial opens one outbound connection with a TLS policy. Zero timeouts
-// take tlsupgrade's defaults; nil roots are the system roots.
-func Dial(ctx context.Context, addr, serverName, localName string, policy tlsupgrade.Policy, roots *x509.CertPool, connectTimeout, commandTimeout time.Duration) (*tlsupgrade.Conn, error) {
-	return DialWith(ctx, addr, tlsupgrade.Options{
-		LocalName:      localName,
-		ServerName:     serverName,
-		Policy:         policy,
-		RootCAs:        roots,
-		ConnectTimeout: connectTimeout,
-		CommandTimeout: commandTimeout,
-	})
-}
-
-// DialWith opens one outbound connection with all of tlsupgrade's options
-// (implicit TLS among them).
-func DialWith(ctx context.Context, addr string, opts tlsupgrade.Options) (*tlsupgrade.Conn, error) {
-	return tlsupgrade.Dial(ctx, addr, opts)
-}
 
 // Interface guards
 var _ queue.Session = (*Session)(nil)
