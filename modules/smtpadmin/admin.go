@@ -5,7 +5,6 @@ package smtpadmin
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
@@ -100,7 +100,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	for i, p := range parts {
 		s, err := url.PathUnescape(p)
 		if err != nil {
-			return apiError(http.StatusBadRequest, fmt.Errorf("path %q: %v", r.URL.EscapedPath(), err))
+			return adminhttp.Error(http.StatusBadRequest, fmt.Errorf("path %q: %v", r.URL.EscapedPath(), err))
 		}
 		parts[i] = s
 	}
@@ -120,7 +120,7 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case parts[0] == "quarantine":
 		return a.quarantine(w, r, parts[1:]) // quarantine.go
 	}
-	return apiError(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
+	return adminhttp.Error(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
 }
 
 func (a *adminAPI) listQueue(w http.ResponseWriter, r *http.Request) error {
@@ -128,7 +128,7 @@ func (a *adminAPI) listQueue(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, q.Snapshots())
+	return adminhttp.WriteJSON(w, q.Snapshots())
 }
 
 func (a *adminAPI) message(w http.ResponseWriter, r *http.Request, id string) error {
@@ -147,7 +147,7 @@ func (a *adminAPI) message(w http.ResponseWriter, r *http.Request, id string) er
 		if err != nil {
 			return queueError(err)
 		}
-		return writeJSON(w, ActionResult{ID: id, Deleted: true, Bounced: &n})
+		return adminhttp.WriteJSON(w, ActionResult{ID: id, Deleted: true, Bounced: &n})
 	}
 	withBody, err := boolParam(r, "body")
 	if err != nil {
@@ -157,7 +157,7 @@ func (a *adminAPI) message(w http.ResponseWriter, r *http.Request, id string) er
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, d)
+	return adminhttp.WriteJSON(w, d)
 }
 
 // messageDetail returns the view of a queued message, and its header
@@ -185,7 +185,7 @@ func messageDetail(q *queue.Queue, id string, withBody bool) (MessageDetail, []b
 
 func (a *adminAPI) messageAction(w http.ResponseWriter, r *http.Request, id, action string) error {
 	if action != "flush" && action != "hold" && action != "release" {
-		return apiError(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
+		return adminhttp.Error(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
 	}
 	if action == "flush" {
 		return a.flush(w, r, id)
@@ -205,7 +205,7 @@ func (a *adminAPI) messageAction(w http.ResponseWriter, r *http.Request, id, act
 	if err != nil {
 		return queueError(err)
 	}
-	return writeJSON(w, ActionResult{ID: id, Held: &held})
+	return adminhttp.WriteJSON(w, ActionResult{ID: id, Held: &held})
 }
 
 func (a *adminAPI) flush(w http.ResponseWriter, r *http.Request, id string) error {
@@ -217,7 +217,7 @@ func (a *adminAPI) flush(w http.ResponseWriter, r *http.Request, id string) erro
 	if err != nil {
 		return queueError(err)
 	}
-	return writeJSON(w, ActionResult{ID: id, Flushed: &n})
+	return adminhttp.WriteJSON(w, ActionResult{ID: id, Flushed: &n})
 }
 
 func (a *adminAPI) listDomains(w http.ResponseWriter, r *http.Request) error {
@@ -246,12 +246,12 @@ func (a *adminAPI) listDomains(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
-	return writeJSON(w, out) // sorted: HeldDomains is
+	return adminhttp.WriteJSON(w, out) // sorted: HeldDomains is
 }
 
 func (a *adminAPI) domainAction(w http.ResponseWriter, r *http.Request, domain, action string) error {
 	if action != "hold" && action != "release" {
-		return apiError(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
+		return adminhttp.Error(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
 	}
 	q, err := queueFor(w, r, http.MethodPost)
 	if err != nil {
@@ -259,7 +259,7 @@ func (a *adminAPI) domainAction(w http.ResponseWriter, r *http.Request, domain, 
 	}
 	d, err := queue.NormalizeDomain(domain)
 	if err != nil {
-		return apiError(http.StatusBadRequest, err)
+		return adminhttp.Error(http.StatusBadRequest, err)
 	}
 	held := action == "hold"
 	if held {
@@ -270,13 +270,13 @@ func (a *adminAPI) domainAction(w http.ResponseWriter, r *http.Request, domain, 
 	if err != nil {
 		return queueError(err)
 	}
-	return writeJSON(w, ActionResult{Domain: d, Held: &held})
+	return adminhttp.WriteJSON(w, ActionResult{Domain: d, Held: &held})
 }
 
 // queueFor checks the method of a request and returns the queue it acts
 // on.
 func queueFor(w http.ResponseWriter, r *http.Request, methods ...string) (*queue.Queue, error) {
-	if err := allow(w, r, methods...); err != nil {
+	if err := adminhttp.Allow(w, r, methods...); err != nil {
 		return nil, err
 	}
 	return activeQueue()
@@ -288,14 +288,14 @@ func activeQueue() (*queue.Queue, error) {
 	// app when the running config has none.
 	app, err := caddy.ActiveContext().AppIfConfigured("smtp")
 	if errors.Is(err, caddy.ErrNotConfigured) {
-		return nil, apiError(http.StatusNotFound, errors.New("no smtp app in the running config"))
+		return nil, adminhttp.Error(http.StatusNotFound, errors.New("no smtp app in the running config"))
 	}
 	if err != nil {
-		return nil, apiError(http.StatusInternalServerError, err)
+		return nil, adminhttp.Error(http.StatusInternalServerError, err)
 	}
 	a, ok := app.(*smtpapp.App)
 	if !ok || a.RunningQueue() == nil {
-		return nil, apiError(http.StatusNotFound, errors.New("the smtp app has no running queue"))
+		return nil, adminhttp.Error(http.StatusNotFound, errors.New("the smtp app has no running queue"))
 	}
 	return a.RunningQueue(), nil
 }
@@ -313,23 +313,7 @@ func queueError(err error) error {
 	case errors.Is(err, queue.ErrBusy), errors.Is(err, queue.ErrClosed):
 		status = http.StatusServiceUnavailable
 	}
-	return apiError(status, err)
-}
-
-func apiError(status int, err error) error {
-	return caddy.APIError{HTTPStatus: status, Err: err}
-}
-
-// allow answers 405 (with an Allow header) unless the request uses one of
-// the methods.
-func allow(w http.ResponseWriter, r *http.Request, methods ...string) error {
-	for _, m := range methods {
-		if r.Method == m {
-			return nil
-		}
-	}
-	w.Header().Set("Allow", strings.Join(methods, ", "))
-	return apiError(http.StatusMethodNotAllowed, fmt.Errorf("method not allowed: %s", r.Method))
+	return adminhttp.Error(status, err)
 }
 
 // boolParam reads a query parameter such as ?body=1; absent means false.
@@ -340,7 +324,7 @@ func boolParam(r *http.Request, name string) (bool, error) {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		return false, apiError(http.StatusBadRequest, fmt.Errorf("query parameter %s: %q is not a boolean", name, v))
+		return false, adminhttp.Error(http.StatusBadRequest, fmt.Errorf("query parameter %s: %q is not a boolean", name, v))
 	}
 	return b, nil
 }
@@ -351,11 +335,6 @@ func textOrBase64(b []byte) (text, b64 string) {
 		return string(b), ""
 	}
 	return "", base64.StdEncoding.EncodeToString(b)
-}
-
-func writeJSON(w http.ResponseWriter, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(v)
 }
 
 // Interface guards

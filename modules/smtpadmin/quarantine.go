@@ -29,6 +29,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
+
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/lists"
@@ -98,7 +100,7 @@ func (a *adminAPI) quarantine(w http.ResponseWriter, r *http.Request, parts []st
 	case len(parts) == 2 && parts[0] != "" && (parts[1] == "release" || parts[1] == "allow-sender"):
 		return a.quarantineAction(w, r, parts[0], parts[1])
 	}
-	return apiError(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
+	return adminhttp.Error(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
 }
 
 func (a *adminAPI) listQuarantine(w http.ResponseWriter, r *http.Request) error {
@@ -126,7 +128,7 @@ func (a *adminAPI) listQuarantine(w http.ResponseWriter, r *http.Request) error 
 		}
 		out.Total++
 	}
-	return writeJSON(w, out)
+	return adminhttp.WriteJSON(w, out)
 }
 
 // quarantinedMessage describes a quarantined message for the list; the
@@ -199,7 +201,7 @@ func (a *adminAPI) quarantined(w http.ResponseWriter, r *http.Request, id string
 		if _, err := q.Delete(ctx, id, false); err != nil {
 			return queueError(err)
 		}
-		return writeJSON(w, QuarantineResult{ID: id, Deleted: true})
+		return adminhttp.WriteJSON(w, QuarantineResult{ID: id, Deleted: true})
 	}
 	withBody, err := boolParam(r, "body")
 	if err != nil {
@@ -209,7 +211,7 @@ func (a *adminAPI) quarantined(w http.ResponseWriter, r *http.Request, id string
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, QuarantineDetail{MessageDetail: d, Subject: decodeHeader(parseHeader(header).Get("Subject"))})
+	return adminhttp.WriteJSON(w, QuarantineDetail{MessageDetail: d, Subject: decodeHeader(parseHeader(header).Get("Subject"))})
 }
 
 func (a *adminAPI) quarantineAction(w http.ResponseWriter, r *http.Request, id, action string) error {
@@ -232,7 +234,7 @@ func (a *adminAPI) quarantineAction(w http.ResponseWriter, r *http.Request, id, 
 	if err := q.Release(id); err != nil {
 		return queueError(err)
 	}
-	return writeJSON(w, res)
+	return adminhttp.WriteJSON(w, res)
 }
 
 // allowSender adds the envelope sender of a quarantined message, or with
@@ -243,24 +245,24 @@ func allowSender(r *http.Request, s queue.Snapshot) (lists.Entry, error) {
 		return lists.Entry{}, err
 	}
 	if s.From == "" {
-		return lists.Entry{}, apiError(http.StatusConflict, fmt.Errorf("message %s has the null sender: there is no sender to allow", s.ID))
+		return lists.Entry{}, adminhttp.Error(http.StatusConflict, fmt.Errorf("message %s has the null sender: there is no sender to allow", s.ID))
 	}
 	e := lists.Entry{Kind: lists.KindSender, Value: s.From, Comment: "allowed from quarantined message " + s.ID}
 	if domain {
 		e.Kind, e.Value = lists.KindSenderDomain, queue.Domain(s.From)
 	}
 	if _, err := lists.Normalize(e); err != nil {
-		return lists.Entry{}, apiError(http.StatusConflict, fmt.Errorf("message %s: the sender cannot be allow listed: %w", s.ID, err))
+		return lists.Entry{}, adminhttp.Error(http.StatusConflict, fmt.Errorf("message %s: the sender cannot be allow listed: %w", s.ID, err))
 	}
 	cctx := caddy.ActiveContext()
 	if cctx.Context == nil {
-		return lists.Entry{}, apiError(http.StatusServiceUnavailable, errors.New("no config is running"))
+		return lists.Entry{}, adminhttp.Error(http.StatusServiceUnavailable, errors.New("no config is running"))
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminWait)
 	defer cancel()
 	e, err = lists.AddEntry(ctx, cctx.Storage(), lists.Allow, e)
 	if err != nil {
-		return lists.Entry{}, apiError(http.StatusInternalServerError, err)
+		return lists.Entry{}, adminhttp.Error(http.StatusInternalServerError, err)
 	}
 	return e, nil
 }
@@ -273,7 +275,7 @@ func quarantinedSnapshot(q *queue.Queue, id string) (queue.Snapshot, error) {
 		return s, queueError(err)
 	}
 	if s.State != queue.StateQuarantine {
-		return s, apiError(http.StatusNotFound, fmt.Errorf("message %s is not quarantined (state %s)", id, s.State))
+		return s, adminhttp.Error(http.StatusNotFound, fmt.Errorf("message %s is not quarantined (state %s)", id, s.State))
 	}
 	return s, nil
 }
@@ -286,7 +288,7 @@ func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi {
-		return 0, apiError(http.StatusBadRequest, fmt.Errorf("query parameter %s: %q is not a number from %d to %d", name, v, lo, hi))
+		return 0, adminhttp.Error(http.StatusBadRequest, fmt.Errorf("query parameter %s: %q is not a number from %d to %d", name, v, lo, hi))
 	}
 	return n, nil
 }

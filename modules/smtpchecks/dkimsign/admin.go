@@ -1,13 +1,12 @@
 package dkimsign
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 )
@@ -37,35 +36,34 @@ func (adminAPI) Routes() []caddy.AdminRoute {
 }
 
 func serve(w http.ResponseWriter, r *http.Request) error {
-	ctx := caddy.ActiveContext()
-	if ctx.Context == nil {
-		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: errors.New("no config is running (Caddy may still be starting it)")}
+	st, err := adminhttp.ActiveStorage()
+	if err != nil {
+		return err
 	}
-	st := ctx.Storage()
 	path := strings.TrimPrefix(r.URL.Path, "/smtp/dkim/")
 	switch {
 	case path == "records":
 		if r.Method != http.MethodGet {
-			return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+			return adminhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
 		}
 		recs, err := records(r, st)
 		if err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+			return adminhttp.Error(http.StatusInternalServerError, err)
 		}
-		return writeJSON(w, recs)
+		return adminhttp.WriteJSON(w, recs)
 	case strings.HasSuffix(path, "/rotate"):
 		if r.Method != http.MethodPost {
-			return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
+			return adminhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
 		}
 		domain := strings.ToLower(strings.TrimSuffix(path, "/rotate"))
 		state, err := Rotate(r.Context(), st, domain, time.Now())
 		if err != nil {
-			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+			return adminhttp.Error(http.StatusBadRequest, err)
 		}
 		refreshRunning(r.Context())
-		return writeJSON(w, state)
+		return adminhttp.WriteJSON(w, state)
 	}
-	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no such resource: %s", r.URL.Path)}
+	return adminhttp.Error(http.StatusNotFound, fmt.Errorf("no such resource: %s", r.URL.Path))
 }
 
 // records returns the records of one domain (?domain=) or of all.
@@ -86,11 +84,6 @@ func records(r *http.Request, st certmagic.Storage) ([]Record, error) {
 		out = append(out, recs...)
 	}
 	return out, nil
-}
-
-func writeJSON(w http.ResponseWriter, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(v)
 }
 
 // Interface guards

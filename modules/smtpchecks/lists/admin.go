@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 )
@@ -56,7 +57,7 @@ const maxRequestBody = 64 << 10
 func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	list := strings.Trim(strings.TrimPrefix(r.URL.Path, "/smtp/lists"), "/")
 	if list != "" && !slices.Contains(Names, list) {
-		return apiError(http.StatusNotFound, fmt.Errorf("resource not found: %s (the lists are allow and block)", r.URL.Path))
+		return adminhttp.Error(http.StatusNotFound, fmt.Errorf("resource not found: %s (the lists are allow and block)", r.URL.Path))
 	}
 	methods := []string{http.MethodGet}
 	if list != "" {
@@ -64,9 +65,9 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	if !slices.Contains(methods, r.Method) {
 		w.Header().Set("Allow", strings.Join(methods, ", "))
-		return apiError(http.StatusMethodNotAllowed, fmt.Errorf("method not allowed: %s", r.Method))
+		return adminhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method not allowed: %s", r.Method))
 	}
-	st, err := activeStorage()
+	st, err := adminhttp.ActiveStorage()
 	if err != nil {
 		return err
 	}
@@ -76,15 +77,15 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case list == "":
 		l, err := loadLists(ctx, st)
 		if err != nil {
-			return apiError(http.StatusInternalServerError, err)
+			return adminhttp.Error(http.StatusInternalServerError, err)
 		}
-		return writeJSON(w, l)
+		return adminhttp.WriteJSON(w, l)
 	case r.Method == http.MethodGet:
 		entries, err := loadList(ctx, st, list)
 		if err != nil {
-			return apiError(http.StatusInternalServerError, err)
+			return adminhttp.Error(http.StatusInternalServerError, err)
 		}
-		return writeJSON(w, entries)
+		return adminhttp.WriteJSON(w, entries)
 	case r.Method == http.MethodPost:
 		return a.add(ctx, w, r, st, list)
 	default:
@@ -102,19 +103,19 @@ func (a *adminAPI) add(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		if err == nil {
 			err = errors.New("more than one object")
 		}
-		return apiError(http.StatusBadRequest, fmt.Errorf("request body: want {\"kind\": ..., \"value\": ..., \"comment\": ...}: %v", err))
+		return adminhttp.Error(http.StatusBadRequest, fmt.Errorf("request body: want {\"kind\": ..., \"value\": ..., \"comment\": ...}: %v", err))
 	}
 	if !e.Added.IsZero() {
-		return apiError(http.StatusBadRequest, errors.New("request body: added is set by the server"))
+		return adminhttp.Error(http.StatusBadRequest, errors.New("request body: added is set by the server"))
 	}
 	if _, err := Normalize(e); err != nil {
-		return apiError(http.StatusBadRequest, err)
+		return adminhttp.Error(http.StatusBadRequest, err)
 	}
 	e, err := AddEntry(ctx, st, list, e)
 	if err != nil {
-		return apiError(http.StatusInternalServerError, err)
+		return adminhttp.Error(http.StatusInternalServerError, err)
 	}
-	return writeJSON(w, e)
+	return adminhttp.WriteJSON(w, e)
 }
 
 // remove takes the entry given by ?kind= and ?value= out of a list and
@@ -123,7 +124,7 @@ func (a *adminAPI) remove(ctx context.Context, w http.ResponseWriter, r *http.Re
 	q := r.URL.Query()
 	e, err := Normalize(Entry{Kind: q.Get("kind"), Value: q.Get("value")})
 	if err != nil {
-		return apiError(http.StatusBadRequest, err)
+		return adminhttp.Error(http.StatusBadRequest, err)
 	}
 	err = updateList(ctx, st, list, func(entries []Entry) ([]Entry, error) {
 		i := find(entries, e.Kind, e.Value)
@@ -134,13 +135,13 @@ func (a *adminAPI) remove(ctx context.Context, w http.ResponseWriter, r *http.Re
 		return slices.Delete(entries, i, i+1), nil
 	})
 	if errors.Is(err, errNotListed) {
-		return apiError(http.StatusNotFound, fmt.Errorf("%s %s is not in the %s list", e.Kind, e.Value, list))
+		return adminhttp.Error(http.StatusNotFound, fmt.Errorf("%s %s is not in the %s list", e.Kind, e.Value, list))
 	}
 	if err != nil {
-		return apiError(http.StatusInternalServerError, err)
+		return adminhttp.Error(http.StatusInternalServerError, err)
 	}
 	reloadRunning(ctx)
-	return writeJSON(w, e)
+	return adminhttp.WriteJSON(w, e)
 }
 
 var errNotListed = errors.New("not listed")
@@ -148,24 +149,6 @@ var errNotListed = errors.New("not listed")
 // find returns the index of the entry with kind and value, or -1.
 func find(entries []Entry, kind, value string) int {
 	return slices.IndexFunc(entries, func(e Entry) bool { return e.Kind == kind && e.Value == value })
-}
-
-// activeStorage returns the storage of the running config.
-func activeStorage() (certmagic.Storage, error) {
-	ctx := caddy.ActiveContext()
-	if ctx.Context == nil {
-		return nil, apiError(http.StatusServiceUnavailable, errors.New("no config is running (Caddy may still be starting it)"))
-	}
-	return ctx.Storage(), nil
-}
-
-func apiError(status int, err error) error {
-	return caddy.APIError{HTTPStatus: status, Err: err}
-}
-
-func writeJSON(w http.ResponseWriter, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(v)
 }
 
 // Interface guards
