@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/instances"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"github.com/emersion/go-msgauth/dkim"
@@ -173,13 +175,13 @@ func (s *DKIMSign) Provision(ctx caddy.Context) error {
 	mctx, cancel := context.WithCancel(ctx)
 	s.cancel, s.done = cancel, make(chan struct{})
 	go s.maintain(mctx)
-	running.add(s)
+	running.Add(s)
 	return nil
 }
 
 // Cleanup stops the maintenance.
 func (s *DKIMSign) Cleanup() error {
-	running.remove(s)
+	running.Remove(s)
 	if s.cancel != nil {
 		s.cancel()
 		<-s.done
@@ -475,28 +477,11 @@ func (j *judge) Finish(context.Context) smtpapp.Verdict {
 
 // running are the provisioned checks, so that the admin API can make a
 // rotation take effect at once in this process.
-var running = &registry{checks: map[*DKIMSign]bool{}}
-
-type registry struct {
-	sync.Mutex
-	checks map[*DKIMSign]bool
-}
-
-func (r *registry) add(s *DKIMSign) { r.Lock(); r.checks[s] = true; r.Unlock() }
-
-func (r *registry) remove(s *DKIMSign) { r.Lock(); delete(r.checks, s); r.Unlock() }
+var running instances.Set[*DKIMSign]
 
 // refreshRunning refreshes every running check's domains now.
 func refreshRunning(ctx context.Context) {
-	running.Lock()
-	checks := make([]*DKIMSign, 0, len(running.checks))
-	for c := range running.checks {
-		checks = append(checks, c)
-	}
-	running.Unlock()
-	for _, c := range checks {
-		c.refreshAll(ctx)
-	}
+	running.Each(func(c *DKIMSign) { c.refreshAll(ctx) })
 }
 
 // Interface guards

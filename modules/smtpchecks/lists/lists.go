@@ -118,14 +118,14 @@ func (c *Check) Provision(ctx caddy.Context) error {
 	if err := c.read(ctx); err != nil {
 		return fmt.Errorf("lists: %w", err)
 	}
-	register(c)
+	running.Add(c)
 	go c.poll(ctx)
 	return nil
 }
 
 // poll re-reads the lists every ReloadInterval until the config stops.
 func (c *Check) poll(ctx caddy.Context) {
-	defer unregister(c)
+	defer running.Remove(c)
 	t := time.NewTicker(time.Duration(c.ReloadInterval))
 	defer t.Stop()
 	for {

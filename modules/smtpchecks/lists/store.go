@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
-	"sync"
 	"time"
+
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/instances"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -140,32 +141,9 @@ func AddEntry(ctx context.Context, st certmagic.Storage, list string, e Entry) (
 
 // running are the check instances of this process, re-read at once when
 // the admin API has changed a list.
-var running = struct {
-	sync.Mutex
-	checks map[*Check]struct{}
-}{checks: make(map[*Check]struct{})}
-
-func register(c *Check) {
-	running.Lock()
-	running.checks[c] = struct{}{}
-	running.Unlock()
-}
-
-func unregister(c *Check) {
-	running.Lock()
-	delete(running.checks, c)
-	running.Unlock()
-}
+var running instances.Set[*Check]
 
 // reloadRunning re-reads the lists of every check of this process.
 func reloadRunning(ctx context.Context) {
-	running.Lock()
-	checks := make([]*Check, 0, len(running.checks))
-	for c := range running.checks {
-		checks = append(checks, c)
-	}
-	running.Unlock()
-	for _, c := range checks {
-		c.reload(ctx)
-	}
+	running.Each(func(c *Check) { c.reload(ctx) })
 }
