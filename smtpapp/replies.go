@@ -54,6 +54,23 @@ var replyRewrites = map[string]string{
 	"500 5.5.4 Malformed AUTH parameter value\r\n":                            "501 5.5.4 Malformed AUTH parameter value\r\n",
 	"500 5.5.4 Malformed AUTH parameter mailbox\r\n":                          "501 5.5.4 Malformed AUTH parameter mailbox\r\n",
 	"500 5.5.2 Syntax errors, " + startTLSParam + " command unrecognized\r\n": "501 5.5.4 Syntax error: STARTTLS takes no parameters\r\n",
+	// Replies that are right but read oddly, or that RFC 4954 words
+	// otherwise (235 2.7.0; 501 5.5.2 for bad base64).
+	"250 2.0.0 I have successfully done nothing\r\n":         "250 2.0.0 OK\r\n",
+	"354 Go ahead. End your data with <CR><LF>.<CR><LF>\r\n": "354 Start mail input; end with <CRLF>.<CRLF>\r\n",
+	"235 2.0.0 Authentication succeeded\r\n":                 "235 2.7.0 Authentication successful\r\n",
+	"454 4.7.0 Invalid base64 data\r\n":                      "501 5.5.2 Cannot decode base64 data\r\n",
+	"421 4.4.2 Idle timeout, bye bye\r\n":                    "421 4.4.2 Idle timeout, closing connection\r\n",
+	"421 4.4.0 Connection error, sorry\r\n":                  "421 4.4.0 Connection error, closing connection\r\n",
+	"421 4.4.5 Too busy. Try again later.\r\n":               "421 4.3.2 Too many connections, try again later\r\n",
+}
+
+// replyPrefixRewrites replaces go-smtp's replies that quote the client:
+// the address is not repeated (RFC 5321 does not ask for it, and the
+// texts are go-smtp's jokes).
+var replyPrefixRewrites = []struct{ prefix, line string }{
+	{"250 2.0.0 Roger, accepting mail from <", "250 2.1.0 Sender OK\r\n"},
+	{"250 2.0.0 I'll make sure <", "250 2.1.5 Recipient OK\r\n"},
 }
 
 // startTLSReady is go-smtp's reply to STARTTLS; the bytes after it are TLS.
@@ -72,11 +89,20 @@ var maxRewritten = func() int {
 // writer that starts a line: the replacement if p is one of go-smtp's
 // fixed lines, p otherwise.
 func rewriteReply(p []byte) []byte {
-	if len(p) > maxRewritten || len(p) < 4 || p[0] < '5' {
+	if len(p) < 4 {
 		return p
 	}
-	if r, ok := replyRewrites[string(p)]; ok {
-		return []byte(r)
+	if len(p) <= maxRewritten {
+		if r, ok := replyRewrites[string(p)]; ok {
+			return []byte(r)
+		}
+	}
+	if p[0] == '2' {
+		for _, r := range replyPrefixRewrites {
+			if bytes.HasPrefix(p, []byte(r.prefix)) {
+				return []byte(r.line)
+			}
+		}
 	}
 	return p
 }

@@ -28,11 +28,11 @@ func TestReplyCodes(t *testing.T) {
 	clientTLS := &tls.Config{ServerName: testHost, RootCAs: e.rootPool()}
 
 	ehlo := replyStep{"EHLO client.example", "250"}
-	mail := replyStep{"MAIL FROM:<a@sender.test>", "250 2.0.0"}
-	rcpt := replyStep{"RCPT TO:<u@example.test>", "250 2.0.0"}
+	mail := replyStep{"MAIL FROM:<a@sender.test>", "250 2.1.0 Sender OK"}
+	rcpt := replyStep{"RCPT TO:<u@example.test>", "250 2.1.5 Recipient OK"}
 	startTLS := []replyStep{ehlo, {"STARTTLS", "220 2.0.0"}, {"<starttls>", ""}}
 	afterTLS := append(startTLS[:3:3], ehlo)
-	afterAuth := append(afterTLS[:4:4], replyStep{"<auth>", "235 2.0.0"})
+	afterAuth := append(afterTLS[:4:4], replyStep{"<auth>", "235 2.7.0 Authentication successful"})
 
 	// Each case: the state it starts from, then the command under test.
 	cases := []struct {
@@ -48,7 +48,7 @@ func TestReplyCodes(t *testing.T) {
 		{"greeting/BDAT", false, nil, replyStep{"BDAT 0 LAST", "503 5.5.1"}},
 		{"greeting/AUTH", false, nil, replyStep{"AUTH PLAIN", "503 5.5.1"}},
 		{"greeting/STARTTLS with parameter", false, nil, replyStep{"STARTTLS now", "501 5.5.4"}},
-		{"greeting/NOOP", false, nil, replyStep{"NOOP", "250 2.0.0"}},
+		{"greeting/NOOP", false, nil, replyStep{"NOOP", "250 2.0.0 OK"}},
 		{"greeting/RSET", false, nil, replyStep{"RSET", "250 2.0.0"}},
 		{"greeting/VRFY", false, nil, replyStep{"VRFY u", "252 2.5.0"}},
 		{"greeting/EXPN", false, nil, replyStep{"EXPN list", "502 5.5.1"}},
@@ -83,7 +83,7 @@ func TestReplyCodes(t *testing.T) {
 		// after RCPT
 		{"rcpt/MAIL again", false, []replyStep{ehlo, mail, rcpt}, replyStep{"MAIL FROM:<b@sender.test>", "503 5.5.1"}},
 		{"rcpt/DATA with parameter", false, []replyStep{ehlo, mail, rcpt}, replyStep{"DATA now", "501 5.5.4"}},
-		{"rcpt/DATA", false, []replyStep{ehlo, mail, rcpt, {"DATA", "354"}}, replyStep{"Subject: t\r\n\r\nhi\r\n.", "250 2.0.0"}},
+		{"rcpt/DATA", false, []replyStep{ehlo, mail, rcpt, {"DATA", "354 Start mail input; end with <CRLF>.<CRLF>"}}, replyStep{"Subject: t\r\n\r\nhi\r\n.", "250 2.0.0"}},
 		{"rcpt/BDAT", false, []replyStep{ehlo, mail, rcpt}, replyStep{"BDAT 18 LAST\r\nSubject: t\r\n\r\nhi", "250 2.0.0"}},
 		{"rcpt/BDAT then MAIL", false, []replyStep{ehlo, mail, rcpt, {"BDAT 4\r\nab", "250 2.0.0"}}, replyStep{"MAIL FROM:<b@sender.test>", "503 5.5.1"}},
 		{"rcpt/BDAT then DATA", false, []replyStep{ehlo, mail, rcpt, {"BDAT 4\r\nab", "250 2.0.0"}}, replyStep{"DATA", "503 5.5.1"}},
@@ -102,6 +102,7 @@ func TestReplyCodes(t *testing.T) {
 		{"tls/STARTTLS with parameter", false, afterTLS, replyStep{"STARTTLS x", "503 5.5.1"}},
 		{"tls/AUTH without mechanism", false, afterTLS, replyStep{"AUTH", "501 5.5.4"}},
 		{"tls/AUTH unknown mechanism", false, afterTLS, replyStep{"AUTH CRAM-MD5", "504 5.7.4"}},
+		{"tls/AUTH bad base64", false, afterTLS, replyStep{"AUTH PLAIN !!!!", "501 5.5.2 Cannot decode base64 data"}},
 		{"tls/RCPT", false, afterTLS, replyStep{"RCPT TO:<u@example.test>", "503 5.5.1"}},
 		{"tls/AUTH in a transaction", false, append(afterTLS[:4:4], mail), replyStep{"AUTH PLAIN", "503 5.5.1"}},
 		{"tls/MAIL again", false, append(afterTLS[:4:4], mail), replyStep{"MAIL FROM:<b@sender.test>", "503 5.5.1"}},
@@ -110,8 +111,8 @@ func TestReplyCodes(t *testing.T) {
 		// after AUTH
 		{"auth/AUTH again", false, afterAuth, replyStep{"AUTH PLAIN", "503 5.5.1"}},
 		{"auth/RCPT", false, afterAuth, replyStep{"RCPT TO:<x@elsewhere.test>", "503 5.5.1"}},
-		{"auth/relay", false, append(afterAuth[:5:5], replyStep{"MAIL FROM:<alice@example.test>", "250 2.0.0"}), replyStep{"RCPT TO:<x@elsewhere.test>", "250 2.0.0"}},
-		{"auth/MAIL again", false, append(afterAuth[:5:5], replyStep{"MAIL FROM:<alice@example.test>", "250 2.0.0"}), replyStep{"MAIL FROM:<alice@example.test>", "503 5.5.1"}},
+		{"auth/relay", false, append(afterAuth[:5:5], replyStep{"MAIL FROM:<alice@example.test>", "250 2.1.0"}), replyStep{"RCPT TO:<x@elsewhere.test>", "250 2.1.5"}},
+		{"auth/MAIL again", false, append(afterAuth[:5:5], replyStep{"MAIL FROM:<alice@example.test>", "250 2.1.0"}), replyStep{"MAIL FROM:<alice@example.test>", "503 5.5.1"}},
 
 		// implicit TLS, after EHLO
 		{"implicit/STARTTLS", true, []replyStep{ehlo}, replyStep{"STARTTLS", "503 5.5.1"}},

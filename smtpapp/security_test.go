@@ -84,7 +84,7 @@ func TestAuthOnlyOverTLS(t *testing.T) {
 	if !strings.Contains(ehlo, "AUTH PLAIN LOGIN") {
 		t.Fatalf("AUTH not offered after TLS: %q", ehlo)
 	}
-	d2.cmd("AUTH PLAIN "+plainAuth("alice@example.test", "s3cret"), "235 2.0.0")
+	d2.cmd("AUTH PLAIN "+plainAuth("alice@example.test", "s3cret"), "235 2.7.0")
 }
 
 func TestAuthPlainAndLoginWithCaddyHashes(t *testing.T) {
@@ -92,7 +92,7 @@ func TestAuthPlainAndLoginWithCaddyHashes(t *testing.T) {
 	addr := e.start(authServer(t, nil))[0]
 	// PLAIN against a bcrypt hash.
 	d, _ := e.tlsSession(t, addr)
-	d.cmd("AUTH PLAIN "+plainAuth("alice@example.test", "s3cret"), "235 2.0.0")
+	d.cmd("AUTH PLAIN "+plainAuth("alice@example.test", "s3cret"), "235 2.7.0")
 	// Authenticated: any domain may be reached; the message goes outbound.
 	d.cmd("MAIL FROM:<alice@example.test>", "250")
 	d.cmd("RCPT TO:<friend@elsewhere.test>", "250")
@@ -103,7 +103,7 @@ func TestAuthPlainAndLoginWithCaddyHashes(t *testing.T) {
 	d2, _ := e.tlsSession(t, addr)
 	d2.cmd("AUTH LOGIN", "334 "+base64.StdEncoding.EncodeToString([]byte("Username:")))
 	d2.cmd(base64.StdEncoding.EncodeToString([]byte("bob")), "334 "+base64.StdEncoding.EncodeToString([]byte("Password:")))
-	d2.cmd(base64.StdEncoding.EncodeToString([]byte("s3cret")), "235 2.0.0")
+	d2.cmd(base64.StdEncoding.EncodeToString([]byte("s3cret")), "235 2.7.0")
 	d2.cmd("MAIL FROM:<anyone@example.test>", "250") // bob may use @example.test
 	d2.cmd("RCPT TO:<x@elsewhere.test>", "250")
 	d2.cmd("RSET", "250")
@@ -112,7 +112,7 @@ func TestAuthPlainAndLoginWithCaddyHashes(t *testing.T) {
 	// LOGIN with the username as initial response.
 	d3, _ := e.tlsSession(t, addr)
 	d3.cmd("AUTH LOGIN "+base64.StdEncoding.EncodeToString([]byte("bob")), "334 "+base64.StdEncoding.EncodeToString([]byte("Password:")))
-	d3.cmd(base64.StdEncoding.EncodeToString([]byte("s3cret")), "235 2.0.0")
+	d3.cmd(base64.StdEncoding.EncodeToString([]byte("s3cret")), "235 2.7.0")
 }
 
 func TestAuthFailuresAndBruteForce(t *testing.T) {
@@ -381,5 +381,5 @@ func TestLayer4ProxyProtocolAndImplicitTLS(t *testing.T) {
 	if strings.Contains(ehlo, "STARTTLS") {
 		t.Fatalf("STARTTLS offered inside implicit TLS via layer4: %q", ehlo)
 	}
-	d.cmd("AUTH PLAIN "+plainAuth("alice@example.test", "s3cret"), "235 2.0.0")
+	d.cmd("AUTH PLAIN "+plainAuth("alice@example.test", "s3cret"), "235 2.7.0")
 }
