@@ -628,6 +628,9 @@ func (q *Queue) logRecipients(j *job, res []Result, session []zap.Field, took ti
 			zap.Duration("transfer", took),
 			zap.Int64("size", m.DataSize()),
 		)
+		if r.Err != nil {
+			fields = append(fields, zap.Error(r.Err)) // the whole chain, for us
+		}
 		fields = append(fields, session...)
 		if observe != nil {
 			observe(status, r.Err)
@@ -703,13 +706,30 @@ func notifyOn(notify []string, cond string) bool {
 func describeError(err error) (reply, enhanced string) {
 	var de *DeliveryError
 	if errors.As(err, &de) {
-		msg := de.Message
-		if de.Err != nil && !strings.Contains(msg, de.Err.Error()) {
-			msg += ": " + de.Err.Error()
-		}
-		return fmt.Sprintf("%d %s %s", de.Code, de.Enhanced, msg), de.Enhanced
+		return fmt.Sprintf("%d %s %s", de.Code, de.Enhanced, de.Message), de.Enhanced
 	}
-	return "451 4.0.0 " + err.Error(), "4.0.0"
+	return "451 4.3.0 Local delivery problem", "4.3.0"
+}
+
+// humanDuration writes d for people: "5 days", "4 hours", "90m".
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		if n := d / (24 * time.Hour); n != 1 {
+			return fmt.Sprintf("%d days", n)
+		}
+		return "1 day"
+	case d >= time.Hour && d%time.Hour == 0:
+		if n := d / time.Hour; n != 1 {
+			return fmt.Sprintf("%d hours", n)
+		}
+		return "1 hour"
+	}
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
 
 // expire bounces whatever is still pending of a message past MaxAge.
@@ -723,7 +743,7 @@ func (q *Queue) expire(e *entry, cfg Config) {
 		if last == "" {
 			last = "no delivery attempt was made"
 		}
-		r.LastReply = "Message expired after " + cfg.MaxAge.String() + "; last error: " + last
+		r.LastReply = "Message expired after " + humanDuration(cfg.MaxAge) + "; last error: " + last
 		r.Enhanced = "4.4.7"
 		r.DSNPending = reportsFailure(m, r, cfg)
 	}

@@ -246,7 +246,8 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			m.logger.Warn("MTA-STS policy discovery failed", zap.String("domain", domain), zap.Error(stsErr))
 		}
 	}
-	var errs queue.Errors
+	var errs queue.Errors         // for the log
+	var fails smtpclient.Failures // for the sender
 	tried, policyFailures := 0, 0
 	for _, h := range hosts {
 		if tried >= m.MaxAddresses {
@@ -259,6 +260,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 				// RFC 7672 2.1.1: a signed MX whose TLSA lookup fails
 				// must not be used without DANE.
 				errs = append(errs, err)
+				fails.Add(h.Host, err)
 				m.tlsReports.RecordResult(domain, tlsupgrade.Result{Policy: "dane", Failure: tlsupgrade.ResultDNSSECInvalid, FailureReason: err.Error()}, nil, h.Host)
 				policyFailures++
 				continue
@@ -268,6 +270,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 		policy, err := tlsupgrade.SelectPolicy(h.Host, d)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", h.Host, err))
+			fails.Add(h.Host, err)
 			var pe *tlsupgrade.PolicyError
 			if errors.As(err, &pe) {
 				m.tlsReports.RecordResult(domain, tlsupgrade.Result{Policy: string(d.Configured), Failure: pe.ResultType, FailureReason: pe.Err.Error()}, sts, h.Host)
@@ -278,6 +281,7 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 		ips, err := m.resolver.LookupIP(ctx, h.Host)
 		if err != nil {
 			errs = append(errs, err)
+			fails.Add(h.Host, err)
 			continue
 		}
 		ips = smtpclient.Interleave(ips)
@@ -297,13 +301,18 @@ func (m *MX) Open(ctx context.Context, dest string) (queue.Session, error) {
 			policyFailures++
 		}
 		errs = append(errs, err)
+		fails.Add(h.Host, err)
 	}
 	enhanced := "4.4.1"
 	if policyFailures > 0 && policyFailures == len(errs) {
 		enhanced = "4.7.5" // only TLS policy failures: a cryptographic failure
 	}
+	why := fails.String()
+	if why == "" {
+		why = "no MX host could be tried"
+	}
 	return nil, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: enhanced,
-		Message: "no MX host of " + domain + " answered within its TLS policy", Err: errs}
+		Message: "cannot deliver to " + domain + ": " + why, Err: errs}
 }
 
 // dialHost tries the addresses of one host in order.
@@ -342,7 +351,11 @@ func mxLookupError(domain string, err error) error {
 	case resolver.IsNotFound(err):
 		return &queue.DeliveryError{Code: 550, Enhanced: "5.1.2", Message: "no mail host for " + domain, Err: err}
 	}
-	return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.3", Message: "DNS lookup for " + domain + " failed", Err: err}
+	msg := "DNS lookup for " + domain + " failed"
+	if re, ok := errors.AsType[*resolver.Error](err); ok {
+		msg = smtpclient.DescribeDNS(re)
+	}
+	return &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.3", Message: msg, Err: err}
 }
 
 // storageStore keeps MTA-STS policies in Caddy's storage, so that a fleet
