@@ -139,6 +139,20 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:4",
 		},
 		{
+			name: "relay trust_pool of an unknown source",
+			caddyfile: `{
+	smtp {
+		route example.com {
+			relay backend.example.com {
+				trust_pool pki_rot local
+			}
+		}
+	}
+}`,
+			wantErr:  "trust_pool: getting module named 'tls.ca_pool.source.pki_rot'",
+			wantLine: "Caddyfile:5",
+		},
+		{
 			name: "dkim max_signatures not a number",
 			caddyfile: `{
 	smtp {

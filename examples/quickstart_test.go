@@ -67,6 +67,9 @@ func TestQuickstartTwoTLSHops(t *testing.T) {
 	storage := filepath.Join(dir, "storage")
 	cfg["storage"] = map[string]any{"module": "file_system", "root": storage}
 	cfg["admin"] = map[string]any{"disabled": true}
+	logFile := filepath.Join(dir, "log.json")
+	cfg["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
+		"level": "INFO", "writer": map[string]any{"output": "file", "filename": logFile}, "encoder": map[string]any{"format": "json"}}}}
 	cfg["apps"].(map[string]any)["smtp"].(map[string]any)["queue"] = map[string]any{"path": filepath.Join(dir, "queue")}
 	raw, _ := json.Marshal(cfg)
 	if err := caddy.Load(raw, true); err != nil {
@@ -113,5 +116,24 @@ func TestQuickstartTwoTLSHops(t *testing.T) {
 	}
 	if !strings.HasSuffix(text, msg) {
 		t.Fatalf("message changed in transit:\n%s", text)
+	}
+	// The relay hop verified the backend's certificate against the
+	// internal CA (trust_pool): no verification error in the log.
+	logged, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivery map[string]any
+	for _, line := range strings.Split(string(logged), "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) == nil && l["msg"] == "delivery" && l["relay"] == "localhost" {
+			delivery = l
+		}
+	}
+	if testing.Verbose() {
+		t.Logf("log:\n%s", logged)
+	}
+	if delivery == nil || delivery["status"] != "delivered" || delivery["tls_verified"] != true || delivery["tls_verify_error"] != nil {
+		t.Fatalf("delivery log line %v, want delivered with tls_verified true", delivery)
 	}
 }

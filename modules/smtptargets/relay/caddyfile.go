@@ -1,12 +1,15 @@
 package relay
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/cfopts"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // UnmarshalCaddyfile sets up the relay target from Caddyfile tokens, as
@@ -16,6 +19,7 @@ import (
 //	relay <host[:port]>... {
 //		tls             none|opportunistic|required|verify | implicit [verify|required]
 //		ca_file         <pem file>
+//		trust_pool      <ca pool source> [<args>...]
 //		auth            <username> <password>
 //		connect_timeout <duration>
 //		timeout         <duration>
@@ -76,6 +80,11 @@ func (r *Relay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r.CAFile = a[0]
 			return nil
 		}),
+		"trust_pool": cfopts.Opt(1, -1, func(a []string) error {
+			raw, err := trustPool(d.File(), d.Line(), a)
+			r.TrustPool = raw
+			return err
+		}),
 	})
 	if err != nil {
 		return err
@@ -95,3 +104,20 @@ func checkRelayHost(h string) error {
 
 // Interface guards
 var _ caddyfile.Unmarshaler = (*Relay)(nil)
+
+// trustPool builds the JSON of a tls.ca_pool.source module from its
+// one-line Caddyfile form, e.g. `pki_root local` or `file ca.pem`, as
+// Caddy's own trust_pool options do.
+func trustPool(file string, line int, args []string) (json.RawMessage, error) {
+	tokens := make([]caddyfile.Token, len(args))
+	for i, a := range args {
+		tokens[i] = caddyfile.Token{File: file, Line: line, Text: a}
+	}
+	d := caddyfile.NewDispenser(tokens)
+	d.Next() // at the module name, where UnmarshalModule starts
+	mod, err := caddyfile.UnmarshalModule(d, "tls.ca_pool.source."+args[0])
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(mod, "provider", args[0], nil), nil
+}

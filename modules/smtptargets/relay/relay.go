@@ -5,6 +5,7 @@ package relay
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
@@ -55,6 +57,13 @@ type Relay struct {
 	// CAFile is a PEM bundle of extra roots to trust at the verify level,
 	// e.g. a customer's private CA. Default: the system roots only.
 	CAFile string `json:"ca_file,omitempty"`
+
+	// TrustPool adds the roots of a Caddy CA pool source (module namespace
+	// `tls.ca_pool.source`) to those trusted at the verify level, for
+	// example `{"provider": "pki_root", "authority": ["local"]}`: the root of
+	// Caddy's own internal CA, when the relay host's certificate comes from
+	// it (a second Caddy, or this one). Default: none.
+	TrustPool json.RawMessage `json:"trust_pool,omitempty" caddy:"namespace=tls.ca_pool.source inline_key=provider"`
 
 	// Auth logs in to the relay with SMTP AUTH (PLAIN, or LOGIN if the
 	// server offers only that). It needs tls verify: credentials are only
@@ -99,7 +108,7 @@ func (Relay) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision checks and prepares the configuration.
-func (r *Relay) Provision(caddy.Context) error {
+func (r *Relay) Provision(ctx caddy.Context) error {
 	if len(r.Hosts) == 0 {
 		return errors.New("relay: at least one host is required")
 	}
@@ -116,6 +125,11 @@ func (r *Relay) Provision(caddy.Context) error {
 	var err error
 	if r.roots, err = tlsupgrade.LoadRoots(r.CAFile); err != nil {
 		return fmt.Errorf("relay: ca_file: %w", err)
+	}
+	if len(r.TrustPool) > 0 {
+		if r.roots, err = addTrustPool(ctx, r, r.roots); err != nil {
+			return fmt.Errorf("relay: trust_pool: %w", err)
+		}
 	}
 	if r.ConnectTimeout < 0 || r.Timeout < 0 {
 		return errors.New("relay: timeouts must not be negative")
@@ -215,7 +229,8 @@ func (r *Relay) Open(ctx context.Context, _ string) (queue.Session, error) {
 // connect dials the relay hosts in order and logs in to the first that
 // answers.
 func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error) {
-	var errs queue.Errors
+	var errs queue.Errors         // for the log
+	var fails smtpclient.Failures // for the sender: no names of relay hosts
 	for _, h := range r.hosts {
 		conn, err := tlsupgrade.Dial(ctx, h.addr, tlsupgrade.Options{
 			LocalName: r.localName, ServerName: h.name, Policy: tlsupgrade.Policy{Level: tlsupgrade.Level(r.TLS)},
@@ -224,6 +239,7 @@ func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error
 		})
 		if err != nil {
 			errs = append(errs, err)
+			fails.Add("", err)
 			continue
 		}
 		if err := r.login(conn, h.name); err != nil {
@@ -233,7 +249,40 @@ func (r *Relay) connect(ctx context.Context) (*tlsupgrade.Conn, relayHost, error
 		return conn, h, nil
 	}
 	return nil, relayHost{}, &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.4.1",
-		Message: "no relay host answered", Err: errs}
+		Message: "relay host not reachable: " + fails.String(), Err: errs}
+}
+
+// addTrustPool loads the CA pool source of r.TrustPool and adds its roots
+// to roots (nil: the system roots).
+func addTrustPool(ctx caddy.Context, r *Relay, roots *x509.CertPool) (*x509.CertPool, error) {
+	var src struct {
+		Provider string `json:"provider"`
+	}
+	_ = json.Unmarshal(r.TrustPool, &src)
+	if strings.HasPrefix(src.Provider, "pki_") {
+		// The pki sources want the pki app running; load it (with its
+		// default CA "local") as Caddy's internal issuer does.
+		if _, err := ctx.App("pki"); err != nil {
+			return nil, err
+		}
+	}
+	mod, err := ctx.LoadModule(r, "TrustPool")
+	if err != nil {
+		return nil, err
+	}
+	certs, ok := mod.(caddytls.CertificateProvider)
+	if !ok {
+		return nil, fmt.Errorf("%T does not list its certificates, so they cannot be added to the system roots", mod)
+	}
+	if roots == nil {
+		if roots, err = x509.SystemCertPool(); err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+	}
+	for _, c := range certs.Certificates() {
+		roots.AddCert(c)
+	}
+	return roots, nil
 }
 
 // ProbeRecipient implements smtpapp.RecipientProber: it asks the first
