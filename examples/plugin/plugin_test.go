@@ -28,7 +28,7 @@ func TestOutOfTreeTargetAndMatcher(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
-		"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+		"storage": map[string]any{"module": "file_system", "root": testutil.StorageDir(t)},
 		"apps": map[string]any{"smtp": map[string]any{
 			"hostname":               "localhost",
 			"automatic_certificates": false,

@@ -122,7 +122,7 @@ func startGatewayWith(t *testing.T, check map[string]any, onServer bool) *gatewa
 	check["check"] = "milter"
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
-		"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+		"storage": map[string]any{"module": "file_system", "root": testutil.StorageDir(t)},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
 		"apps": map[string]any{"smtp": map[string]any{
 			"hostname": "mx.example.internal",

@@ -225,7 +225,7 @@ func startGateway(t *testing.T, rspamdURL string) *gateway {
 	}
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
-		"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+		"storage": map[string]any{"module": "file_system", "root": testutil.StorageDir(t)},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
 		"apps": map[string]any{"smtp": map[string]any{
 			"hostname": "mx.gateway.test",
@@ -419,7 +419,7 @@ func TestProvisionErrors(t *testing.T) {
 		dir := t.TempDir()
 		cfg := map[string]any{
 			"admin":   map[string]any{"disabled": true},
-			"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+			"storage": map[string]any{"module": "file_system", "root": testutil.StorageDir(t)},
 			"apps": map[string]any{"smtp": map[string]any{
 				"queue": map[string]any{"path": filepath.Join(dir, "spool")},
 				"servers": map[string]any{"mx": map[string]any{

@@ -37,7 +37,7 @@ func startGateway(t *testing.T, deliver map[string]any) *gateway {
 	deliver["target"] = "lmtp"
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true},
-		"storage": map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")},
+		"storage": map[string]any{"module": "file_system", "root": testutil.StorageDir(t)},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "WARN"}}},
 		"apps": map[string]any{
 			"pki": map[string]any{"certificate_authorities": map[string]any{"local": map[string]any{"install_trust": false}}},
