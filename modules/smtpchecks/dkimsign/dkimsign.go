@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/instances"
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/instances"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"

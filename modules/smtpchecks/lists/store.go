@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/internal/instances"
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/instances"
 
 	"github.com/caddyserver/certmagic"
 )

@@ -1,4 +1,4 @@
-// Package instances keeps the provisioned instances of a check module in
+// Package instances keeps the provisioned instances of a module in
 // this process, so that an admin API change (a list entry, a DKIM key
 // rotation) reaches them at once instead of at their next poll.
 package instances
