@@ -46,6 +46,9 @@ lists check, through the same admin API.
 "caddy smtp dkim ..." prints the DKIM records to publish and rotates the
 signing keys of the dkim_sign check, through the same admin API.
 
+"caddy smtp dns-records <domain>" prints the DNS records (MX, SPF, MTA-STS,
+TLS-RPT, TLSA, DKIM) that a mail domain should publish for the running config.
+
 "caddy smtp send ..." submits a test message to an SMTP server.
 
 "caddy smtp check-tls <domain>" shows the MX hosts of a domain, its MTA-STS

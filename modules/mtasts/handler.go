@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/instances"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
@@ -94,6 +95,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	sum := sha256.Sum256(text)
 	h.body, h.id = text, hex.EncodeToString(sum[:8])
+	running.Add(h)
 	ctx.Logger().Info("serving MTA-STS policy; publish the TXT record _mta-sts.<domain> with this id (change it whenever the policy changes)",
 		zap.String("txt", "v=STSv1; id="+h.id), zap.String("mode", h.Mode), zap.Strings("mx", h.MX))
 	return nil
@@ -101,6 +103,39 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ID returns the policy id for the TXT record.
 func (h *Handler) ID() string { return h.id }
+
+// Cleanup forgets the handler.
+func (h *Handler) Cleanup() error {
+	running.Remove(h)
+	return nil
+}
+
+// running are the provisioned handlers, for Policies.
+var running instances.Set[*Handler]
+
+// Policy is what a running handler publishes.
+type Policy struct {
+	// ID is the id of the `_mta-sts` TXT record.
+	ID   string
+	Mode string
+	MX   []string
+}
+
+// Policies returns the policies of the handlers in this process, each
+// once, for `caddy smtp dns-records`. While a config reload runs, the old
+// and the new config's may both be listed.
+func Policies() []Policy {
+	var out []Policy
+	seen := map[string]bool{}
+	running.Each(func(h *Handler) {
+		if !seen[h.id] {
+			seen[h.id] = true
+			out = append(out, Policy{ID: h.id, Mode: h.Mode, MX: h.MX})
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
 
 // ServeHTTP serves the policy.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
@@ -181,6 +216,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyfile.Unmarshaler       = (*Handler)(nil)
 )

@@ -22,6 +22,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/recipients"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/rspamd"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/spf"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpdns"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"
