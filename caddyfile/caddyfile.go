@@ -8,6 +8,11 @@
 //			quarantine_retention   <duration>
 //			automatic_certificates on|off
 //			reuse_certificate_keys
+//			tlsa_check off | {
+//				interval  <duration>
+//				warn      <duration>
+//				resolvers <ip[:port]>...
+//			}
 //
 //			server <name> {
 //				listen           <address> [starttls|implicit_tls|no_tls]
@@ -271,6 +276,11 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 				return nil, duplicateErr(d, "smtp")
 			}
 			app.Outbound, err = parseOutbound(d.NewFromNextSegment())
+		case "tlsa_check":
+			if app.TLSACheck != nil {
+				return nil, duplicateErr(d, "smtp")
+			}
+			app.TLSACheck, err = parseTLSACheck(d.NewFromNextSegment())
 		case "tls_reporting":
 			if app.TLSReporting != nil {
 				return nil, duplicateErr(d, "smtp")
@@ -543,6 +553,53 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 		}
 	}
 	return q, nil
+}
+
+// parseTLSACheck parses the `tlsa_check off | { ... }` segment.
+func parseTLSACheck(d *caddycf.Dispenser) (*smtpapp.TLSACheck, error) {
+	d.Next() // consume "tlsa_check"
+	c := new(smtpapp.TLSACheck)
+	if d.NextArg() {
+		if d.Val() != "off" || d.NextArg() {
+			return nil, d.Errf("tlsa_check takes 'off' or a block, not '%s'", d.Val())
+		}
+		c.Disabled = true
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if c.Disabled {
+			return nil, d.Err("tlsa_check off takes no block")
+		}
+		if seen[opt] {
+			return nil, d.Errf("duplicate smtp tlsa_check option '%s'", opt)
+		}
+		seen[opt] = true
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return nil, d.ArgErr()
+		}
+		switch opt {
+		case "interval", "warn":
+			if len(args) != 1 {
+				return nil, d.ArgErr()
+			}
+			v, err := caddy.ParseDuration(args[0])
+			if err != nil || v <= 0 {
+				return nil, d.Errf("tlsa_check %s: want a positive duration, got '%s'", opt, args[0])
+			}
+			if opt == "interval" {
+				c.Interval = caddy.Duration(v)
+			} else {
+				c.Warn = caddy.Duration(v)
+			}
+		case "resolvers":
+			c.Resolvers = args
+		default:
+			return nil, d.Errf("unrecognized smtp tlsa_check option '%s'", opt)
+		}
+	}
+	return c, nil
 }
 
 // parseTLSReporting parses the `tls_reporting { ... }` segment.

@@ -139,6 +139,18 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:4",
 		},
 		{
+			name: "tlsa_check interval not a duration",
+			caddyfile: `{
+	smtp {
+		tlsa_check {
+			interval often
+		}
+	}
+}`,
+			wantErr:  "tlsa_check interval: want a positive duration, got 'often'",
+			wantLine: "Caddyfile:4",
+		},
+		{
 			name: "relay trust_pool of an unknown source",
 			caddyfile: `{
 	smtp {

@@ -65,6 +65,11 @@ type App struct {
 	// (`reuse_private_keys`). Default: false (a new key at each renewal).
 	ReuseCertificateKeys bool `json:"reuse_certificate_keys,omitempty"`
 
+	// TLSACheck compares the TLSA records published for the servers'
+	// hostnames with their certificates and warns before a renewal would
+	// change a pinned key. Default: on, every 6 hours.
+	TLSACheck *TLSACheck `json:"tlsa_check,omitempty"`
+
 	// GracePeriod is how long a stop or a config reload waits for open SMTP
 	// sessions to finish before closing them. Sessions between transactions
 	// are asked to leave with `421 4.3.2` at their next MAIL command.
@@ -298,7 +303,7 @@ func (a *App) addKeyReusePolicy() error {
 	sort.Strings(names)
 	ap := &caddytls.AutomationPolicy{SubjectsRaw: names, ReusePrivateKeys: true}
 	if catchAll != nil {
-		ap.Issuers, ap.KeyType, ap.OnDemand = catchAll.Issuers, catchAll.KeyType, catchAll.OnDemand
+		ap.Issuers, ap.KeyType, ap.OnDemand, ap.RenewalWindowRatio = catchAll.Issuers, catchAll.KeyType, catchAll.OnDemand, catchAll.RenewalWindowRatio
 	}
 	if err := a.tlsApp.AddAutomationPolicy(ap); err != nil {
 		return fmt.Errorf("reuse_certificate_keys: adding automation policy for %v: %w", names, err)
@@ -416,6 +421,12 @@ func (a *App) Start() error {
 		}
 		started = append(started, srv)
 	}
+	names := make([]string, 0, len(a.names))
+	for n := range a.names {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	go a.tlsaLoop(names)
 	return nil
 }
 

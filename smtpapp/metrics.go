@@ -31,6 +31,8 @@ type metrics struct {
 	deliveries           *prometheus.CounterVec // result, tls, policy
 	tlsFallbacks         *prometheus.CounterVec // reason
 	deliveryResults      *prometheus.CounterVec // result, reason
+	tlsaMismatch         *prometheus.GaugeVec   // host
+	tlsaKeyChangePending *prometheus.GaugeVec   // host
 }
 
 const metricsNamespace = "caddy_smtp"
@@ -59,6 +61,10 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		deliveries:           counter("delivery_attempts_total", "Delivery attempts per recipient, by result (delivered, deferred, failed), TLS (tls, plaintext, local) and TLS policy.", "result", "tls", "policy"),
 		deliveryResults:      counter("delivery_results_total", "Outcomes of every recipient's delivery attempt, failed connections included, by result (delivered, deferred, bounced) and reason: none, connect, dns, timeout, tls_policy, tls_handshake, 4xx, 5xx, other.", "result", "reason"),
 		tlsFallbacks:         counter("tls_fallbacks_total", "Outbound sessions that ended in plaintext although TLS was wanted, by reason.", "reason"),
+		tlsaMismatch: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "tlsa_mismatch",
+			Help: "1 while the TLSA records published for a server's hostname do not match its certificate (DANE senders cannot deliver)."}, []string{"host"}),
+		tlsaKeyChangePending: f.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "tlsa_key_change_pending",
+			Help: "1 while only a TLSA 3 1 x record pins a server's certificate key and the next renewal will replace the key (no key reuse)."}, []string{"host"}),
 	}
 	f.NewCounterFunc(prometheus.CounterOpts{Namespace: metricsNamespace, Name: "quarantine_expired_total",
 		Help: "Quarantined messages deleted at the end of quarantine_retention (since the process started)."}, func() float64 {
