@@ -813,19 +813,32 @@ func (q *Queue) ReadBody(id string) ([]byte, error) {
 func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err error) {
 	q.mu.Lock()
 	e, ok := q.entries[id]
-	var headers string
-	var drop []string
+	var m Message
 	if ok {
-		headers, drop = e.msg.Headers, e.msg.DropHeaders
+		m = Message{ID: id, Headers: e.msg.Headers, DropHeaders: e.msg.DropHeaders}
 	}
 	q.mu.Unlock()
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	f, err := openWithHeaders(q.store, id, headers, drop)
+	header, body, err = ReadStored(q.store, &m, withBody)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
+	return header, body, err
+}
+
+// BodyOpener opens stored bodies: a Store, or a spool opened read-only.
+type BodyOpener interface {
+	OpenBody(id string) (io.ReadCloser, error)
+}
+
+// ReadStored returns the header section of a stored message as it is
+// delivered (with its Headers, without its DropHeaders), without the
+// empty line that ends it (at most 1 MiB), and with withBody what follows
+// that line.
+func ReadStored(o BodyOpener, m *Message, withBody bool) (header, body []byte, err error) {
+	f, err := openWithHeaders(o, m.ID, m.Headers, m.DropHeaders)
 	if err != nil {
 		return nil, nil, err
 	}

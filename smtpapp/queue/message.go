@@ -174,7 +174,7 @@ func (m *Message) OpenBody() (io.ReadCloser, error) {
 
 // openWithHeaders opens a stored body behind the given header fields,
 // without the fields named in drop.
-func openWithHeaders(s Store, id, headers string, drop []string) (io.ReadCloser, error) {
+func openWithHeaders(s BodyOpener, id, headers string, drop []string) (io.ReadCloser, error) {
 	rc, err := s.OpenBody(id)
 	if err != nil || headers == "" && len(drop) == 0 {
 		return rc, err
