@@ -1,6 +1,7 @@
 package cmdsmtp
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -300,27 +301,42 @@ func queueAction(action string) caddycmd.CommandFunc {
 		case len(sel.IDs) == 0 && !sel.All:
 			return 1, fmt.Errorf("give the IDs of the messages, or --all (with filters)")
 		}
-		var failed []smtpadmin.BulkError
-		code, err := callWith(fl, http.MethodPost, "/smtp/queue/"+action, sel, func(r smtpadmin.BulkResult) {
-			fmt.Printf("%s %d of %d message(s)", actionDone[action], r.Done, r.Matched)
-			if r.Skipped > 0 {
-				fmt.Printf(", %d skipped (held)", r.Skipped)
-			}
-			if sel.Bounce {
-				fmt.Printf(", DSNs queued for %d recipient(s)", r.Bounced)
-			}
-			fmt.Println()
-			failed = r.Errors
-		})
-		if err == nil && len(failed) > 0 {
-			msgs := make([]string, len(failed))
-			for i, f := range failed {
-				msgs[i] = f.ID + ": " + f.Error
-			}
-			return 1, fmt.Errorf("failed for %d message(s):\n  %s", len(failed), strings.Join(msgs, "\n  "))
-		}
-		return code, err
+		return bulkAction(fl, action, sel)
 	}
+}
+
+// bulkAction runs POST /smtp/queue/<action> and prints the counts (or the
+// JSON); it fails when the action failed for a message.
+func bulkAction(fl caddycmd.Flags, action string, sel smtpadmin.Selection) (int, error) {
+	uri := "/smtp/queue/" + action
+	body, err := adminRequest(fl, http.MethodPost, uri, sel)
+	if err != nil {
+		return 1, err
+	}
+	var r smtpadmin.BulkResult
+	if err := json.Unmarshal(body, &r); err != nil {
+		return 1, fmt.Errorf("decoding response of POST %s: %v", uri, err)
+	}
+	if fl.Bool("json") {
+		os.Stdout.Write(body)
+	} else {
+		fmt.Printf("%s %d of %d message(s)", actionDone[action], r.Done, r.Matched)
+		if r.Skipped > 0 {
+			fmt.Printf(", %d skipped (held)", r.Skipped)
+		}
+		if sel.Bounce {
+			fmt.Printf(", DSNs queued for %d recipient(s)", r.Bounced)
+		}
+		fmt.Println()
+	}
+	if len(r.Errors) == 0 {
+		return 0, nil
+	}
+	msgs := make([]string, len(r.Errors))
+	for i, e := range r.Errors {
+		msgs[i] = e.ID + ": " + e.Error
+	}
+	return 1, fmt.Errorf("failed for %d message(s):\n  %s", len(r.Errors), strings.Join(msgs, "\n  "))
 }
 
 // messageAction runs an action on one message through its endpoint.

@@ -19,6 +19,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
+	"github.com/caddy-smtp/caddy-smtp/modules/smtpadmin"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -352,6 +353,12 @@ func TestQueueCLI(t *testing.T) {
 	}
 	errOut = g.queueCmd(false, "hold", fromA[0], "NOSUCHMSG")
 	mustContain(t, "hold of a queued and an unknown ID", errOut, "caddy smtp queue: failed for 1 message(s):\n  NOSUCHMSG: no such message in the queue")
+	out, errOut = g.run(false, "smtp", "queue", "hold", fromA[0], "NOSUCHMSG", "--json", "--address", g.admin)
+	var bulk smtpadmin.BulkResult
+	if err := json.Unmarshal([]byte(out), &bulk); err != nil || bulk.Matched != 2 || bulk.Done != 1 ||
+		len(bulk.Errors) != 1 || bulk.Errors[0].ID != "NOSUCHMSG" || !strings.Contains(errOut, "failed for 1 message(s)") {
+		t.Errorf("hold --json of a queued and an unknown ID: %v %+v; stderr %s", err, bulk, errOut)
+	}
 	mustContain(t, "delete without IDs", g.queueCmd(false, "delete"), "caddy smtp queue: give the IDs of the messages, or --all")
 	mustContain(t, "filters without --all", g.queueCmd(false, "hold", "--from", "x@y.test"), "--all only")
 	g.queueCmd(true, "release", fromA[0])
