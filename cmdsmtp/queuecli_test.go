@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -359,6 +360,25 @@ func TestQueueCLI(t *testing.T) {
 		len(bulk.Errors) != 1 || bulk.Errors[0].ID != "NOSUCHMSG" || !strings.Contains(errOut, "failed for 1 message(s)") {
 		t.Errorf("hold --json of a queued and an unknown ID: %v %+v; stderr %s", err, bulk, errOut)
 	}
+	for body, want := range map[string]string{
+		`{"ids": ["X"], "all": true}`:        "not both",
+		`{}`:                                 "give the ids",
+		`{"all": true, "bounce": true}`:      "bounce applies to delete",
+		`{"all": true, "color": "red"}`:      "unknown field",
+		`{"all": true, "older_than": "x"}`:   "request body",
+		`{"ids": ["X"], "from": "a@b.test"}`: "not both",
+	} {
+		resp, err := http.Post("http://"+g.admin+"/smtp/queue/hold", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(raw), want) {
+			t.Errorf("POST /smtp/queue/hold %s: %d %s, want 400 with %q", body, resp.StatusCode, raw, want)
+		}
+	}
+	mustContain(t, "list --older-than garbage", g.queueCmd(false, "list", "--older-than", "soon"), `--older-than: "soon" is not a duration`)
 	mustContain(t, "delete without IDs", g.queueCmd(false, "delete"), "caddy smtp queue: give the IDs of the messages, or --all")
 	mustContain(t, "filters without --all", g.queueCmd(false, "hold", "--from", "x@y.test"), "--all only")
 	g.queueCmd(true, "release", fromA[0])
