@@ -514,6 +514,16 @@ func TestSpoolCLI(t *testing.T) {
 	if a, b := strip(listed), strip(copied); a != b {
 		t.Errorf("converted spool differs:\n%s\nwant\n%s", b, a)
 	}
+	// And back into a segment spool.
+	back := filepath.Join(g.dir, "back")
+	g.run(true, "smtp", "spool", "convert", converted, back, "--to", "segments")
+	out, _ = g.run(true, "smtp", "spool", "inspect", back, "--json")
+	if err := json.Unmarshal([]byte(out), &copied); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := strip(listed), strip(copied); a != b {
+		t.Errorf("spool converted back differs:\n%s\nwant\n%s", b, a)
+	}
 
 	g.start(g.config(converted, "files", g.maildir()))
 	g.queueCmd(true, "flush")
