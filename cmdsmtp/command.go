@@ -15,6 +15,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
+	"strings"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -74,10 +76,57 @@ func adminFlags(cmd *cobra.Command) {
 // subAdder returns a function that adds to cmd a subcommand that runs run.
 func subAdder(cmd *cobra.Command) func(use, short string, args cobra.PositionalArgs, run caddycmd.CommandFunc) *cobra.Command {
 	return func(use, short string, args cobra.PositionalArgs, run caddycmd.CommandFunc) *cobra.Command {
-		c := &cobra.Command{Use: use, Short: short, Args: args, RunE: caddycmd.WrapCommandFuncForCobra(run)}
+		c := &cobra.Command{Use: use, Short: short, Args: args, RunE: runE(run)}
 		cmd.AddCommand(c)
 		return c
 	}
+}
+
+// runE adapts a command function to cobra. Unlike
+// caddycmd.WrapCommandFuncForCobra it prints an error as one line for
+// humans, "caddy smtp queue: <message>", not as a JSON log entry.
+func runE(run caddycmd.CommandFunc) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		status, err := run(caddycmd.Flags{FlagSet: cmd.Flags()})
+		if err == nil && status != 0 {
+			err = fmt.Errorf("exit status %d", status)
+		}
+		if err != nil {
+			prefix := cmd.CommandPath()
+			if cmd.HasParent() {
+				prefix = cmd.Parent().CommandPath()
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", prefix, err)
+			cmd.SilenceErrors, cmd.SilenceUsage = true, true
+		}
+		return err
+	}
+}
+
+// apiErrorPrefix starts the errors of caddycmd.AdminAPIRequest for an
+// error status; the response body follows.
+var apiErrorPrefix = regexp.MustCompile(`^caddy responded with error: HTTP (\d{3}): `)
+
+// apiError turns an error of caddycmd.AdminAPIRequest into one for
+// humans: the message of an API error response with its status, or a hint
+// when nothing listens at the admin address.
+func apiError(err error, addr string) error {
+	msg := err.Error()
+	if m := apiErrorPrefix.FindStringSubmatch(msg); m != nil {
+		var body struct {
+			Error string `json:"error"`
+		}
+		text := strings.TrimSpace(msg[len(m[0]):])
+		if json.Unmarshal([]byte(text), &body) == nil && body.Error != "" {
+			text = body.Error
+		}
+		return fmt.Errorf("%s (HTTP %s)", text, m[1])
+	}
+	// AdminAPIRequest formats the dial error with %v: match its text.
+	if strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such file or directory") {
+		return fmt.Errorf("%s; is Caddy running? its admin endpoint is %s; use --address", msg, addr)
+	}
+	return err
 }
 
 // adminRequest calls the admin API of the running instance, with reqBody
@@ -99,7 +148,7 @@ func adminRequest(fl caddycmd.Flags, method, uri string, reqBody any) ([]byte, e
 	}
 	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, headers, r)
 	if err != nil {
-		return nil, err
+		return nil, apiError(err, addr)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

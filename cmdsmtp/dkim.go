@@ -44,14 +44,14 @@ The admin address comes from --address, else from the config named by
 		Use:   "records [domain]",
 		Short: "Prints the DNS records of the DKIM keys",
 		Args:  cobra.MaximumNArgs(1),
-		RunE:  caddycmd.WrapCommandFuncForCobra(cmdDKIMRecords),
+		RunE:  runE(cmdDKIMRecords),
 	}
 	records.Flags().String("cname-zone", "", "Print CNAME records pointing the selectors into this zone, and the TXT records there")
 	cmd.AddCommand(records, &cobra.Command{
 		Use:   "rotate <domain>",
 		Short: "Starts a rotation: new keys that sign once their records are seen in DNS",
 		Args:  cobra.ExactArgs(1),
-		RunE:  caddycmd.WrapCommandFuncForCobra(cmdDKIMRotate),
+		RunE:  runE(cmdDKIMRotate),
 	})
 	return cmd
 }

@@ -47,7 +47,7 @@ The admin address comes from --address, else from the config named by
 		Use:   "add <allow|block> <kind> <value>",
 		Short: "Adds an entry to a list (an existing entry gets the new comment)",
 		Args:  listArgs(3),
-		RunE:  caddycmd.WrapCommandFuncForCobra(cmdListsAdd),
+		RunE:  runE(cmdListsAdd),
 	}
 	add.Flags().String("comment", "", "Why the entry is there, for the administrators")
 	cmd.AddCommand(add,
@@ -55,13 +55,13 @@ The admin address comes from --address, else from the config named by
 			Use:   "remove <allow|block> <kind> <value>",
 			Short: "Removes an entry from a list",
 			Args:  listArgs(3),
-			RunE:  caddycmd.WrapCommandFuncForCobra(cmdListsRemove),
+			RunE:  runE(cmdListsRemove),
 		},
 		&cobra.Command{
 			Use:   "show [allow|block]",
 			Short: "Shows both lists, or one",
 			Args:  listArgs(0, 1),
-			RunE:  caddycmd.WrapCommandFuncForCobra(cmdListsShow),
+			RunE:  runE(cmdListsShow),
 		})
 	return cmd
 }

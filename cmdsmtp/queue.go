@@ -1,6 +1,7 @@
 package cmdsmtp
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
@@ -34,24 +36,85 @@ The admin address comes from --address, else from the config named by
 	}
 	adminFlags(cmd)
 	sub := subAdder(cmd)
-	sub("list", "Lists the queued messages", cobra.NoArgs, cmdList)
+	filterFlags(sub("list", "Lists the queued messages (all, or those the filters select)", cobra.NoArgs, cmdList))
 	show := sub("show <id>", "Shows a message's envelope, state and header", cobra.ExactArgs(1), cmdShow)
 	show.Flags().Bool("body", false, "Show the message body too")
-	sub("flush [<id>]", "Makes a message (or every message) due for delivery now", cobra.MaximumNArgs(1), cmdFlush)
-	del := sub("delete <id>", "Deletes a message", cobra.ExactArgs(1), cmdDelete)
-	del.Flags().Bool("bounce", false, "Send the sender a DSN for the recipients not delivered yet")
-	sub("hold <id>", "Stops delivering a message until it is released", cobra.ExactArgs(1), messageAction("hold"))
-	sub("release <id>", "Resumes delivering a held message, now", cobra.ExactArgs(1), messageAction("release"))
+	summary := sub("summary", "Counts the messages per recipient domain and age, like Postfix's qshape", cobra.NoArgs, cmdSummary)
+	filterFlags(summary)
+	summary.Flags().Bool("recipients", false, "Count pending recipients instead of messages")
+	for _, a := range []struct{ use, short string }{
+		{"flush", "Makes messages due for delivery now (no arguments: every message)"},
+		{"delete", "Deletes messages"},
+		{"hold", "Stops delivering messages until they are released"},
+		{"release", "Resumes delivering held messages, now"},
+		{"requeue", "Routes messages again and gives them a fresh attempt now, restarting their retry backoff (not their age)"},
+	} {
+		c := sub(a.use+" <id>... | --all [filters]", a.short, cobra.ArbitraryArgs, queueAction(a.use))
+		filterFlags(c)
+		c.Flags().Bool("all", false, "Act on every message that the filters select (quarantined ones only with --quarantined)")
+		if a.use == "delete" {
+			c.Flags().Bool("bounce", false, "Send the sender a DSN for the recipients not delivered yet")
+		}
+	}
 	sub("hold-domain <domain>", "Stops delivering to a recipient domain", cobra.ExactArgs(1), domainAction("hold"))
 	sub("release-domain <domain>", "Resumes delivering to a recipient domain, now", cobra.ExactArgs(1), domainAction("release"))
 	sub("domains", "Lists the held domains", cobra.NoArgs, cmdDomains)
 	return cmd
 }
 
+// filterFlags adds the flags that select messages (smtpadmin.Selection).
+func filterFlags(c *cobra.Command) {
+	c.Flags().String("from", "", "Only messages from this sender (an address, @domain, or <> for the null sender)")
+	c.Flags().String("to", "", "Only messages with this pending recipient (an address or @domain)")
+	c.Flags().String("domain", "", "Only messages with a pending recipient in this domain")
+	c.Flags().String("older-than", "", "Only messages queued for longer than this (90m, 2d)")
+	c.Flags().Bool("held", false, "Only messages held by an administrator")
+	c.Flags().Bool("quarantined", false, "Only quarantined messages (left out otherwise)")
+}
+
+// selection reads the filter flags; filtered reports whether any is set.
+func selection(fl caddycmd.Flags) (sel smtpadmin.Selection, filtered bool, err error) {
+	sel.From, sel.To, sel.Domain = fl.String("from"), fl.String("to"), fl.String("domain")
+	sel.Held, sel.Quarantined = fl.Bool("held"), fl.Bool("quarantined")
+	if s := fl.String("older-than"); s != "" {
+		d, err := caddy.ParseDuration(s)
+		if err != nil || d < 0 {
+			return sel, false, fmt.Errorf("--older-than: %q is not a duration", s)
+		}
+		sel.OlderThan = caddy.Duration(d)
+	}
+	filtered = sel.From != "" || sel.To != "" || sel.Domain != "" || sel.OlderThan != 0 || sel.Held || sel.Quarantined
+	return sel, filtered, nil
+}
+
+// filterQuery returns the filter flags as the query of a GET.
+func filterQuery(fl caddycmd.Flags) (string, error) {
+	sel, filtered, err := selection(fl)
+	if err != nil || !filtered {
+		return "", err
+	}
+	v := url.Values{}
+	for name, val := range map[string]string{"from": sel.From, "to": sel.To, "domain": sel.Domain, "older_than": fl.String("older-than")} {
+		if val != "" {
+			v.Set(name, val)
+		}
+	}
+	for name, on := range map[string]bool{"held": sel.Held, "quarantined": sel.Quarantined} {
+		if on {
+			v.Set(name, "1")
+		}
+	}
+	return "?" + v.Encode(), nil
+}
+
 func messagePath(id string) string { return "/smtp/queue/" + url.PathEscape(id) }
 
 func cmdList(fl caddycmd.Flags) (int, error) {
-	return call(fl, http.MethodGet, "/smtp/queue", func(msgs []queue.Snapshot) {
+	query, err := filterQuery(fl)
+	if err != nil {
+		return 1, err
+	}
+	return call(fl, http.MethodGet, "/smtp/queue"+query, func(msgs []queue.Snapshot) {
 		writeList(os.Stdout, msgs, time.Now())
 	})
 }
@@ -210,47 +273,130 @@ func writeText(w io.Writer, text, b64, what string) {
 	}
 }
 
-func cmdFlush(fl caddycmd.Flags) (int, error) {
-	uri := "/smtp/queue/flush"
-	if fl.NArg() == 1 {
-		uri = messagePath(fl.Arg(0)) + "/flush"
-	}
-	return call(fl, http.MethodPost, uri, func(r smtpadmin.ActionResult) {
-		n := 0
-		if r.Flushed != nil {
-			n = *r.Flushed
-		}
-		switch {
-		case r.ID != "" && n == 0:
-			fmt.Printf("%s is being delivered already\n", r.ID)
-		case r.ID != "":
-			fmt.Printf("%s is due now\n", r.ID)
-		default:
-			fmt.Printf("%d message(s) due now\n", n)
-		}
-	})
-}
+// actionDone is how the output of an action says that it was done.
+var actionDone = map[string]string{"flush": "due now", "delete": "deleted", "hold": "held", "release": "released", "requeue": "requeued"}
 
-func cmdDelete(fl caddycmd.Flags) (int, error) {
-	uri := messagePath(fl.Arg(0))
-	if fl.Bool("bounce") {
-		uri += "?bounce=1"
-	}
-	return call(fl, http.MethodDelete, uri, func(r smtpadmin.ActionResult) {
-		fmt.Printf("deleted %s\n", r.ID)
-		if fl.Bool("bounce") && r.Bounced != nil {
-			fmt.Printf("DSN to the sender queued for %d recipient(s)\n", *r.Bounced)
-		}
-	})
-}
-
-func messageAction(action string) caddycmd.CommandFunc {
-	done := map[string]string{"hold": "held", "release": "released"}[action]
+// queueAction runs an action on the messages given by ID, or with --all
+// on those the filters select: one ID through the message's own endpoint,
+// more through POST /smtp/queue/<action>. A flush without arguments makes
+// every message due, as before --all existed.
+func queueAction(action string) caddycmd.CommandFunc {
 	return func(fl caddycmd.Flags) (int, error) {
-		return call(fl, http.MethodPost, messagePath(fl.Arg(0))+"/"+action, func(r smtpadmin.ActionResult) {
-			fmt.Printf("%s %s\n", r.ID, done)
-		})
+		sel, filtered, err := selection(fl)
+		if err != nil {
+			return 1, err
+		}
+		sel.IDs, sel.All, sel.Bounce = fl.Args(), fl.Bool("all"), action == "delete" && fl.Bool("bounce")
+		switch {
+		case len(sel.IDs) > 0 && sel.All:
+			return 1, fmt.Errorf("give message IDs or --all, not both")
+		case filtered && !sel.All:
+			return 1, fmt.Errorf("the filters select messages with --all only")
+		case len(sel.IDs) == 1:
+			return messageAction(fl, action, sel.IDs[0], sel.Bounce)
+		case len(sel.IDs) == 0 && !sel.All && action == "flush":
+			return call(fl, http.MethodPost, "/smtp/queue/flush", func(r smtpadmin.ActionResult) {
+				fmt.Printf("%d message(s) due now\n", deref(r.Flushed))
+			})
+		case len(sel.IDs) == 0 && !sel.All:
+			return 1, fmt.Errorf("give the IDs of the messages, or --all (with filters)")
+		}
+		return bulkAction(fl, action, sel)
 	}
+}
+
+// bulkAction runs POST /smtp/queue/<action> and prints the counts (or the
+// JSON); it fails when the action failed for a message.
+func bulkAction(fl caddycmd.Flags, action string, sel smtpadmin.Selection) (int, error) {
+	uri := "/smtp/queue/" + action
+	body, err := adminRequest(fl, http.MethodPost, uri, sel)
+	if err != nil {
+		return 1, err
+	}
+	var r smtpadmin.BulkResult
+	if err := json.Unmarshal(body, &r); err != nil {
+		return 1, fmt.Errorf("decoding response of POST %s: %v", uri, err)
+	}
+	if fl.Bool("json") {
+		os.Stdout.Write(body)
+	} else {
+		fmt.Printf("%s %d of %d message(s)", actionDone[action], r.Done, r.Matched)
+		if r.Skipped > 0 {
+			fmt.Printf(", %d skipped (held)", r.Skipped)
+		}
+		if sel.Bounce {
+			fmt.Printf(", DSNs queued for %d recipient(s)", r.Bounced)
+		}
+		fmt.Println()
+	}
+	if len(r.Errors) == 0 {
+		return 0, nil
+	}
+	msgs := make([]string, len(r.Errors))
+	for i, e := range r.Errors {
+		msgs[i] = e.ID + ": " + e.Error
+	}
+	return 1, fmt.Errorf("failed for %d message(s):\n  %s", len(r.Errors), strings.Join(msgs, "\n  "))
+}
+
+// messageAction runs an action on one message through its endpoint.
+func messageAction(fl caddycmd.Flags, action, id string, bounce bool) (int, error) {
+	method, uri := http.MethodPost, messagePath(id)+"/"+action
+	if action == "delete" {
+		method, uri = http.MethodDelete, messagePath(id)
+		if bounce {
+			uri += "?bounce=1"
+		}
+	}
+	return call(fl, method, uri, func(r smtpadmin.ActionResult) {
+		switch {
+		case action == "flush" && deref(r.Flushed) == 0:
+			fmt.Printf("%s is being delivered already\n", r.ID)
+		case action == "delete":
+			fmt.Printf("deleted %s\n", r.ID)
+			if bounce {
+				fmt.Printf("DSN to the sender queued for %d recipient(s)\n", deref(r.Bounced))
+			}
+		default:
+			fmt.Printf("%s %s\n", r.ID, actionDone[action])
+		}
+	})
+}
+
+func deref(n *int) int {
+	if n == nil {
+		return 0
+	}
+	return *n
+}
+
+func cmdSummary(fl caddycmd.Flags) (int, error) {
+	query, err := filterQuery(fl)
+	if err != nil {
+		return 1, err
+	}
+	return call(fl, http.MethodGet, "/smtp/queue/summary"+query, func(s queue.Summary) {
+		writeSummary(os.Stdout, s, fl.Bool("recipients"))
+	})
+}
+
+// writeSummary prints a summary as qshape does: a row per domain (the
+// total first), a column per age.
+func writeSummary(w io.Writer, s queue.Summary, recipients bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "DOMAIN\tTOTAL\t%s\t\n", strings.Join(s.Buckets, "\t"))
+	for _, d := range append([]queue.DomainSummary{s.Total}, s.Domains...) {
+		total, cols := d.Messages, d.ByAge
+		if recipients {
+			total, cols = d.Recipients, d.RecipientsByAge
+		}
+		fmt.Fprintf(tw, "%s\t%d", d.Domain, total)
+		for _, n := range cols {
+			fmt.Fprintf(tw, "\t%d", n)
+		}
+		fmt.Fprintln(tw, "\t")
+	}
+	tw.Flush()
 }
 
 func domainAction(action string) caddycmd.CommandFunc {

@@ -276,7 +276,7 @@ func (a *App) startQueue() error {
 		// running one would go on, and the next start would find the
 		// other format. Refused, so the old config keeps running.
 		_, _ = queues.Delete(a.Queue.Path)
-		return fmt.Errorf("queue: the spool %s is open with store %s; a config reload cannot change it to %s (stop Caddy, let the spool drain or move it, then start with the new store)",
+		return fmt.Errorf("queue: the spool %s is open with store %s; a config reload cannot change it to %[3]s (stop Caddy, copy the spool with 'caddy smtp spool convert %[1]s <new-dir> --to %[3]s', point queue.path at the new spool and start Caddy)",
 			a.Queue.Path, strings.TrimPrefix(pq.store, "smtp.queue.stores."), strings.TrimPrefix(storeID, "smtp.queue.stores."))
 	}
 	pq.grace = time.Duration(a.GracePeriod)

@@ -29,13 +29,17 @@ func init() {
 // the running smtp app under /smtp/ on Caddy's admin endpoint (see
 // docs/admin-api.md).
 //
-//	GET    /smtp/queue                   list the queue
+//	GET    /smtp/queue[?filters]         list the queue (filters: see Selection)
+//	GET    /smtp/queue/summary[?filters] messages per domain and age
 //	POST   /smtp/queue/flush             make every message due now
+//	POST   /smtp/queue/<action>          delete, hold, release, flush or requeue
+//	                                     the messages a Selection names
 //	GET    /smtp/queue/<id>[?body=1]     envelope and header (and body)
 //	DELETE /smtp/queue/<id>[?bounce=1]   delete (and bounce to the sender)
 //	POST   /smtp/queue/<id>/flush        make one message due now
 //	POST   /smtp/queue/<id>/hold         stop delivering a message
 //	POST   /smtp/queue/<id>/release      resume it (due now)
+//	POST   /smtp/queue/<id>/requeue      route again, fresh attempt now
 //	GET    /smtp/domains                 held domains
 //	POST   /smtp/domains/<domain>/hold   stop delivering to a domain
 //	POST   /smtp/domains/<domain>/release
@@ -90,6 +94,8 @@ type ActionResult struct {
 	Flushed *int   `json:"flushed,omitempty"`
 	Held    *bool  `json:"held,omitempty"`
 	Deleted bool   `json:"deleted,omitempty"`
+	// Requeued is set when a message was requeued.
+	Requeued bool `json:"requeued,omitempty"`
 	// Bounced is the number of recipients the DSN of a deletion reports.
 	Bounced *int `json:"bounced,omitempty"`
 }
@@ -107,8 +113,10 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case len(parts) == 1 && parts[0] == "queue":
 		return a.listQueue(w, r)
-	case len(parts) == 2 && parts[0] == "queue" && parts[1] == "flush":
-		return a.flush(w, r, "")
+	case len(parts) == 2 && parts[0] == "queue" && parts[1] == "summary":
+		return a.summary(w, r)
+	case len(parts) == 2 && parts[0] == "queue" && bulkActions[parts[1]]:
+		return a.bulk(w, r, parts[1]) // bulk.go
 	case len(parts) == 2 && parts[0] == "queue" && parts[1] != "":
 		return a.message(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "queue" && parts[1] != "":
@@ -128,7 +136,14 @@ func (a *adminAPI) listQueue(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return adminhttp.WriteJSON(w, q.Snapshots())
+	f, filtered, err := queryFilter(r)
+	if err != nil || !filtered {
+		if err == nil {
+			err = adminhttp.WriteJSON(w, q.Snapshots())
+		}
+		return err
+	}
+	return adminhttp.WriteJSON(w, q.Select(f))
 }
 
 func (a *adminAPI) message(w http.ResponseWriter, r *http.Request, id string) error {
@@ -167,24 +182,30 @@ func messageDetail(q *queue.Queue, id string, withBody bool) (MessageDetail, []b
 	if err != nil {
 		return MessageDetail{}, nil, queueError(err)
 	}
-	d := MessageDetail{Snapshot: snap}
 	header, err := q.ReadHeader(id)
-	if err != nil {
-		return d, nil, queueError(err)
+	var body []byte
+	if err == nil && withBody {
+		body, err = q.ReadBody(id)
 	}
+	if err != nil {
+		return MessageDetail{Snapshot: snap}, nil, queueError(err)
+	}
+	return NewMessageDetail(snap, header, body, withBody), header, nil
+}
+
+// NewMessageDetail makes the view of a message from its snapshot, its
+// header section and, withBody, its body.
+func NewMessageDetail(snap queue.Snapshot, header, body []byte, withBody bool) MessageDetail {
+	d := MessageDetail{Snapshot: snap}
 	d.Headers, d.HeadersBase64 = textOrBase64(header)
 	if withBody {
-		body, err := q.ReadBody(id)
-		if err != nil {
-			return d, nil, queueError(err)
-		}
 		d.Body, d.BodyBase64 = textOrBase64(body)
 	}
-	return d, header, nil
+	return d
 }
 
 func (a *adminAPI) messageAction(w http.ResponseWriter, r *http.Request, id, action string) error {
-	if action != "flush" && action != "hold" && action != "release" {
+	if action != "flush" && action != "hold" && action != "release" && action != "requeue" {
 		return adminhttp.Error(http.StatusNotFound, fmt.Errorf("resource not found: %s", r.URL.Path))
 	}
 	if action == "flush" {
@@ -193,6 +214,14 @@ func (a *adminAPI) messageAction(w http.ResponseWriter, r *http.Request, id, act
 	q, err := queueFor(w, r, http.MethodPost)
 	if err != nil {
 		return err
+	}
+	if action == "requeue" {
+		ctx, cancel := context.WithTimeout(r.Context(), adminWait)
+		defer cancel()
+		if err := q.Requeue(ctx, id); err != nil {
+			return queueError(err)
+		}
+		return adminhttp.WriteJSON(w, ActionResult{ID: id, Requeued: true})
 	}
 	held := action == "hold"
 	if held {

@@ -646,6 +646,9 @@ type Snapshot struct {
 	AgeSeconds int64     `json:"age_seconds"`
 	// Attempts is the number of delivery rounds so far.
 	Attempts int `json:"attempts"`
+	// Requeued is when an administrator last requeued the message (its
+	// retry backoff counts from then); absent if never.
+	Requeued time.Time `json:"requeued,omitzero"`
 	// NextAttempt is when the next round is due; absent while the message
 	// is held or being delivered.
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
@@ -721,23 +724,44 @@ func (q *Queue) Snapshot(id string) (Snapshot, error) {
 
 // snapshot describes an entry; q.mu must be held.
 func (q *Queue) snapshot(e *entry, now time.Time) Snapshot {
-	m := e.msg
+	s := Describe(e.msg, q.admin.heldDomains, now)
+	if !q.idle(e) && s.State != StateQuarantine && s.State != StateHeld {
+		s.State = StateDelivering
+	}
+	s.NextAttempt = time.Time{}
+	if e.index >= 0 && s.State != StateDomainHeld {
+		s.NextAttempt = e.due
+	}
+	return s
+}
+
+// Describe describes a message as stored, for tools that read a spool
+// without running a queue (`caddy smtp spool inspect`): heldDomains are
+// the held recipient domains, the state is never delivering and
+// NextAttempt is the stored one (absent while the message is held).
+func Describe(m *Message, heldDomains map[string]bool, now time.Time) Snapshot {
 	s := Snapshot{
 		ID: m.ID, From: m.From, Size: m.Size, Arrived: m.Arrived,
 		AgeSeconds: int64(now.Sub(m.Arrived) / time.Second), Attempts: m.Attempts,
-		Held: m.Held, Server: m.Server, Client: m.Client,
+		Held: m.Held, Server: m.Server, Client: m.Client, Requeued: m.Requeued,
 		RequireTLS: m.RequireTLS, SMTPUTF8: m.SMTPUTF8, BodyType: m.Body, Ret: m.Ret, EnvID: m.EnvID,
 		Checks: m.Checks, Quarantine: m.Quarantine,
 		Recipients: make([]RecipientSnapshot, 0, len(m.Recipients)),
 	}
 	var failure string
+	pending, heldPending, dsnOwed := 0, 0, false
 	for _, r := range m.Recipients {
 		rs := RecipientSnapshot{Addr: r.Addr, Status: string(r.Status), LastReply: r.LastReply,
 			RemoteMTA: r.RemoteMTA, DSNPending: r.DSNPending}
+		dsnOwed = dsnOwed || r.DSNPending
 		switch r.Status {
 		case Pending:
 			rs.Status = "pending"
-			rs.Held = q.admin.heldDomains[Domain(r.Addr)]
+			rs.Held = heldDomains[Domain(r.Addr)]
+			pending++
+			if rs.Held {
+				heldPending++
+			}
 			if s.LastError == "" {
 				s.LastError = r.LastReply
 			}
@@ -756,17 +780,15 @@ func (q *Queue) snapshot(e *entry, now time.Time) Snapshot {
 		s.State = StateQuarantine
 	case m.Held:
 		s.State = StateHeld
-	case !q.idle(e):
-		s.State = StateDelivering
-	case q.onlyHeldDomains(m):
+	case pending > 0 && heldPending == pending && !dsnOwed: // as onlyHeldDomains
 		s.State = StateDomainHeld
 	case m.Attempts > 0:
 		s.State = StateDeferred
 	default:
 		s.State = StateQueued
 	}
-	if e.index >= 0 && s.State != StateDomainHeld {
-		s.NextAttempt = e.due
+	if s.State != StateHeld && s.State != StateQuarantine && s.State != StateDomainHeld {
+		s.NextAttempt = m.NextAttempt
 	}
 	return s
 }
@@ -791,19 +813,32 @@ func (q *Queue) ReadBody(id string) ([]byte, error) {
 func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err error) {
 	q.mu.Lock()
 	e, ok := q.entries[id]
-	var headers string
-	var drop []string
+	var m Message
 	if ok {
-		headers, drop = e.msg.Headers, e.msg.DropHeaders
+		m = Message{ID: id, Headers: e.msg.Headers, DropHeaders: e.msg.DropHeaders}
 	}
 	q.mu.Unlock()
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	f, err := openWithHeaders(q.store, id, headers, drop)
+	header, body, err = ReadStored(q.store, &m, withBody)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
+	return header, body, err
+}
+
+// BodyOpener opens stored bodies: a Store, or a spool opened read-only.
+type BodyOpener interface {
+	OpenBody(id string) (io.ReadCloser, error)
+}
+
+// ReadStored returns the header section of a stored message as it is
+// delivered (with its Headers, without its DropHeaders), without the
+// empty line that ends it (at most 1 MiB), and with withBody what follows
+// that line.
+func ReadStored(o BodyOpener, m *Message, withBody bool) (header, body []byte, err error) {
+	f, err := openWithHeaders(o, m.ID, m.Headers, m.DropHeaders)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -60,6 +60,9 @@ type Message struct {
 	Attempts int `json:"attempts,omitempty"`
 	// NextAttempt is when the message is next due.
 	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	// Requeued is when an administrator last requeued the message: its
+	// retry backoff counts from then, its maximum age still from Arrived.
+	Requeued time.Time `json:"requeued,omitzero"`
 	// Held is set while an administrator holds the message: it is not
 	// delivered (and does not expire) until released.
 	Held bool `json:"held,omitempty"`
@@ -171,7 +174,7 @@ func (m *Message) OpenBody() (io.ReadCloser, error) {
 
 // openWithHeaders opens a stored body behind the given header fields,
 // without the fields named in drop.
-func openWithHeaders(s Store, id, headers string, drop []string) (io.ReadCloser, error) {
+func openWithHeaders(s BodyOpener, id, headers string, drop []string) (io.ReadCloser, error) {
 	rc, err := s.OpenBody(id)
 	if err != nil || headers == "" && len(drop) == 0 {
 		return rc, err

@@ -818,7 +818,7 @@ func (q *Queue) finish(e *entry, cfg Config) {
 		q.mu.Unlock()
 		return
 	}
-	next := time.Now().Add(backoff(time.Since(m.Arrived), cfg))
+	next := time.Now().Add(backoff(time.Since(m.retryStart()), cfg))
 	m.NextAttempt = next
 	q.mu.Unlock()
 	if err := q.store.Save(m); err != nil {

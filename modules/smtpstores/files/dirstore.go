@@ -178,7 +178,11 @@ func (b *dirBody) Abort() {
 // Load implements queue.Store. Bodies without an envelope (a crash between the
 // two renames: never acknowledged) are removed; envelopes that cannot be
 // read are moved to corrupt/ and reported.
-func (s *Store) Load() ([]*queue.Message, error) {
+func (s *Store) Load() ([]*queue.Message, error) { return s.load(false) }
+
+// load is Load; readOnly leaves bodies without envelopes and unreadable
+// envelopes where they are.
+func (s *Store) load(readOnly bool) ([]*queue.Message, error) {
 	entries, err := os.ReadDir(filepath.Join(s.dir, "msg"))
 	if err != nil {
 		return nil, err
@@ -194,7 +198,7 @@ func (s *Store) Load() ([]*queue.Message, error) {
 	for _, e := range entries {
 		name := e.Name()
 		if id, ok := strings.CutSuffix(name, ".eml"); ok {
-			if !haveJSON[id] {
+			if !haveJSON[id] && !readOnly {
 				os.Remove(s.msgPath(id, ".eml"))
 			}
 			continue
@@ -206,10 +210,15 @@ func (s *Store) Load() ([]*queue.Message, error) {
 		m, err := s.readMessage(id)
 		if err != nil {
 			bad = append(bad, fmt.Sprintf("%s: %v", id, err))
-			s.quarantine(id)
+			if !readOnly {
+				s.quarantine(id)
+			}
 			continue
 		}
 		msgs = append(msgs, m)
+	}
+	if len(bad) > 0 && readOnly {
+		return msgs, fmt.Errorf("skipped %d unreadable messages: %s", len(bad), strings.Join(bad, "; "))
 	}
 	if len(bad) > 0 {
 		return msgs, fmt.Errorf("moved %d unreadable messages to %s: %s", len(bad),

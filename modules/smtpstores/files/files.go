@@ -23,7 +23,8 @@ func init() {
 //
 // A spool that still holds messages in the `segments` format (a
 // non-empty `segments/*.seg`) is refused: they would never be delivered.
-// After draining it with the segments store, remove `segments/` to switch.
+// Switch with `caddy smtp spool convert <dir> <new-dir> --to files` (Caddy
+// stopped), or drain it with the segments store and remove `segments/`.
 //
 // Its free-space reserve is `queue.min_free`. It has no options of its
 // own: `"store": "files"`, or `{"module": "files"}`.

@@ -23,8 +23,9 @@ func init() {
 // disk. Segments are deleted once their messages are delivered.
 //
 // A spool that still holds messages in the `files` format (`msg/*.json`)
-// is refused: they would never be delivered. Drain it with the files
-// store first.
+// is refused: they would never be delivered. Convert it with `caddy smtp
+// spool convert <dir> <new-dir> --to segments` (Caddy stopped), or drain
+// it with the files store first.
 //
 // Its free-space reserve is `queue.min_free`. It has no options of its
 // own: `"store": "segments"`, or `{"module": "segments"}`.

@@ -195,23 +195,10 @@ func (s *Store) segPath(seq uint64) string {
 // scan reads every segment, rebuilds the index and opens the last segment
 // for appending (creating the first one).
 func (s *Store) scan() error {
-	entries, err := os.ReadDir(filepath.Join(s.dir, "segments"))
+	seqs, err := segmentSeqs(s.dir)
 	if err != nil {
 		return err
 	}
-	var seqs []uint64
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".seg")
-		if !ok {
-			continue
-		}
-		seq, err := strconv.ParseUint(name, 16, 64)
-		if err != nil {
-			continue
-		}
-		seqs = append(seqs, seq)
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 	var bad []string
 	for i, seq := range seqs {
 		last := i == len(seqs)-1
@@ -249,6 +236,29 @@ func (s *Store) scan() error {
 		s.loadErr = fmt.Errorf("damaged spool segments (messages after the damage may be lost): %s", strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// segmentSeqs returns the numbers of the segments of the spool dir, in
+// order.
+func segmentSeqs(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(filepath.Join(dir, "segments"))
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".seg")
+		if !ok {
+			continue
+		}
+		seq, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			continue
+		}
+		seqs = append(seqs, seq)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	return seqs, nil
 }
 
 // scanSegment applies the records of one segment to the index. It returns

@@ -46,6 +46,7 @@ func RunQueueTests(t *testing.T, open OpenFunc) {
 		{"HoldWaitsForRunningDelivery", testHoldWaitsForRunningDelivery},
 		{"HoldDomainPersistsAcrossRestart", testHoldDomainPersistsAcrossRestart},
 		{"FlushMakesDeferredMessageDue", testFlushMakesDeferredMessageDue},
+		{"Requeue", testRequeue},
 		{"DeleteRemovesFromStore", testDeleteRemovesFromStore},
 		{"DeleteWithBounceQueuesDSN", testDeleteWithBounceQueuesDSN},
 		{"ReadHeaderAndBody", testReadHeaderAndBody},
