@@ -4,13 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"net/textproto"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,133 +15,11 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 
-	"github.com/caddy-smtp/caddy-smtp/internal/testdns"
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/standard"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
-
-// rspamdProc is a private rspamd started by a test.
-type rspamdProc struct {
-	url string
-	cmd *exec.Cmd
-}
-
-// startRspamd runs rspamd from the system's config with a private
-// local.d in a temporary directory: the normal worker (and the controller
-// and proxy, which cannot be left out) on free loopback ports, logs to the
-// console, DNS to a loopback server that knows nothing (no network
-// lookups), the modules that query the network disabled, and the test
-// patterns of GTUBE on (its "add header" and "rewrite subject" variants).
-// As root it runs as _rspamd (or nobody): rspamd refuses root.
-func startRspamd(t *testing.T) *rspamdProc {
-	t.Helper()
-	bin := testutil.RequireTool(t, "rspamd")
-	dns := testdns.Start(t)
-	// Not t.TempDir(): its parents are private to root, and rspamd
-	// drops privileges.
-	dir, err := os.MkdirTemp("", "rspamd-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	port := testutil.FreePort(t)
-	local := map[string]string{
-		"worker-normal.inc":     fmt.Sprintf("bind_socket = \"127.0.0.1:%d\";\n", port),
-		"worker-controller.inc": fmt.Sprintf("bind_socket = \"127.0.0.1:%d\";\n", testutil.FreePort(t)),
-		"worker-proxy.inc":      fmt.Sprintf("bind_socket = \"127.0.0.1:%d\";\n", testutil.FreePort(t)),
-		"logging.inc":           "type = \"console\";\nlevel = \"warning\";\n",
-		"options.inc": fmt.Sprintf("enable_test_patterns = true;\n"+
-			"dns { nameserver = [\"%s\"]; timeout = 0.5s; retransmits = 1; }\n", dns.Addr()),
-	}
-	// a header field for the milter block of the reply
-	local["milter_headers.conf"] = "use = [\"x-spamd-bar\"];\nskip_local = false;\nskip_authenticated = false;\n"
-	for _, m := range []string{"fuzzy_check", "rbl", "phishing", "asn", "mx_check", "emails", "url_redirector", "dkim_signing", "arc"} {
-		local[m+".conf"] = "enabled = false;\n"
-	}
-	for _, sub := range []string{"db", "run", "log", "etc/local.d"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, body := range local {
-		if err := os.WriteFile(filepath.Join(dir, "etc", "local.d", name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	args := []string{"-f", "-c", "/etc/rspamd/rspamd.conf",
-		"--var", "DBDIR=" + filepath.Join(dir, "db"), "--var", "RUNDIR=" + filepath.Join(dir, "run"),
-		"--var", "LOGDIR=" + filepath.Join(dir, "log"), "--var", "LOCAL_CONFDIR=" + filepath.Join(dir, "etc")}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("_rspamd")
-		if err != nil {
-			u, err = user.Lookup("nobody")
-		}
-		if err != nil {
-			t.Fatalf("no unprivileged user to run rspamd as: %v", err)
-		}
-		g, err := user.LookupGroupId(u.Gid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Chown(p, uid, gid)
-		}); err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "-u", u.Username, "-g", g.Name)
-	}
-	logPath := filepath.Join(t.TempDir(), "rspamd.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = testutil.ChildAttr()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &rspamdProc{url: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd}
-	t.Cleanup(func() {
-		p.signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("rspamd output (end):\n%s", tail(string(out), 40))
-		}
-	})
-	testutil.Eventually(t, 60*time.Second, "rspamd answering /ping", func() bool {
-		resp, err := http.Get(p.url + "/ping")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return p
-}
-
-// signal sends sig to rspamd's process group (its main process and its
-// workers).
-func (p *rspamdProc) signal(sig syscall.Signal) {
-	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
 
 // gtube is a message with one of rspamd's GTUBE patterns: X (reject), Y
 // (add header), Z (rewrite subject).
@@ -296,8 +170,8 @@ func queueID(reply string) string {
 // accepted by the fail-open server and deferred with 451 by the
 // fail-closed one.
 func TestRspamd(t *testing.T) {
-	rs := startRspamd(t)
-	g := startGateway(t, rs.url)
+	rs := testutil.StartRspamd(t)
+	g := startGateway(t, rs.URL)
 	mx := g.addr(t, "mx")
 
 	if r := send(t, mx, "spam@example.test", gtube("X", "gtube")); !strings.HasPrefix(r, "550 5.7.1 ") ||
@@ -363,7 +237,7 @@ func TestRspamd(t *testing.T) {
 	// answered; the timeouts decide.
 	// A message larger than what the socket buffers and our pipe hold
 	// must not hang the transfer either.
-	rs.signal(syscall.SIGSTOP)
+	rs.Signal(syscall.SIGSTOP)
 	start := time.Now()
 	if r := send(t, g.addr(t, "closed"), "frozen@example.test", cleanMessage); !strings.HasPrefix(r, "451 4.7.1 ") {
 		t.Errorf("fail closed, rspamd frozen: %q, want 451 4.7.1", r)
@@ -378,12 +252,12 @@ func TestRspamd(t *testing.T) {
 	if r := send(t, mx, "big@example.test", big); !strings.HasPrefix(r, "250 ") {
 		t.Errorf("fail open, rspamd frozen, 9 MB: %q, want 250", r)
 	}
-	rs.signal(syscall.SIGCONT)
-	rs.signal(syscall.SIGKILL)
-	_ = rs.cmd.Wait()
+	rs.Signal(syscall.SIGCONT)
+	rs.Signal(syscall.SIGKILL)
+	rs.Wait()
 	// Its workers die a moment after the main process.
 	testutil.Eventually(t, 10*time.Second, "rspamd's port closed", func() bool {
-		c, err := net.Dial("tcp", strings.TrimPrefix(rs.url, "http://"))
+		c, err := net.Dial("tcp", strings.TrimPrefix(rs.URL, "http://"))
 		if err == nil {
 			c.Close()
 		}
