@@ -139,14 +139,18 @@ func (h *Handler) stopDigests() {
 	}
 	h.cancel()
 	<-h.done
-	digesters.Lock()
-	delete(digesters.set, h)
-	digesters.Unlock()
 }
 
-// digestLoop sends the digests when they are due until ctx ends.
+// digestLoop sends the digests when they are due until ctx ends (a
+// Cleanup, or the end of the config's context when a load fails after
+// the handler's Provision).
 func (h *Handler) digestLoop(ctx context.Context) {
-	defer close(h.done)
+	defer func() {
+		digesters.Lock()
+		delete(digesters.set, h)
+		digesters.Unlock()
+		close(h.done)
+	}()
 	log := h.logger.Named("digest")
 	wait := digestStartDelay
 	for {

@@ -225,7 +225,8 @@ func parsePath(path string) page {
 
 // remoteIP is the client's address for the logs.
 func remoteIP(r *http.Request) string {
-	if ip, ok := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)[caddyhttp.ClientIPVarKey].(string); ok {
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if ip, ok := vars[caddyhttp.ClientIPVarKey].(string); ok {
 		return ip
 	}
 	return r.RemoteAddr
