@@ -40,6 +40,10 @@ func TestBrowser(t *testing.T) {
 	if err != nil || title != "Quarantine" {
 		t.Errorf("title %q (%v): a script of a subject ran, or the page is another", title, err)
 	}
+	// The style sheet loads under the page's CSP (style-src 'self').
+	if bg, err := chromedp.Run(ctx, chromedp.Evaluate[string](`getComputedStyle(document.querySelector("header")).backgroundColor`)); err != nil || bg != "rgb(36, 49, 63)" {
+		t.Errorf("header background %q (%v): the style sheet did not apply", bg, err)
+	}
 	list, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("table.list")))
 	if err != nil {
 		t.Fatal(err)

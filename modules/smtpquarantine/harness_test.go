@@ -33,7 +33,7 @@ import (
 type quarantiner struct{}
 
 func (quarantiner) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "smtp.checks.qweb_test_quarantine", New: func() caddy.Module { return new(quarantiner) }}
+	return caddy.ModuleInfo{ID: "smtp.checks.spam_test", New: func() caddy.Module { return new(quarantiner) }}
 }
 
 func (quarantiner) StartMessage(*smtpapp.MessageInput) smtpapp.MessageJudge { return &judge{} }
@@ -103,7 +103,7 @@ func start(t *testing.T, options func(web string) map[string]any) *env {
 				"queue":    map[string]any{"path": filepath.Join(dir, "spool"), "retry_initial": "50ms", "retry_max": "200ms"},
 				"servers": map[string]any{"mx": map[string]any{
 					"listen": []any{map[string]any{"address": "127.0.0.1:0", "tls": "off"}},
-					"checks": []any{map[string]any{"check": "qweb_test_quarantine"}},
+					"checks": []any{map[string]any{"check": "spam_test"}},
 				}},
 				"routes": []any{map[string]any{"domains": []string{"example.test", "example.org"},
 					"deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}}},
