@@ -46,21 +46,25 @@ func init() {
 type Handler struct {
 	// User is the placeholder that gives the authenticated user's ID.
 	// With forward_auth, name the header its copy_headers sets, such as
-	// `{http.request.header.Remote-User}`. Default:
-	// `{http.auth.user.id}` (basic_auth).
+	// `{http.request.header.Remote-User}` (only a header that the
+	// authentication sets: one a client could send itself would let it
+	// claim any user). Default: `{http.auth.user.id}` (basic_auth).
 	User string `json:"user,omitempty"`
 	// Admins are the users who see and act on every quarantined message.
+	// Default: none.
 	Admins []string `json:"admins,omitempty"`
 	// Users maps a user to the recipient addresses whose quarantined mail
 	// the user sees: `alice@example.com` or a whole domain `@example.com`.
 	// A user ID that is an address (contains `@`) sees that address
 	// without an entry. Anyone else (not an admin, no address) gets 403.
+	// Default: none.
 	Users map[string][]string `json:"users,omitempty"`
 	// PageSize is the number of messages on a page of the list. Default:
 	// 50.
 	PageSize int `json:"page_size,omitempty"`
 	// Digest, when set, mails every recipient with newly quarantined mail
-	// a list of it with signed links to release it (see Digest).
+	// a list of it with signed links to release it (see Digest). Default:
+	// no digests.
 	Digest *Digest `json:"digest,omitempty"`
 
 	ctx    caddy.Context
