@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"github.com/chromedp/cdproto/fetch"
@@ -17,10 +16,7 @@ import (
 // when the test ends.
 func Browser(t testing.TB) context.Context {
 	t.Helper()
-	path := os.Getenv("CHROMIUM")
-	if path == "" {
-		path = RequireTool(t, "chromium")
-	}
+	path := RequireTool(t, "chromium")
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(path),
 		chromedp.Headless,

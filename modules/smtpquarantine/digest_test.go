@@ -170,3 +170,22 @@ func TestDigest(t *testing.T) {
 		t.Errorf("the second digest: %s", next)
 	}
 }
+
+// TestDigestDomains: with domains, only recipients in them get digests.
+func TestDigestDomains(t *testing.T) {
+	e := start(t, func(web string) map[string]any {
+		return map[string]any{"digest": map[string]any{"base_url": web, "domains": []string{"example.test"}}}
+	})
+	e.send("one@sender.test", "bob@example.test", "Subject: first quarantine-me", "one")
+	e.send("two@sender.test", "carol@example.org", "Subject: second quarantine-me", "two")
+	now := time.Now()
+	if _, err := smtpquarantine.TriggerDigests(t.Context(), now.Add(-25*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := smtpquarantine.TriggerDigests(t.Context(), now); err != nil || n != 1 {
+		t.Fatalf("%d digests, %v; want 1 (bob's)", n, err)
+	}
+	if mail := e.waitMail("bob@example.test", 1)[0]; !strings.Contains(mail, "From: <postmaster@mx.example.test>") {
+		t.Errorf("the digest's default sender: %s", mail)
+	}
+}
