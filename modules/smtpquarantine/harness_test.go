@@ -156,7 +156,8 @@ func (e *env) load() {
 	testutil.WaitForPort(e.t, strings.TrimSuffix(strings.TrimPrefix(e.web, "http://"), "/"), 10*time.Second)
 }
 
-// send submits a message over SMTP and returns its queue ID.
+// send submits a message over SMTP (to: recipients separated by commas)
+// and returns its queue ID.
 func (e *env) send(from, to, header, body string) string {
 	e.t.Helper()
 	c, err := net.DialTimeout("tcp", e.smtp, 5*time.Second)
@@ -181,7 +182,9 @@ func (e *env) send(from, to, header, body string) string {
 	step(220, "")
 	step(250, "EHLO client.example")
 	step(250, "MAIL FROM:<%s>", from)
-	step(250, "RCPT TO:<%s>", to)
+	for _, rcpt := range strings.Split(to, ",") {
+		step(250, "RCPT TO:<%s>", rcpt)
+	}
 	step(354, "DATA")
 	w := tp.DotWriter()
 	fmt.Fprintf(w, "From: <%s>\r\nTo: <%s>\r\nDate: Thu, 3 Dec 2026 10:00:00 +0000\r\n%s\r\n\r\n%s", from, to, header, body)

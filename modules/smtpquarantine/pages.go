@@ -188,6 +188,7 @@ type messagePage struct {
 	Body       renderedBody
 	Token      string
 	CanAllow   bool
+	CanDelete  bool
 }
 
 func (h *Handler) serveMessage(w http.ResponseWriter, r *http.Request, p page, v *viewer) error {
@@ -211,7 +212,7 @@ func (h *Handler) serveMessage(w http.ResponseWriter, r *http.Request, p page, v
 		Msg: m, Recipients: v.recipients(m.Recipients), Checks: s.Checks,
 		Headers: strings.ToValidUTF8(string(header), "\uFFFD"),
 		Body:    renderBody(quarantineview.ParseHeader(header), body),
-		Token:   h.keys.csrfToken(v.user), CanAllow: s.From != ""}
+		Token:   h.keys.csrfToken(v.user), CanAllow: s.From != "", CanDelete: v.ownsAll(s)}
 	return h.render(w, http.StatusOK, "message", d)
 }
 
@@ -246,6 +247,9 @@ func (h *Handler) serveAction(w http.ResponseWriter, r *http.Request, p page, v 
 	q, s, err := h.visible(p, v)
 	if err != nil {
 		return h.failQueue(w, p, err)
+	}
+	if p.action == "delete" && !v.ownsAll(s) {
+		return h.fail(w, p, http.StatusForbidden, "This message is also addressed to others: only an admin may delete it. You may release it.")
 	}
 	if err := h.act(r.Context(), q, s, p.action, "user "+v.user); err != nil {
 		return h.failQueue(w, p, err)

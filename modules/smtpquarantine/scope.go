@@ -80,6 +80,13 @@ func (v *viewer) sees(s queue.Snapshot) bool {
 	return slices.ContainsFunc(s.Recipients, func(r queue.RecipientSnapshot) bool { return v.scope.has(r.Addr) })
 }
 
+// ownsAll reports whether every recipient of a message is the viewer's
+// (always for an admin): only then may the viewer delete it, which would
+// take it from the other recipients too.
+func (v *viewer) ownsAll(s queue.Snapshot) bool {
+	return v.admin || !slices.ContainsFunc(s.Recipients, func(r queue.RecipientSnapshot) bool { return !v.scope.has(r.Addr) })
+}
+
 // recipients are the message's recipients the viewer may see.
 func (v *viewer) recipients(all []string) []string {
 	if v.admin {

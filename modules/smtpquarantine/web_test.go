@@ -28,8 +28,9 @@ var tokenRE = regexp.MustCompile(`name="token" value="([^"]+)"`)
 // domain, the admin all, dave nothing: 403), escaping (the hostile
 // message's markup is text, its HTML body is shown as text, the page's CSP
 // forbids scripts), search and paging, and the POST buttons with their
-// CSRF protection: release (delivered), delete (gone, not delivered) and
-// allow-sender (in the allow list, delivered).
+// CSRF protection: release (delivered), delete (gone, not delivered; a
+// message also for others only by an admin) and allow-sender (in the allow
+// list, delivered).
 func TestPages(t *testing.T) {
 	e := start(t, func(string) map[string]any {
 		return map[string]any{"admins": []string{"alice"}, "users": map[string]any{"carol": []string{"@example.org"}}, "page_size": 2}
@@ -150,5 +151,19 @@ func TestPages(t *testing.T) {
 	}
 	if len(e.mails("carol@example.org")) != 0 {
 		t.Error("the deleted message was delivered")
+	}
+
+	// A message also for others: bob sees it, but only an admin may
+	// delete it.
+	shared := e.send("friend@partner.test", "bob@example.test,other@example.test", "Subject: shared quarantine-me", "for both")
+	_, _, page = e.request("bob@example.test", http.MethodGet, "/m/"+shared, nil, nil)
+	if !strings.Contains(page, "/release") || strings.Contains(page, "/delete") {
+		t.Errorf("bob's view of a shared message offers delete, or no release:\n%s", page)
+	}
+	if code, _, _ := e.request("bob@example.test", http.MethodPost, "/m/"+shared+"/delete", url.Values{"token": {bobToken}}, nil); code != http.StatusForbidden {
+		t.Errorf("bob deletes a shared message: %d, want 403", code)
+	}
+	if code, _, _ := e.request("alice", http.MethodPost, "/m/"+shared+"/delete", url.Values{"token": {aliceToken}}, nil); code != http.StatusSeeOther || e.state(shared) != "gone" {
+		t.Errorf("the admin deletes a shared message: %d, state %s", code, e.state(shared))
 	}
 }
