@@ -17,7 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
-	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/quarantineview"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -313,20 +313,14 @@ func queueFor(w http.ResponseWriter, r *http.Request, methods ...string) (*queue
 
 // activeQueue returns the queue of the smtp app of the running config.
 func activeQueue() (*queue.Queue, error) {
-	// AppIfConfigured, not App: App would make and provision a new smtp
-	// app when the running config has none.
-	app, err := caddy.ActiveContext().AppIfConfigured("smtp")
-	if errors.Is(err, caddy.ErrNotConfigured) {
-		return nil, adminhttp.Error(http.StatusNotFound, errors.New("no smtp app in the running config"))
+	q, err := quarantineview.ActiveQueue()
+	if errors.Is(err, quarantineview.ErrNoApp) || errors.Is(err, quarantineview.ErrNoQueue) {
+		return nil, adminhttp.Error(http.StatusNotFound, err)
 	}
 	if err != nil {
 		return nil, adminhttp.Error(http.StatusInternalServerError, err)
 	}
-	a, ok := app.(*smtpapp.App)
-	if !ok || a.RunningQueue() == nil {
-		return nil, adminhttp.Error(http.StatusNotFound, errors.New("the smtp app has no running queue"))
-	}
-	return a.RunningQueue(), nil
+	return q, nil
 }
 
 // queueError turns an error of a queue operation into an API error.

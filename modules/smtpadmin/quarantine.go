@@ -15,24 +15,15 @@ package smtpadmin
 // is 404.
 
 import (
-	"bufio"
-	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
-	"mime"
 	"net/http"
-	"net/textproto"
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
-
-	"github.com/caddyserver/caddy/v2"
-
+	"github.com/caddy-smtp/caddy-smtp/modules/internal/quarantineview"
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/lists"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
@@ -54,26 +45,7 @@ type QuarantineList struct {
 }
 
 // QuarantinedMessage is an element of QuarantineList.
-type QuarantinedMessage struct {
-	ID         string   `json:"id"`
-	From       string   `json:"from"`
-	Recipients []string `json:"recipients"`
-	// Subject is the Subject header field, RFC 2047 words decoded; Date is
-	// the Date header field as the sender wrote it.
-	Subject string    `json:"subject"`
-	Date    string    `json:"date,omitempty"`
-	Size    int64     `json:"size"`
-	Arrived time.Time `json:"arrived"`
-	// Quarantined is when the check quarantined the message; Check and
-	// Reason are that check and what it said.
-	Quarantined time.Time `json:"quarantined"`
-	Check       string    `json:"check"`
-	Reason      string    `json:"reason,omitempty"`
-	// Results sums up what every check found, in order: "spf=pass
-	// dkim=none dmarc=fail p=quarantine" (a check without a result shows
-	// its verdict).
-	Results string `json:"results,omitempty"`
-}
+type QuarantinedMessage = quarantineview.Message
 
 // QuarantineDetail is the response of GET /smtp/quarantine/<id>: the view
 // of GET /smtp/queue/<id> and the decoded subject.
@@ -116,75 +88,9 @@ func (a *adminAPI) listQuarantine(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	search := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("q")))
-	out := QuarantineList{Offset: offset, Limit: limit, Messages: []QuarantinedMessage{}}
-	for _, s := range q.Quarantined() {
-		m := quarantinedMessage(q, s)
-		if search != "" && !matches(m, search) {
-			continue
-		}
-		if out.Total >= offset && len(out.Messages) < limit {
-			out.Messages = append(out.Messages, m)
-		}
-		out.Total++
-	}
+	out := QuarantineList{Offset: offset, Limit: limit}
+	out.Total, out.Messages = quarantineview.List(q, r.URL.Query().Get("q"), offset, limit, nil)
 	return adminhttp.WriteJSON(w, out)
-}
-
-// quarantinedMessage describes a quarantined message for the list; the
-// header fields are read from the spool (a message deleted meanwhile has
-// none).
-func quarantinedMessage(q *queue.Queue, s queue.Snapshot) QuarantinedMessage {
-	m := QuarantinedMessage{ID: s.ID, From: s.From, Size: s.Size, Arrived: s.Arrived,
-		Recipients: make([]string, 0, len(s.Recipients))}
-	for _, rc := range s.Recipients {
-		m.Recipients = append(m.Recipients, rc.Addr)
-	}
-	if s.Quarantine != nil {
-		m.Quarantined, m.Check, m.Reason = s.Quarantine.At, s.Quarantine.Check, s.Quarantine.Reason
-	}
-	results := make([]string, 0, len(s.Checks))
-	for _, c := range s.Checks {
-		results = append(results, c.Check+"="+cmp.Or(c.Result, c.Verdict))
-	}
-	m.Results = strings.Join(results, " ")
-	if header, err := q.ReadHeader(s.ID); err == nil {
-		h := parseHeader(header)
-		m.Subject, m.Date = decodeHeader(h.Get("Subject")), h.Get("Date")
-	}
-	return m
-}
-
-// matches reports whether the lowercased search text is in the sender, a
-// recipient or the subject.
-func matches(m QuarantinedMessage, search string) bool {
-	if strings.Contains(strings.ToLower(m.From), search) || strings.Contains(strings.ToLower(m.Subject), search) {
-		return true
-	}
-	for _, rc := range m.Recipients {
-		if strings.Contains(strings.ToLower(rc), search) {
-			return true
-		}
-	}
-	return false
-}
-
-// parseHeader reads a header section as ReadHeader returns it; a malformed
-// section gives the fields before the fault.
-func parseHeader(header []byte) textproto.MIMEHeader {
-	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(bytes.Clone(header), "\r\n\r\n"...))))
-	h, _ := r.ReadMIMEHeader()
-	return h
-}
-
-// decodeHeader decodes the RFC 2047 encoded words of a header field; a
-// field it cannot decode (an unknown charset) is returned as it is.
-func decodeHeader(v string) string {
-	d, err := new(mime.WordDecoder).DecodeHeader(v)
-	if err != nil {
-		return v
-	}
-	return d
 }
 
 func (a *adminAPI) quarantined(w http.ResponseWriter, r *http.Request, id string) error {
@@ -211,7 +117,7 @@ func (a *adminAPI) quarantined(w http.ResponseWriter, r *http.Request, id string
 	if err != nil {
 		return err
 	}
-	return adminhttp.WriteJSON(w, QuarantineDetail{MessageDetail: d, Subject: decodeHeader(parseHeader(header).Get("Subject"))})
+	return adminhttp.WriteJSON(w, QuarantineDetail{MessageDetail: d, Subject: quarantineview.DecodeHeader(quarantineview.ParseHeader(header).Get("Subject"))})
 }
 
 func (a *adminAPI) quarantineAction(w http.ResponseWriter, r *http.Request, id, action string) error {
@@ -244,23 +150,16 @@ func allowSender(r *http.Request, s queue.Snapshot) (lists.Entry, error) {
 	if err != nil {
 		return lists.Entry{}, err
 	}
-	if s.From == "" {
-		return lists.Entry{}, adminhttp.Error(http.StatusConflict, fmt.Errorf("message %s has the null sender: there is no sender to allow", s.ID))
-	}
-	e := lists.Entry{Kind: lists.KindSender, Value: s.From, Comment: "allowed from quarantined message " + s.ID}
-	if domain {
-		e.Kind, e.Value = lists.KindSenderDomain, queue.Domain(s.From)
-	}
-	if _, err := lists.Normalize(e); err != nil {
-		return lists.Entry{}, adminhttp.Error(http.StatusConflict, fmt.Errorf("message %s: the sender cannot be allow listed: %w", s.ID, err))
-	}
-	cctx := caddy.ActiveContext()
-	if cctx.Context == nil {
-		return lists.Entry{}, adminhttp.Error(http.StatusServiceUnavailable, errors.New("no config is running"))
+	storage, err := adminhttp.ActiveStorage()
+	if err != nil {
+		return lists.Entry{}, err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminWait)
 	defer cancel()
-	e, err = lists.AddEntry(ctx, cctx.Storage(), lists.Allow, e)
+	e, err := quarantineview.AllowSender(ctx, storage, s, domain, "allowed from quarantined message "+s.ID)
+	if errors.Is(err, quarantineview.ErrCannotAllow) {
+		return lists.Entry{}, adminhttp.Error(http.StatusConflict, err)
+	}
 	if err != nil {
 		return lists.Entry{}, adminhttp.Error(http.StatusInternalServerError, err)
 	}
@@ -270,12 +169,12 @@ func allowSender(r *http.Request, s queue.Snapshot) (lists.Entry, error) {
 // quarantinedSnapshot returns the snapshot of a quarantined message; 404
 // when the message is not in the queue or not quarantined.
 func quarantinedSnapshot(q *queue.Queue, id string) (queue.Snapshot, error) {
-	s, err := q.Snapshot(id)
+	s, err := quarantineview.Quarantined(q, id)
+	if errors.Is(err, quarantineview.ErrNotQuarantined) {
+		return s, adminhttp.Error(http.StatusNotFound, err)
+	}
 	if err != nil {
 		return s, queueError(err)
-	}
-	if s.State != queue.StateQuarantine {
-		return s, adminhttp.Error(http.StatusNotFound, fmt.Errorf("message %s is not quarantined (state %s)", id, s.State))
 	}
 	return s, nil
 }
