@@ -60,6 +60,10 @@ func (a *App) tlsaLoop(names []string) {
 		return
 	}
 	log := a.logger.Named("tlsa")
+	for _, name := range names { // the series exist from the start
+		a.metrics.tlsaMismatch.WithLabelValues(name).Set(0)
+		a.metrics.tlsaKeyChangePending.WithLabelValues(name).Set(0)
+	}
 	timer := time.NewTimer(min(interval, time.Minute))
 	defer timer.Stop()
 	for {

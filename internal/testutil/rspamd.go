@@ -50,8 +50,9 @@ func StartRspamd(t testing.TB) *Rspamd {
 		"options.inc": fmt.Sprintf("enable_test_patterns = true;\n"+
 			"dns { nameserver = [\"%s\"]; timeout = 0.5s; retransmits = 1; }\n", dns.Addr()),
 	}
-	// a header field for the milter block of the reply
-	local["milter_headers.conf"] = "use = [\"x-spamd-bar\"];\nskip_local = false;\nskip_authenticated = false;\n"
+	// header fields for the milter block of the reply: the bar and the
+	// queue ID rspamd was given
+	local["milter_headers.conf"] = "use = [\"x-spamd-bar\", \"x-rspamd-queue-id\"];\nskip_local = false;\nskip_authenticated = false;\n"
 	for _, m := range []string{"fuzzy_check", "rbl", "phishing", "asn", "mx_check", "emails", "url_redirector", "dkim_signing", "arc"} {
 		local[m+".conf"] = "enabled = false;\n"
 	}
@@ -113,7 +114,9 @@ func StartRspamd(t testing.TB) *Rspamd {
 			t.Logf("rspamd output (end):\n%s", tailLines(string(out), 40))
 		}
 	})
-	Eventually(t, 60*time.Second, "rspamd answering /ping", func() bool {
+	// Loading the configuration (compiling its regular expressions) takes
+	// seconds, and minutes on a machine busy with other tests.
+	Eventually(t, 180*time.Second, "rspamd answering /ping", func() bool {
 		resp, err := http.Get(p.URL + "/ping")
 		if err != nil {
 			return false
