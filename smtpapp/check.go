@@ -110,6 +110,12 @@ type MessageInput struct {
 	AuthUser string
 	// Server is the name of the server that receives the message.
 	Server string
+	// QueueID is the ID the message will have in the queue (the one of
+	// the 250 reply and the logs).
+	QueueID string
+	// TLSVersion ("TLSv1.3") and TLSCipher are the client's TLS session;
+	// empty for plaintext.
+	TLSVersion, TLSCipher string
 	// Trusted is set for clients that authenticated or are in the
 	// server's relay_networks.
 	Trusted bool
@@ -326,6 +332,13 @@ type Verdict struct {
 	// Headers, a check replaces a field (a rewritten Subject). Fields the
 	// check itself adds in Headers stay. Message checks only.
 	RemoveHeaders []string
+	// Body, when not nil, replaces the message's body (everything after
+	// the header section, CRLF line ends) when it is accepted or
+	// quarantined: a milter's replace-body. Message checks only; the first
+	// check's replacement wins (later checks judged the original), and a
+	// result larger than the server's max_message_size is a local failure
+	// (451 4.3.0).
+	Body []byte
 }
 
 // HeaderField is a header field a check adds to a message. Value is

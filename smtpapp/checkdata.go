@@ -52,7 +52,8 @@ func (js judgeSet) abort() {
 // (not for authenticated users and relay_networks clients), then those of
 // each route that took a recipient, each route once.
 func (s *session) startMessageChecks(msg *queue.Message) judgeSet {
-	in := &MessageInput{Sender: s.from, ClientIP: net.ParseIP(s.ip), Helo: s.conn.Hostname(), Server: s.srv.name, Tx: s.tx}
+	in := &MessageInput{Sender: s.from, ClientIP: net.ParseIP(s.ip), Helo: s.conn.Hostname(), Server: s.srv.name, QueueID: msg.ID, Tx: s.tx}
+	in.TLSVersion, in.TLSCipher = s.tlsNames()
 	for _, r := range msg.Recipients {
 		in.Recipients = append(in.Recipients, r.Addr)
 	}
@@ -91,7 +92,7 @@ func (s *session) startMessageChecks(msg *queue.Message) judgeSet {
 // applies them to msg: the first reject or tempfail refuses the message
 // (the judges after it are aborted); a quarantine holds it; header fields
 // and the Authentication-Results header go into msg.Headers.
-func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
+func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) (body []byte, err error) {
 	var added []HeaderField
 	allowed := s.tx.isAllowed()
 	for i, j := range js {
@@ -130,7 +131,15 @@ func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
 			s.logger.Warn(what, zap.String("msg_id", msg.ID), zap.String("check", j.name),
 				zap.String("from", msg.From), zap.Int("code", reply.Code),
 				zap.String("enhanced_code", enhanced(reply.EnhancedCode)), zap.String("reason", v.Reason))
-			return checkRefusal{reply}
+			return nil, checkRefusal{reply}
+		}
+		if v.Body != nil {
+			if body == nil {
+				body = v.Body
+				s.logger.Info("message body replaced by a check", zap.String("msg_id", msg.ID), zap.String("check", j.name), zap.Int("size", len(v.Body)))
+			} else {
+				s.logger.Warn("a second check's body replacement ignored", zap.String("msg_id", msg.ID), zap.String("check", j.name))
+			}
 		}
 		added = append(added, v.Headers...)
 		for _, name := range v.RemoveHeaders {
@@ -141,7 +150,7 @@ func (s *session) finishMessageChecks(js judgeSet, msg *queue.Message) error {
 	}
 	msg.Checks = s.tx.checkResults()
 	msg.Headers = headerBlock(s.srv.Hostname, s.tx.AuthResults(), added)
-	return nil
+	return body, nil
 }
 
 // checkRefusal is a message check's refusal of a message, logged where

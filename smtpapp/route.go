@@ -90,6 +90,9 @@ type MatchInput struct {
 	Server string
 	// Helo is the name the client gave in EHLO/HELO.
 	Helo string
+	// TLSVersion ("TLSv1.3") and TLSCipher are the client's TLS session;
+	// empty for plaintext.
+	TLSVersion, TLSCipher string
 	// Tx is the state the checks of the transaction share (nil outside a
 	// session, when routing queued messages).
 	Tx *Transaction
@@ -109,6 +112,8 @@ func NewMatchInput(m *queue.Message, rcpt string) MatchInput {
 		AuthUser:        m.Client.AuthUser,
 		Server:          m.Server,
 		Helo:            m.Client.Helo,
+		TLSVersion:      m.Client.TLSVersion,
+		TLSCipher:       m.Client.TLSCipher,
 	}
 }
 

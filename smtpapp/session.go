@@ -1,6 +1,7 @@
 package smtpapp
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -246,6 +247,7 @@ func (s *session) matchInput(rcpt string) MatchInput {
 	if s.identity != nil {
 		in.AuthUser = s.identity.Username
 	}
+	in.TLSVersion, in.TLSCipher = s.tlsNames()
 	in.Trusted = s.identity != nil || s.srv.relayNetworks.contains(s.ip)
 	return in
 }
@@ -345,7 +347,8 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 		return err
 	}
 	msg.ID = id
-	if _, err := io.WriteString(w, receivedHeader(s.srv.Hostname, msg, len(msg.Recipients) == 1)); err != nil {
+	received := receivedHeader(s.srv.Hostname, msg, len(msg.Recipients) == 1)
+	if _, err := io.WriteString(w, received); err != nil {
 		w.Abort()
 		return err
 	}
@@ -353,7 +356,8 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 	src, done := s.strictData(r)
 	defer done()
 	judges := s.startMessageChecks(msg)
-	filter := newAuthResultsFilter(w, s.srv.Hostname)
+	var head headerCapture // the header section as stored, for a body replacement
+	filter := newAuthResultsFilter(io.MultiWriter(w, &head), s.srv.Hostname)
 	if _, err := io.Copy(destWriter{io.MultiWriter(filter, scan)}, io.TeeReader(src, judges)); err != nil {
 		judges.abort()
 		w.Abort()
@@ -368,14 +372,106 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 		s.logger.Warn("removed Authentication-Results header fields that claimed our authserv-id",
 			zap.String("msg_id", id), zap.Int("fields", filter.Removed()), zap.String("authserv_id", s.srv.Hostname))
 	}
-	if err := s.finishMessageChecks(judges, msg); err != nil {
+	body, err := s.finishMessageChecks(judges, msg)
+	if err != nil {
 		w.Abort()
 		return err
+	}
+	if body != nil {
+		if w, err = s.replaceBody(w, id, received, &head, body); err != nil {
+			return err
+		}
 	}
 	// RFC 8689 section 5: with REQUIRETLS the header field is ignored.
 	msg.TLSOptional = scan.optout && !msg.RequireTLS
 	msg.MessageID = scan.messageID
 	return q.Commit(w, msg)
+}
+
+// replaceBody discards what w holds and writes the message again, with
+// its trace header and header section as received and the body a check
+// gave.
+func (s *session) replaceBody(w queue.BodyWriter, id, received string, head *headerCapture, body []byte) (queue.BodyWriter, error) {
+	w.Abort()
+	section, ok := head.section()
+	if !ok || s.srv.MaxMessageSize > 0 && int64(len(section)+len(body)) > s.srv.MaxMessageSize {
+		s.logger.Error("cannot replace the message body", zap.String("msg_id", id),
+			zap.Bool("header_too_long", !ok), zap.Int("body_size", len(body)))
+		return nil, errLocalFailure
+	}
+	nw, err := s.srv.app.queue.Create(id)
+	if err != nil {
+		return nil, err
+	}
+	for _, part := range [][]byte{[]byte(received), section, crlfLines(body)} {
+		if _, err := nw.Write(part); err != nil {
+			nw.Abort()
+			return nil, err
+		}
+	}
+	return nw, nil
+}
+
+// headerCapture keeps the start of a message up to and including the
+// empty line that ends its header section (at most maxHeaderCapture
+// bytes), and ignores the rest.
+type headerCapture struct {
+	buf      []byte
+	done     bool // the header section is complete
+	overflow bool // it was longer than maxHeaderCapture
+}
+
+const maxHeaderCapture = 1 << 20
+
+func (h *headerCapture) Write(p []byte) (int, error) {
+	if h.done || h.overflow {
+		return len(p), nil
+	}
+	start := max(0, len(h.buf)-3)
+	h.buf = append(h.buf, p...)
+	if i := bytes.Index(h.buf[start:], []byte("\r\n\r\n")); i >= 0 {
+		h.buf, h.done = h.buf[:start+i+4], true
+	} else if len(h.buf) > maxHeaderCapture {
+		h.buf, h.overflow = nil, true
+	}
+	return len(p), nil
+}
+
+// section returns the header section with its ending empty line; a
+// message without a body gets the empty line added.
+func (h *headerCapture) section() ([]byte, bool) {
+	switch {
+	case h.overflow:
+		return nil, false
+	case h.done:
+		return h.buf, true
+	case len(h.buf) == 0:
+		return []byte("\r\n"), true
+	case bytes.HasSuffix(h.buf, []byte("\r\n")):
+		return append(h.buf, "\r\n"...), true
+	}
+	return append(h.buf, "\r\n\r\n"...), true
+}
+
+// crlfLines gives every line of b a CRLF ending (a bare LF or CR becomes
+// CRLF), as the spool stores messages.
+func crlfLines(b []byte) []byte {
+	if !bytes.ContainsAny(b, "\r\n") {
+		return b
+	}
+	out := make([]byte, 0, len(b)+len(b)/40)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '\r' && i+1 < len(b) && b[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case c == '\r' || c == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // classifyDataError maps an error met while copying DATA into the reply:
@@ -422,10 +518,7 @@ func (s *session) clientInfo() queue.ClientInfo {
 	if s.identity != nil {
 		ci.AuthUser = s.identity.Username
 	}
-	if s.tls != nil {
-		ci.TLSVersion = tlsupgrade.VersionName(s.tls.Version)
-		ci.TLSCipher = tls.CipherSuiteName(s.tls.CipherSuite)
-	}
+	ci.TLSVersion, ci.TLSCipher = s.tlsNames()
 	return ci
 }
 
@@ -545,3 +638,12 @@ func checkAddress(addr string, recipient bool) *smtp.SMTPError {
 
 // Interface guards
 var _ smtp.Session = (*session)(nil)
+
+// tlsNames returns the session's TLS version ("TLSv1.3") and cipher
+// suite, or empty strings for plaintext.
+func (s *session) tlsNames() (version, cipher string) {
+	if s.tls == nil {
+		return "", ""
+	}
+	return tlsupgrade.VersionName(s.tls.Version), tls.CipherSuiteName(s.tls.CipherSuite)
+}

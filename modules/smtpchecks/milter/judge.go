@@ -267,6 +267,12 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 		case milter.ActionQuarantine:
 			v.Result = smtpapp.VerdictQuarantine
 			v.Reason = "quarantined by milter: " + mod.Reason
+		case milter.ActionReplaceBody:
+			// The new body comes in pieces (SMFIR_REPLBODY), in order.
+			if v.Body == nil {
+				v.Body = []byte{}
+			}
+			v.Body = append(v.Body, mod.Body...)
 		default:
 			j.s.m.logger.Warn("milter asked for a modification that was not offered; ignored",
 				zap.String("milter", j.s.m.Address), zap.String("modification", modName(mod.Type)))
@@ -282,6 +288,9 @@ func (j *judge) apply(mods []milter.ModifyAction, fields []field) smtpapp.Verdic
 	v.Note = v.Result
 	if n := len(v.Headers); n > 0 {
 		v.Note = fmt.Sprintf("%s, %d header fields added", v.Result, n)
+	}
+	if v.Body != nil {
+		v.Note += ", body replaced"
 	}
 	return v
 }

@@ -29,11 +29,11 @@
 // fields the checks add. A change (or deletion) of one occurrence of a
 // field is approximated: every occurrence of that field is removed, and
 // the occurrences that remain (the changed one with its new value) are
-// added back at the top. Body replacement and changes of the
-// envelope sender or recipients are not offered to the milter in the
-// negotiation, so a milter that needs them (a signature-stripping or
-// disclaimer milter) cannot ask for them; body replacement is not
-// supported yet.
+// added back at the top. A body replacement (a disclaimer or
+// attachment-stripping milter) replaces everything after the header
+// section, which stays as received. Changes of the envelope sender or
+// recipients are not offered to the milter in the negotiation, so a
+// milter that needs them cannot ask for them.
 //
 // Header fields from the milter keep their folding when it is well formed
 // (a DKIM signature made with simple canonicalization holds); others are
@@ -102,9 +102,9 @@ type Milter struct {
 
 const defaultTimeout = 10 * time.Second
 
-// The actions we offer the milter: header changes and quarantine only (no
-// body replacement, no envelope changes).
-const offeredActions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine
+// The actions we offer the milter: header changes, body replacement and
+// quarantine (no envelope changes).
+const offeredActions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptChangeBody | milter.OptQuarantine
 
 // The protocol steps the milter may leave out or answer without a reply:
 // all that go-milter handles but SMFIP_RCPT_REJ (we never tell a milter
@@ -160,7 +160,9 @@ func (m *Milter) setup() error {
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroMTAFQDN, milter.MacroDaemonName,
 			milter.MacroClientAddr, milter.MacroClientName}),
 		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen, milter.MacroMailAddr}),
+		milter.WithMacroRequest(milter.StageHelo, []milter.MacroName{milter.MacroTlsVersion, milter.MacroCipher}),
 		milter.WithMacroRequest(milter.StageRcpt, []milter.MacroName{milter.MacroRcptAddr}),
+		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
 	}
 	return nil
 }
@@ -209,7 +211,8 @@ func (m *Milter) CheckRecipient(ctx context.Context, in *smtpapp.CheckInput) smt
 	// The conversation ends with ctx (the check's deadline).
 	defer context.AfterFunc(ctx, s.interrupt)()
 	if !ok {
-		s.start(envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server})
+		s.start(envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server,
+			tlsVersion: in.TLSVersion, tlsCipher: in.TLSCipher})
 	}
 	return s.recipient(in.Recipient)
 }
@@ -226,14 +229,15 @@ func (m *Milter) newSession(tx *smtpapp.Transaction) *session {
 // envelope; the milter's refusal of a recipient is then ignored.
 func (m *Milter) StartMessage(in *smtpapp.MessageInput) smtpapp.MessageJudge {
 	if s, ok := in.Tx.Value(txKey{m}).(*session); ok {
-		return s.startMessage(nil)
+		return s.startMessage(in.QueueID, nil)
 	}
 	if in.Tx == nil {
 		return fixed(smtpapp.Accept())
 	}
 	s := m.newSession(in.Tx)
-	return s.startMessage(func() {
-		s.start(envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server})
+	return s.startMessage(in.QueueID, func() {
+		s.start(envelope{ip: in.ClientIP, helo: in.Helo, sender: in.Sender, authUser: in.AuthUser, server: in.Server,
+			tlsVersion: in.TLSVersion, tlsCipher: in.TLSCipher})
 		for _, r := range in.Recipients {
 			s.recipient(r)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
 // The actions no milter from Debian can be made to take on demand (header
@@ -106,6 +107,7 @@ func (s *scripted) BodyChunk(chunk []byte, _ milter.Modifier) (*milter.Response,
 }
 
 func (s *scripted) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
+	s.rec.macro(m, "eom", "i")
 	headers := strings.Join(s.headers, "\n")
 	s.headers = nil
 	switch {
@@ -115,6 +117,10 @@ func (s *scripted) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 		}
 	case strings.Contains(headers, "stall me"):
 		<-s.rec.release
+	case strings.Contains(headers, "replace me"):
+		if err := m.ReplaceBody(strings.NewReader("The attachment was removed.\nSee the policy.\r\n")); err != nil {
+			return nil, err
+		}
 	case strings.Contains(headers, "refuse me"):
 		return milter.RejectWithCodeAndReason(451, "4.7.0 try again in an hour")
 	case strings.Contains(headers, "rewrite me"):
@@ -160,7 +166,7 @@ func startScripted(t *testing.T, protocol milter.OptProtocol) (string, *record) 
 	rec := &record{macros: make(map[string]string), release: make(chan struct{})}
 	srv := milter.NewServer(
 		milter.WithMilter(func() milter.Milter { return &scripted{rec: rec} }),
-		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptQuarantine),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptQuarantine),
 		milter.WithProtocols(milter.OptNoUnknown|protocol),
 	)
 	done := make(chan struct{})
@@ -249,6 +255,9 @@ func TestMilterActions(t *testing.T) {
 	}
 	if rec.macros["j@connect"] == "" {
 		t.Errorf("macro j not sent")
+	}
+	if id := rec.macros["i@eom"]; !queue.ValidID(id) {
+		t.Errorf("macro i (the queue ID) = %q at the end of the message", id)
 	}
 	if rec.conn != "[127.0.0.1] tcp4 127.0.0.1" {
 		t.Errorf("connect %q", rec.conn)
@@ -437,5 +446,26 @@ func TestRecipientDeadline(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("the check took %v", d)
+	}
+}
+
+// TestMilterReplacesBody: a milter's replace-body (an attachment
+// stripper) replaces everything after the header section, which is
+// delivered as received; the new body's bare LF becomes CRLF.
+func TestMilterReplacesBody(t *testing.T) {
+	addr, _ := startScripted(t, 0)
+	gw := startGateway(t, map[string]any{"address": addr})
+	c := dialSMTP(t, gw.addr)
+	c.cmd(250, "", "MAIL FROM:<alice@sender.test>")
+	c.cmd(250, "", "RCPT TO:<bob@example.test>")
+	head := "From: alice@sender.test\r\nSubject: replace me\r\nX-Keep: this\r\n"
+	c.data(head+"\r\n"+strings.Repeat("attachment data\r\n", 5000), 250, "")
+	msg := string(gw.delivered(t, "bob"))
+	gotHead, body, _ := strings.Cut(msg, "\r\n\r\n")
+	if body != "The attachment was removed.\r\nSee the policy.\r\n" {
+		t.Errorf("delivered body %q", body)
+	}
+	if !strings.HasSuffix(gotHead+"\r\n", head) || !strings.Contains(gotHead, "\r\nReceived: from ") {
+		t.Errorf("delivered header section:\n%s", gotHead)
 	}
 }

@@ -14,6 +14,7 @@ import (
 type envelope struct {
 	ip                             net.IP
 	helo, sender, authUser, server string
+	tlsVersion, tlsCipher          string // empty for plaintext
 }
 
 // session is one transaction's conversation with the milter, kept in the
@@ -91,6 +92,10 @@ func (s *session) start(env envelope) {
 	}
 	if env.authUser != "" {
 		s.macros.Set(milter.MacroAuthAuthen, env.authUser)
+	}
+	if env.tlsVersion != "" {
+		s.macros.Set(milter.MacroTlsVersion, env.tlsVersion)
+		s.macros.Set(milter.MacroCipher, env.tlsCipher)
 	}
 	s.macros.Set(milter.MacroMailAddr, env.sender)
 
@@ -191,7 +196,7 @@ func (s *session) recipient(rcpt string) smtpapp.Verdict {
 // startMessage returns the judge of the message: a fixed verdict when
 // the milter has decided already, else one that streams the message to
 // it, after prepare (if not nil) has run.
-func (s *session) startMessage(prepare func()) smtpapp.MessageJudge {
+func (s *session) startMessage(queueID string, prepare func()) smtpapp.MessageJudge {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v, ok := s.decided(); ok && prepare == nil {
@@ -205,6 +210,11 @@ func (s *session) startMessage(prepare func()) smtpapp.MessageJudge {
 		if prepare != nil {
 			prepare()
 		}
+		s.mu.Lock()
+		if s.macros != nil && queueID != "" {
+			s.macros.Set(milter.MacroQueueId, queueID) // sent with DATA's macros on
+		}
+		s.mu.Unlock()
 		j.run()
 	}()
 	return j

@@ -225,6 +225,13 @@ func (r *Rspamd) setHeaders(h http.Header, in *smtpapp.MessageInput) {
 	if in.Server != "" {
 		h.Set("MTA-Name", in.Server)
 	}
+	if in.QueueID != "" {
+		h.Set("Queue-Id", in.QueueID)
+	}
+	if in.TLSVersion != "" {
+		h.Set("TLS-Version", in.TLSVersion)
+		h.Set("TLS-Cipher", in.TLSCipher)
+	}
 	if r.password != "" {
 		h.Set("Password", r.password)
 	}

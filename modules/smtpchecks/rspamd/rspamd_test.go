@@ -179,10 +179,15 @@ func TestRspamd(t *testing.T) {
 		t.Errorf("GTUBE: %q, want a 550 5.7.1 that names no internals", r)
 	}
 
-	if r := send(t, mx, "clean@example.test", cleanMessage); !strings.HasPrefix(r, "250 ") {
+	r := send(t, mx, "clean@example.test", cleanMessage)
+	if !strings.HasPrefix(r, "250 ") {
 		t.Fatalf("clean message: %q", r)
 	}
 	head := g.delivered(t, "clean")
+	// rspamd got the queue ID of our 250 reply (Queue-Id).
+	if id := queueID(r); !strings.Contains(head, "\r\nX-Rspamd-Queue-Id: "+id+"\r\n") {
+		t.Errorf("rspamd was not given queue ID %s:\n%s", id, head)
+	}
 	if !strings.Contains(head, "\r\nX-Spam-Status: No, score=") || !strings.Contains(head, "\r\nX-Spam-Score: ") ||
 		strings.Contains(head, "X-Spam-Score: -100") || strings.Contains(head, "\r\nX-Spam: ") {
 		t.Errorf("clean message's header:\n%s", head)
@@ -214,7 +219,7 @@ func TestRspamd(t *testing.T) {
 
 	// quarantine_at 5: the "add header" message (6 points) is held, with
 	// rspamd's summary for the admin view.
-	r := send(t, g.addr(t, "quar"), "held@example.test", gtube("Y", "held"))
+	r = send(t, g.addr(t, "quar"), "held@example.test", gtube("Y", "held"))
 	if !strings.HasPrefix(r, "250 ") {
 		t.Fatalf("quarantine_at: %q", r)
 	}

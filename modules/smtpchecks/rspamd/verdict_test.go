@@ -3,6 +3,8 @@ package rspamd
 import (
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -102,5 +104,28 @@ func TestHeaderGrabber(t *testing.T) {
 	}
 	if !h.full || len(h.buf) > len(msg) {
 		t.Errorf("kept %d bytes, full %v", len(h.buf), h.full)
+	}
+}
+
+// TestEnvelopeHeaders: the envelope, the queue ID and the client's TLS
+// session go to rspamd in the headers its protocol defines.
+func TestEnvelopeHeaders(t *testing.T) {
+	h := http.Header{}
+	(&Rspamd{}).setHeaders(h, &smtpapp.MessageInput{Sender: "a@sender.test", Recipients: []string{"b@example.test", "c@example.test"},
+		ClientIP: net.IPv4(192, 0, 2, 1), Helo: "client.example", AuthUser: "alice", Server: "mx", QueueID: "ABCDEFGHIJKLMNOP",
+		TLSVersion: "TLSv1.3", TLSCipher: "TLS_AES_128_GCM_SHA256"})
+	for k, want := range map[string]string{"From": "a@sender.test", "IP": "192.0.2.1", "Helo": "client.example", "User": "alice",
+		"MTA-Name": "mx", "Queue-Id": "ABCDEFGHIJKLMNOP", "TLS-Version": "TLSv1.3", "TLS-Cipher": "TLS_AES_128_GCM_SHA256"} {
+		if got := h.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	if got := h.Values("Rcpt"); len(got) != 2 {
+		t.Errorf("Rcpt %v", got)
+	}
+	plain := http.Header{}
+	(&Rspamd{}).setHeaders(plain, &smtpapp.MessageInput{Sender: "a@sender.test"})
+	if plain.Get("TLS-Version") != "" || plain.Get("TLS-Cipher") != "" {
+		t.Errorf("TLS headers for a plaintext session: %v", plain)
 	}
 }
