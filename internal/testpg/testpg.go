@@ -221,6 +221,22 @@ func (s *Server) Restart(t testing.TB) {
 // Exec runs SQL statements on the server (for test setup and checks).
 func (s *Server) Exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
+	s.with(t, func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sql, args...)
+		return err
+	}, sql)
+}
+
+// QueryRow runs a query on the server and scans its one row into dest.
+func (s *Server) QueryRow(t testing.TB, sql string, args []any, dest ...any) {
+	t.Helper()
+	s.with(t, func(ctx context.Context, c *pgx.Conn) error {
+		return c.QueryRow(ctx, sql, args...).Scan(dest...)
+	}, sql)
+}
+
+func (s *Server) with(t testing.TB, f func(context.Context, *pgx.Conn) error, sql string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := pgx.Connect(ctx, s.DSN())
@@ -228,7 +244,7 @@ func (s *Server) Exec(t testing.TB, sql string, args ...any) {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
+	if err := f(ctx, c); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }

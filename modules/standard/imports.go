@@ -29,5 +29,6 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/maildir"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/mx"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/relay"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/storage/pgstorage"
 	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )
