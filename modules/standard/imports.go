@@ -24,6 +24,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpchecks/spf"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/pgqueue"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/lmtp"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/maildir"
