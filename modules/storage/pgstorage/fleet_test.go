@@ -9,47 +9,20 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testpg"
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/standard"
 )
 
-// nodeEnv names the config file of a fleet node: the test binary run
-// with it is that node (a Caddy process of its own) instead of the tests.
-const nodeEnv = "PGSTORAGE_TEST_NODE_CONFIG"
-
 func TestMain(m *testing.M) {
-	if cfg := os.Getenv(nodeEnv); cfg != "" {
-		os.Exit(runNode(cfg))
-	}
+	testpg.RunNode()
 	os.Exit(m.Run())
-}
-
-// runNode runs Caddy with a config file until SIGTERM.
-func runNode(path string) int {
-	raw, err := os.ReadFile(path)
-	if err == nil {
-		err = caddy.Load(raw, true)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "node:", err)
-		return 1
-	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	<-sig
-	_ = caddy.Stop()
-	return 0
 }
 
 // Two gateway processes that share the PostgreSQL storage and start at
@@ -86,7 +59,7 @@ func TestFleetSharesOneCertificate(t *testing.T) {
 			t.Fatal(err)
 		}
 		testutil.StartProcess(t, filepath.Join(dir, "node"+strconv.Itoa(i)+".log"),
-			[]string{nodeEnv + "=" + path, "FLEET_PG_DSN=" + srv.DSN()}, os.Args[0])
+			[]string{testpg.NodeEnv + "=" + path, "FLEET_PG_DSN=" + srv.DSN()}, os.Args[0])
 	}
 	roots := x509.NewCertPool()
 	for _, addr := range addrs {
