@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -126,6 +127,9 @@ func TestTakeOverFromDeadNode(t *testing.T) {
 	if n := b.Duplicates(); n != 1 {
 		t.Errorf("Duplicates() = %d, want 1 (the one a was delivering)", n)
 	}
+	if got := metric(t, "caddy_smtp_queue_taken_over_in_flight_total"); got < 1 {
+		t.Errorf("in-flight takeover metric = %v, want at least 1", got)
+	}
 	testutil.Eventually(t, 5*time.Second, "the delivered messages to leave the database", func() bool {
 		var n int
 		srv.QueryRow(t, "SELECT count(*) FROM queue_messages", nil, &n)
@@ -161,4 +165,27 @@ func TestLiveNodeKeepsMessages(t *testing.T) {
 		t.Fatalf("restarted node a loaded %v, %v", msgs, err)
 	}
 	b.Close()
+}
+
+// metric provisions the module in a fresh Caddy context and reads one of
+// the counters it registers there.
+func metric(t *testing.T, name string) float64 {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	o := &pgqueue.Opener{DSN: "postgres://127.0.0.1/x", Node: "metrics"}
+	if err := o.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	families, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

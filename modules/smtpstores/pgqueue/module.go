@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/pgdb"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
@@ -57,8 +59,25 @@ func (Opener) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision checks the options.
-func (o *Opener) Provision(caddy.Context) error {
+// The process's takeovers, for the metrics (stores outlive configs).
+var takenOver, takenOverInFlight atomic.Int64
+
+// Provision checks the options and registers the store's metrics.
+func (o *Opener) Provision(ctx caddy.Context) error {
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		for _, m := range []struct {
+			name, help string
+			c          *atomic.Int64
+		}{
+			{"queue_taken_over_total", "Messages this node took over from fleet nodes that stopped renewing their lease.", &takenOver},
+			{"queue_taken_over_in_flight_total", "Messages taken over that their node was delivering when it stopped: possible duplicates.", &takenOverInFlight},
+		} {
+			// A second registration in one registry fails harmlessly:
+			// the first reads the same counter.
+			_ = reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "caddy_smtp", Name: m.name, Help: m.help},
+				func() float64 { return float64(m.c.Load()) }))
+		}
+	}
 	o.DSN = caddy.NewReplacer().ReplaceKnown(o.DSN, "")
 	if strings.TrimSpace(o.DSN) == "" {
 		return errors.New("queue store postgres: dsn is required")

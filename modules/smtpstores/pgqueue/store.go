@@ -251,6 +251,8 @@ func (s *Store) Sync() (adopted []*queue.Message, lost []string, err error) {
 		adopted = append(adopted, m)
 	}
 	s.duplicates.Add(dups)
+	takenOver.Add(int64(len(adopted)))
+	takenOverInFlight.Add(dups)
 	return adopted, lost, rows.Err()
 }
 
