@@ -124,7 +124,9 @@ func startFleet(t *testing.T, srv *testpg.Server, next string, n int) *fleet {
 	f := &fleet{t: t}
 	dir := t.TempDir()
 	for i := range n {
-		addr := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
+		// A loopback address per node, 127.0.0.2 and up (all of
+		// 127/8 is local on Linux).
+		addr := fmt.Sprintf("127.0.0.%d:%d", i+2, testutil.FreePort(t))
 		host := fmt.Sprintf("mx%d.fleet.internal", i) // internal: a certificate from Caddy's local CA
 		cfg := map[string]any{
 			"admin":   map[string]any{"disabled": true},

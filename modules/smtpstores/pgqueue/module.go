@@ -49,6 +49,8 @@ type Opener struct {
 	// Bodies longer than this are stored in several rows of this size.
 	// Default: 1048576
 	ChunkSize int `json:"chunk_size,omitempty"`
+
+	dsn string // DSN with its placeholders replaced
 }
 
 // CaddyModule returns the Caddy module information.
@@ -78,11 +80,11 @@ func (o *Opener) Provision(ctx caddy.Context) error {
 				func() float64 { return float64(m.c.Load()) }))
 		}
 	}
-	o.DSN = caddy.NewReplacer().ReplaceKnown(o.DSN, "")
-	if strings.TrimSpace(o.DSN) == "" {
+	o.dsn = caddy.NewReplacer().ReplaceKnown(o.DSN, "")
+	if strings.TrimSpace(o.dsn) == "" {
 		return errors.New("queue store postgres: dsn is required")
 	}
-	if _, err := pgdb.ParseDSN(o.DSN); err != nil {
+	if _, err := pgdb.ParseDSN(o.dsn); err != nil {
 		return fmt.Errorf("queue store postgres: dsn: %w", err)
 	}
 	if o.Node == "" {
@@ -103,7 +105,7 @@ func (o *Opener) Provision(ctx caddy.Context) error {
 
 // OpenStore implements smtpapp.StoreOpener.
 func (o *Opener) OpenStore(env smtpapp.StoreEnv) (queue.Store, error) {
-	s, err := Open(Options{DSN: o.DSN, Node: o.Node, Lease: time.Duration(o.Lease), ChunkSize: o.ChunkSize, Logger: env.Logger})
+	s, err := Open(Options{DSN: o.dsn, Node: o.Node, Lease: time.Duration(o.Lease), ChunkSize: o.ChunkSize, Logger: env.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("queue store postgres: %w", err)
 	}

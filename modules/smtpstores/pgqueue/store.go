@@ -472,23 +472,48 @@ func (s *Store) Remove(id string) error {
 	return err
 }
 
-// OpenBody implements queue.Store.
+// OpenBody implements queue.Store. The body is read a chunk at a time.
 func (s *Store) OpenBody(id string) (io.ReadCloser, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	rows, err := s.db.Pool.Query(ctx, "SELECT data FROM queue_bodies WHERE id = $1 ORDER BY seq", id)
-	if err != nil {
+	var chunks int
+	if err := s.db.Pool.QueryRow(ctx, "SELECT count(*) FROM queue_bodies WHERE id = $1", id).Scan(&chunks); err != nil {
 		return nil, err
 	}
-	chunks, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-	if err != nil {
-		return nil, err
-	}
-	if len(chunks) == 0 {
+	if chunks == 0 {
 		return nil, fmt.Errorf("no body for message %s", id)
 	}
-	return io.NopCloser(bytes.NewReader(bytes.Join(chunks, nil))), nil
+	return &bodyReader{s: s, id: id, chunks: chunks}, nil
 }
+
+// bodyReader reads a stored body, fetching chunk after chunk.
+type bodyReader struct {
+	s      *Store
+	id     string
+	chunks int
+	next   int
+	cur    bytes.Reader
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	for r.cur.Len() == 0 {
+		if r.next == r.chunks {
+			return 0, io.EOF
+		}
+		ctx, cancel := r.s.ctx()
+		var data []byte
+		err := r.s.db.Pool.QueryRow(ctx, "SELECT data FROM queue_bodies WHERE id = $1 AND seq = $2", r.id, r.next).Scan(&data)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("reading the body of %s: %w", r.id, err)
+		}
+		r.cur.Reset(data)
+		r.next++
+	}
+	return r.cur.Read(p)
+}
+
+func (r *bodyReader) Close() error { return nil }
 
 // LoadHeldDomains implements queue.DomainHoldStore (shared by the fleet).
 func (s *Store) LoadHeldDomains() ([]string, error) {
