@@ -30,6 +30,7 @@ type Pebble struct {
 	Mgmt     string // management address (issuing roots)
 	HTTPPort int    // where Pebble's VA connects for HTTP-01
 	TLSPort  int    // where Pebble's VA connects for TLS-ALPN-01
+	Log      string // Pebble's output ("Added order ..." per new order)
 }
 
 // StartPebble starts Pebble and pebble-challtestsrv on free loopback
@@ -63,7 +64,8 @@ func StartPebble(t testing.TB) *Pebble {
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "")
 	WaitForPort(t, challMgmt, 30*time.Second)
-	StartProcess(t, filepath.Join(dir, "pebble.log"), []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
+	p.Log = filepath.Join(dir, "pebble.log")
+	StartProcess(t, p.Log, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0"},
 		pebbleBin, "-config", cfg, "-dnsserver", dns)
 	WaitForPort(t, acme, 30*time.Second)
 	WaitForPort(t, p.Mgmt, 30*time.Second)

@@ -77,8 +77,9 @@ func ChildAttr() *syscall.SysProcAttr {
 
 // StartProcess runs a program until the test ends, with its output in
 // logPath; it is killed by its PID then, also when the test fails, and the
-// end of its output is shown on failure.
-func StartProcess(t testing.TB, logPath string, env []string, name string, args ...string) {
+// end of its output is shown on failure. The command is returned for a
+// test that kills it earlier.
+func StartProcess(t testing.TB, logPath string, env []string, name string, args ...string) *exec.Cmd {
 	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -105,4 +106,5 @@ func StartProcess(t testing.TB, logPath string, env []string, name string, args 
 			t.Logf("%s output:\n%s", filepath.Base(name), strings.Join(lines, "\n"))
 		}
 	})
+	return cmd
 }

@@ -26,10 +26,12 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpquarantine"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/pgqueue"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/lmtp"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/maildir"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/mx"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtptargets/relay"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/storage/pgstorage"
 	_ "github.com/caddy-smtp/caddy-smtp/smtpapp"
 )

@@ -186,20 +186,27 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 	q.initAdmin()
 	now := time.Now()
 	for _, m := range msgs {
-		m.store = store
-		e := &entry{msg: m, index: -1}
-		q.entries[m.ID] = e
-		due := m.NextAttempt
-		if due.Before(now) {
-			due = now
-		}
-		q.schedule(e, due)
+		q.addStored(m, now)
 	}
 	if len(msgs) > 0 {
 		logger.Info("queue loaded", zap.Int("messages", len(msgs)))
 	}
 	go q.loop()
+	q.startClaims() // claim.go
 	return q, nil
+}
+
+// addStored schedules a message read from the store when it is due (at
+// once if that has passed); q.mu must be held or the loop not started.
+func (q *Queue) addStored(m *Message, now time.Time) {
+	m.store = q.store
+	e := &entry{msg: m, index: -1}
+	q.entries[m.ID] = e
+	due := m.NextAttempt
+	if due.Before(now) {
+		due = now
+	}
+	q.schedule(e, due)
 }
 
 // Attach puts a router and configuration in force (the newest attached
@@ -377,6 +384,9 @@ func (q *Queue) runDue() time.Time {
 		if q.park(e) {
 			continue // held or claimed: parked (admin.go)
 		}
+		if q.claimsInDoubt(e, now) {
+			continue // a fleet's store is unreachable (claim.go)
+		}
 		if now.Sub(e.msg.ageStart()) > b.cfg.MaxAge {
 			expired = append(expired, e)
 			continue
@@ -517,6 +527,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 			return
 		}
 		started := time.Now()
+		q.markDelivering(j.e.msg) // claim.go
 		res := sess.Deliver(q.ctx, j.e.msg, j.rcpts)
 		if len(res) != len(j.rcpts) {
 			err := fmt.Errorf("target returned %d results for %d recipients", len(res), len(j.rcpts))
