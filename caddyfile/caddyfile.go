@@ -539,12 +539,7 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 			if q.Store != nil {
 				return nil, duplicateErr(d, scope)
 			}
-			var v string
-			v, err = stringArg(d)
-			if err == nil && v != "segments" && v != "files" {
-				err = d.Errf("queue store must be segments or files, not '%s'", v)
-			}
-			q.Store = caddyconfig.JSON(v, nil) // the short form: a JSON string
+			q.Store, err = parseStore(d)
 		default:
 			return nil, d.Errf("unrecognized smtp queue option '%s'", opt)
 		}
@@ -553,6 +548,30 @@ func parseQueue(d *caddycf.Dispenser) (*smtpapp.QueueConfig, error) {
 		}
 	}
 	return q, nil
+}
+
+// parseStore parses `store segments|files` (the short form, a JSON
+// string) or `store <module> { ... }` for a store module with Caddyfile
+// support, such as `store postgres { dsn ... }`.
+func parseStore(d *caddycf.Dispenser) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	name := d.Val()
+	if name == "segments" || name == "files" {
+		if d.NextArg() {
+			return nil, d.Errf("queue store %s takes no arguments", name)
+		}
+		return caddyconfig.JSON(name, nil), nil
+	}
+	if _, err := caddy.GetModule("smtp.queue.stores." + name); err != nil {
+		return nil, d.Errf("queue store must be segments, files or a store module such as postgres, not '%s'", name)
+	}
+	mod, err := caddycf.UnmarshalModule(d, "smtp.queue.stores."+name)
+	if err != nil {
+		return nil, err // the module's own error, with its position
+	}
+	return caddyconfig.JSONModuleObject(mod, "module", name, nil), nil
 }
 
 // parseTLSACheck parses the `tlsa_check off | { ... }` segment.

@@ -97,6 +97,7 @@ func TestGoldenConfigsLoad(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("ALICE_HASH", "$2a$14$K5HKQysNvi1ZLVo8rFjHB.2DbJUAC1QSoRCXnaByObXm3yjjTpZHy")
 	t.Setenv("RELAY_PASSWORD", "a relay password")
+	t.Setenv("PG_DSN", "postgres://gateway@127.0.0.1:1/mail") // provisioned, never dialled
 	adaptEachInput(t, func(t *testing.T, _ string, out []byte) {
 		var cfg caddy.Config
 		if err := json.Unmarshal(out, &cfg); err != nil {
@@ -136,6 +137,32 @@ func TestAdaptErrors(t *testing.T) {
 	}
 }`,
 			wantErr:  "quarantine_retention",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "postgres store without dsn",
+			caddyfile: `{
+	smtp {
+		queue {
+			store postgres {
+				node mx1
+			}
+		}
+	}
+}`,
+			wantErr:  "the postgres store needs dsn",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "unknown queue store",
+			caddyfile: `{
+	smtp {
+		queue {
+			store mysql
+		}
+	}
+}`,
+			wantErr:  "queue store must be segments, files or a store module such as postgres",
 			wantLine: "Caddyfile:4",
 		},
 		{
