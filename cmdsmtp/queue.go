@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,7 +37,9 @@ The admin address comes from --address, else from the config named by
 	}
 	adminFlags(cmd)
 	sub := subAdder(cmd)
-	filterFlags(sub("list", "Lists the queued messages (all, or those the filters select)", cobra.NoArgs, cmdList))
+	list := sub("list", "Lists the queued messages (all, or those the filters select)", cobra.NoArgs, cmdList)
+	filterFlags(list)
+	list.Flags().Bool("fleet", false, "Every node's messages, from the queue store a fleet shares (the postgres store)")
 	show := sub("show <id>", "Shows a message's envelope, state and header", cobra.ExactArgs(1), cmdShow)
 	show.Flags().Bool("body", false, "Show the message body too")
 	summary := sub("summary", "Counts the messages per recipient domain and age, like Postfix's qshape", cobra.NoArgs, cmdSummary)
@@ -114,6 +117,13 @@ func cmdList(fl caddycmd.Flags) (int, error) {
 	if err != nil {
 		return 1, err
 	}
+	if fl.Bool("fleet") {
+		if query == "" {
+			query = "?fleet=1"
+		} else {
+			query += "&fleet=1"
+		}
+	}
 	return call(fl, http.MethodGet, "/smtp/queue"+query, func(msgs []queue.Snapshot) {
 		writeList(os.Stdout, msgs, time.Now())
 	})
@@ -126,8 +136,15 @@ func writeList(w io.Writer, msgs []queue.Snapshot, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fleet := slices.ContainsFunc(msgs, func(m queue.Snapshot) bool { return m.Node != "" })
+	if fleet {
+		fmt.Fprint(tw, "NODE\t")
+	}
 	fmt.Fprintln(tw, "ID\tSTATE\tAGE\tTRIES\tNEXT\tSIZE\tFROM\tTO\tLAST ERROR")
 	for _, m := range msgs {
+		if fleet {
+			fmt.Fprintf(tw, "%s\t", m.Node)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.State,
 			shortDuration(time.Duration(m.AgeSeconds)*time.Second), m.Attempts, nextAttempt(m, now),
 			humanize.IBytes(uint64(m.Size)), sender(m.From), recipients(m), oneLine(m.LastError))

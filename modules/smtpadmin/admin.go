@@ -137,11 +137,32 @@ func (a *adminAPI) listQueue(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f, filtered, err := queryFilter(r)
-	if err != nil || !filtered {
-		if err == nil {
-			err = adminhttp.WriteJSON(w, q.Snapshots())
-		}
+	if err != nil {
 		return err
+	}
+	fleet, err := boolParam(r, "fleet")
+	if err != nil {
+		return err
+	}
+	if fleet {
+		// Every node's messages, from the shared store.
+		all, err := q.FleetSnapshots()
+		if errors.Is(err, queue.ErrNotShared) {
+			return adminhttp.Error(http.StatusBadRequest, errors.New("fleet=1: the queue store is not shared (only the postgres store is)"))
+		}
+		if err != nil {
+			return adminhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("reading the fleet's queue: %w", err))
+		}
+		now, out := time.Now(), all[:0]
+		for _, s := range all {
+			if !filtered || f.Match(s, now) {
+				out = append(out, s)
+			}
+		}
+		return adminhttp.WriteJSON(w, out)
+	}
+	if !filtered {
+		return adminhttp.WriteJSON(w, q.Snapshots())
 	}
 	return adminhttp.WriteJSON(w, q.Select(f))
 }

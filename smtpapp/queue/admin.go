@@ -635,6 +635,9 @@ const (
 type Snapshot struct {
 	// ID is the queue ID of the message.
 	ID string `json:"id"`
+	// Node is the fleet node that owns the message, in a fleet-wide
+	// listing of a shared store (FleetSnapshots); empty otherwise.
+	Node string `json:"node,omitempty"`
 	// From is the envelope sender; "" for the null sender (DSNs).
 	From string `json:"from"`
 	// Recipients are the envelope recipients and where each stands.

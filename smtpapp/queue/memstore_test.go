@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,3 +161,19 @@ var (
 	_ queue.Store           = (*memStore)(nil)
 	_ queue.DomainHoldStore = (*memStore)(nil)
 )
+
+// TestFleetSnapshotsNotShared: a store of one node has no fleet view.
+func TestFleetSnapshotsNotShared(t *testing.T) {
+	st, err := openMem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close(context.Background())
+	if _, err := q.FleetSnapshots(); !errors.Is(err, queue.ErrNotShared) {
+		t.Errorf("FleetSnapshots: %v, want ErrNotShared", err)
+	}
+}

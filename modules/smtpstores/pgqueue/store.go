@@ -419,6 +419,34 @@ func (s *Store) Load() ([]*queue.Message, error) {
 	return s.collect(rows)
 }
 
+// LoadFleet implements queue.FleetStore: every node's messages, for the
+// fleet-wide view of the admin API. Nothing is remembered as this node's.
+func (s *Store) LoadFleet() ([]queue.FleetMessage, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	rows, err := s.db.Pool.Query(ctx, "SELECT owner, envelope FROM queue_messages")
+	if err != nil {
+		return nil, err
+	}
+	type row struct {
+		Owner    string
+		Envelope []byte
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]queue.FleetMessage, 0, len(all))
+	for _, r := range all {
+		m := new(queue.Message)
+		if err := json.Unmarshal(r.Envelope, m); err != nil {
+			return out, fmt.Errorf("decoding a queued envelope: %w", err)
+		}
+		out = append(out, queue.FleetMessage{Node: r.Owner, Message: m})
+	}
+	return out, nil
+}
+
 // collect decodes envelope rows and remembers their messages.
 func (s *Store) collect(rows pgx.Rows) ([]*queue.Message, error) {
 	envs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
@@ -544,4 +572,5 @@ var (
 	_ queue.Store           = (*Store)(nil)
 	_ queue.DomainHoldStore = (*Store)(nil)
 	_ queue.Claimer         = (*Store)(nil)
+	_ queue.FleetStore      = (*Store)(nil)
 )
