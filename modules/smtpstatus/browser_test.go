@@ -1,0 +1,182 @@
+package smtpstatus_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
+)
+
+// chromiumPath is Debian's chromium package.
+const chromiumPath = "/usr/bin/chromium"
+
+// startBrowser starts headless Chromium with a throw-away profile and
+// returns a chromedp context for one tab. Without Chromium the test is
+// skipped, or fails in CI.
+func startBrowser(t *testing.T) context.Context {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if testutil.InCI() {
+			t.Fatalf("%s is missing (.ci/run installs the chromium package)", chromiumPath)
+		}
+		t.Skipf("%s is not installed (apt-get install chromium to run this test; CI does)", chromiumPath)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // root in CI
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1100, 900),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	// The first run starts the browser; it must not have a timeout.
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+	return ctx
+}
+
+// chartSums is what the page's SVG charts show, summed per chart and
+// series from the bars' data-value attributes.
+const chartSums = `(() => {
+	const out = {};
+	for (const svg of document.querySelectorAll('svg[id]')) {
+		const s = {};
+		for (const r of svg.querySelectorAll('rect[data-series]')) {
+			s[r.dataset.series] = (s[r.dataset.series] || 0) + Number(r.dataset.value);
+		}
+		out[svg.id] = s;
+	}
+	return out;
+})()`
+
+// currentHour describes the last bar of the 24-hour chart as drawn: its
+// tooltip, the height on screen of its delivered segment and that
+// segment's fill (from the style sheet, so only if the CSP let it in).
+const currentHour = `(() => {
+	const bars = document.querySelectorAll('#deliveries-24h g[data-bucket]');
+	const last = bars[bars.length - 1];
+	const rect = last.querySelector('rect[data-series=delivered]');
+	return {
+		title: last.querySelector('title').textContent,
+		height: rect.getBoundingClientRect().height,
+		fill: getComputedStyle(rect).fill,
+	};
+})()`
+
+type barInfo struct {
+	Title  string  `json:"title"`
+	Height float64 `json:"height"`
+	Fill   string  `json:"fill"`
+}
+
+// TestBrowser loads the page in headless Chromium after the scripted
+// run: it is refused without the login, and with it the charts carry the
+// run's numbers, are drawn, and are styled. UPDATE_SCREENSHOTS=1 saves
+// the page to docs/img/status.png.
+func TestBrowser(t *testing.T) {
+	ctx := startBrowser(t)
+	g := startGateway(t)
+	g.scriptedRun()
+
+	tab, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	// Without the login, basic_auth's challenge ends the load (headless
+	// Chromium has nobody to ask for a password).
+	_, err := chromedp.Run(tab, chromedp.NavigateResponse(g.url))
+	if le, ok := errors.AsType[*chromedp.LoadError](err); !ok || le.ErrorText != "net::ERR_INVALID_AUTH_CREDENTIALS" {
+		t.Errorf("without login: %v, want the auth challenge", err)
+	}
+
+	login := base64.StdEncoding.EncodeToString([]byte(testUser + ":" + testPassword))
+	setLogin := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, network.SetExtraHTTPHeaders,
+			network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + login}})
+		return err
+	})
+	if err := chromedp.Do(tab, setLogin); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := chromedp.Run(tab, chromedp.NavigateResponse(g.url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != http.StatusOK {
+		t.Fatalf("with login: %d", resp.Status)
+	}
+
+	sums, err := chromedp.Run(tab, chromedp.Evaluate[map[string]map[string]int](chartSums))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]map[string]int{
+		"deliveries-24h":   {"delivered": 3, "deferred": 1, "bounced": 1},
+		"deliveries-30d":   {"delivered": 3, "deferred": 1, "bounced": 1},
+		"inbound-tls-30d":  {"tls": 2, "plaintext": 1},
+		"outbound-tls-30d": {"tls": 1, "plaintext": 1},
+	}
+	for id, series := range want {
+		for name, n := range series {
+			if got := sums[id][name]; got != n {
+				t.Errorf("chart %s shows %d %s, want %d", id, got, name, n)
+			}
+		}
+	}
+	if len(sums) != len(want) {
+		t.Errorf("charts on the page: %v", sums)
+	}
+
+	bar, err := chromedp.Run(tab, chromedp.Evaluate[barInfo](currentHour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(bar.Title, "3 delivered, 1 deferred, 1 bounced") {
+		t.Errorf("the current hour's tooltip is %q", bar.Title)
+	}
+	if bar.Height < 10 {
+		t.Errorf("the current hour's delivered bar is %.1f px high", bar.Height)
+	}
+	if bar.Fill != "rgb(46, 125, 50)" {
+		t.Errorf("the delivered bar's fill is %q: the style sheet did not apply (CSP hash?)", bar.Fill)
+	}
+	table, err := chromedp.Run(tab, chromedp.Text(`table.shares tr[data-domain="plain.example"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fields := strings.Fields(table); strings.Join(fields, " ") != "plain.example 0 1 0%" {
+		t.Errorf("plain.example's row reads %q", table)
+	}
+
+	if os.Getenv("UPDATE_SCREENSHOTS") == "1" {
+		png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join("..", "..", "docs", "img", "status.png")
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s (%d bytes)", out, len(png))
+	}
+}
