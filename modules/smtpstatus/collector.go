@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
 // Storage keys: each node writes its own counters under nodesPrefix,
@@ -204,7 +205,7 @@ func (c *collector) MessageReceived(_, from string, tls bool, _ int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	c.counts.addReceived(now, domainOf(from), tls)
+	c.counts.addReceived(now, queue.Domain(from), tls)
 	c.counts.trim(now)
 	c.dirty = true
 }
@@ -219,19 +220,11 @@ func (c *collector) DeliveryResult(rcptDomain, result, transport string) {
 	c.dirty = true
 }
 
-// domainOf returns the domain of an address ("" for the null sender).
-func domainOf(addr string) string {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == '@' {
-			return addr[i+1:]
-		}
-	}
-	return addr
-}
-
 // snapshot returns this node's counts merged with those the other nodes
 // keep in storage, and how many nodes that is. Another node's key that
-// cannot be read is left out (and logged).
+// cannot be read is left out (and logged); one whose counts have all aged
+// out (the node has not written for dayBuckets days: a node that is gone,
+// or a container that got a new instance ID) is deleted.
 func (c *collector) snapshot(ctx context.Context) (*Counters, int, error) {
 	c.mu.Lock()
 	own := c.counts.clone()
@@ -243,7 +236,7 @@ func (c *collector) snapshot(ctx context.Context) (*Counters, int, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, 0, fmt.Errorf("listing %s: %w", nodesPrefix, err)
 	}
-	nodes := 1
+	nodes, now := 1, c.now()
 	for _, k := range keys {
 		if path.Clean(k) == c.key {
 			continue
@@ -253,12 +246,19 @@ func (c *collector) snapshot(ctx context.Context) (*Counters, int, error) {
 			c.logger.Warn("skipping the status counters of another node", zap.String("key", k), zap.Error(err))
 			continue
 		}
-		if other != nil {
-			own.merge(other)
-			nodes++
+		if other == nil {
+			continue
 		}
+		if other.trim(now); len(other.Hours) == 0 && len(other.Days) == 0 {
+			if err := storage.Delete(ctx, k); err != nil {
+				c.logger.Warn("deleting aged-out status counters", zap.String("key", k), zap.Error(err))
+			}
+			continue
+		}
+		own.merge(other)
+		nodes++
 	}
-	own.trim(c.now())
+	own.trim(now)
 	return own, nodes, nil
 }
 

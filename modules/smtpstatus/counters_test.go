@@ -216,6 +216,11 @@ func TestPersistence(t *testing.T) {
 	if err := b.Destruct(); err != nil {
 		t.Fatal(err)
 	}
+	// a node whose counts have all aged out is deleted
+	stale := path.Join(nodesPrefix, "gone.json")
+	if err := storage.Store(t.Context(), stale, []byte(`{"days":[{"start":1000,"delivered":5}]}`)); err != nil {
+		t.Fatal(err)
+	}
 	// a stored key that is not JSON is skipped
 	if err := storage.Store(t.Context(), path.Join(nodesPrefix, "broken.json"), []byte("{")); err != nil {
 		t.Fatal(err)
@@ -226,6 +231,9 @@ func TestPersistence(t *testing.T) {
 	}
 	if nodes != 2 {
 		t.Errorf("%d nodes, want 2", nodes)
+	}
+	if storage.Exists(t.Context(), stale) {
+		t.Error("the aged-out node's key is still there")
 	}
 	day := all.Days[0]
 	if day.Delivered != 1 || day.Deferred != 1 || day.Bounced != 1 || day.In != (TLSCount{TLS: 1, Plain: 1}) {

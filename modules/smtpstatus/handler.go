@@ -41,7 +41,6 @@ func init() {
 type Handler struct {
 	app *smtpapp.App // nil when the config has no smtp app
 	col *collector
-	now func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -56,9 +55,6 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // A config without an smtp app serves the counters in storage (those of
 // the nodes sharing it) without a queue.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	if h.now == nil {
-		h.now = time.Now
-	}
 	// AppIfConfigured, not App: App would add an smtp app to a config
 	// that has none.
 	mod, err := ctx.AppIfConfigured("smtp")
@@ -79,7 +75,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	val, _, err := collectors.LoadOrNew(collectorKey, func() (caddy.Destructor, error) {
-		return newCollector(ctx.Storage(), key, logger, h.now, flushInterval)
+		return newCollector(ctx.Storage(), key, logger, time.Now, flushInterval)
 	})
 	if err != nil {
 		return fmt.Errorf("smtp_status: %w", err)
@@ -120,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("smtp_status: %w", err))
 	}
-	now := h.now()
+	now := time.Now()
 	s := newStatus(counts, now)
 	s.Nodes = nodes
 	s.Queue = h.queueStatus(now)

@@ -73,14 +73,14 @@ type axisLabel struct {
 }
 
 // The charts' constant lines.
-func (chart) Width() int       { return chartWidth }
-func (chart) Height() int      { return chartHeight }
-func (chart) PlotLeft() int    { return plotLeft }
-func (chart) Baseline() int    { return chartHeight - plotBottom }
-func (chart) PlotRight() int   { return chartWidth }
-func (chart) PlotTop() int     { return plotTop }
-func (chart) LabelY() int      { return chartHeight - 5 }
-func (c chart) MaxLabelY() int { return plotTop + 10 }
+func (chart) Width() int     { return chartWidth }
+func (chart) Height() int    { return chartHeight }
+func (chart) PlotLeft() int  { return plotLeft }
+func (chart) Baseline() int  { return chartHeight - plotBottom }
+func (chart) PlotRight() int { return chartWidth }
+func (chart) PlotTop() int   { return plotTop }
+func (chart) LabelY() int    { return chartHeight - 5 }
+func (chart) MaxLabelY() int { return plotTop + 10 }
 
 // newChart lays out points as stacked bars of the given series; values
 // returns a point's value per series, labelEvery puts an x label under

@@ -80,11 +80,11 @@ func newStatus(c *Counters, now time.Time) *Status {
 	s := &Status{Generated: now.UTC()}
 	s.Hours = series(c.Hours, hourStart(now), shownHours, func(t time.Time, i int) time.Time { return t.Add(time.Duration(i) * time.Hour) })
 	s.Days = series(c.Days, dayStart(now), shownDays, func(t time.Time, i int) time.Time { return t.AddDate(0, 0, i) })
-	for _, b := range window(c.Hours, s.Hours[0].Start) {
+	for _, b := range dropBefore(c.Hours, s.Hours[0].Start.Unix()) {
 		s.Totals24h.add(b)
 	}
 	in, out := map[string]*TLSCount{}, map[string]*TLSCount{}
-	for _, b := range window(c.Days, s.Days[0].Start) {
+	for _, b := range dropBefore(c.Days, s.Days[0].Start.Unix()) {
 		s.Totals30d.add(b)
 		in = mergeDomains(in, b.InDomains)
 		out = mergeDomains(out, b.OutDomains)
@@ -108,11 +108,6 @@ func series(list []*Bucket, last int64, n int, step func(time.Time, int) time.Ti
 		}
 	}
 	return points
-}
-
-// window returns the buckets from start on.
-func window(list []*Bucket, start time.Time) []*Bucket {
-	return dropBefore(list, start.Unix())
 }
 
 // shares lists the domains of m, the most plaintext mail first.
