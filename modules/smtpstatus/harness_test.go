@@ -118,6 +118,7 @@ func (r *receiver) received() []string {
 type gateway struct {
 	t       *testing.T
 	dir     string
+	storage string // Caddy's storage, outside dir (see testutil.StorageDir)
 	config  map[string]any
 	smtp    string // the SMTP server's address
 	url     string // the status page
@@ -129,7 +130,7 @@ type gateway struct {
 // serve the handler (two handlers in one config).
 func startGateway(t *testing.T, extraRoutes ...string) *gateway {
 	t.Helper()
-	g := &gateway{t: t, dir: t.TempDir()}
+	g := &gateway{t: t, dir: t.TempDir(), storage: testutil.StorageDir(t)}
 	ca := testutil.NewCA(t)
 	cert := ca.Issue(t, "127.0.0.1")
 	g.tlsRcpt = startReceiver(t, &cert)
@@ -156,7 +157,7 @@ func startGateway(t *testing.T, extraRoutes ...string) *gateway {
 	}
 	g.config = map[string]any{
 		"admin":   map[string]any{"disabled": true},
-		"storage": map[string]any{"module": "file_system", "root": g.storage()},
+		"storage": map[string]any{"module": "file_system", "root": g.storage},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "WARN"}}},
 		"apps": map[string]any{
 			"pki": map[string]any{"certificate_authorities": map[string]any{"local": map[string]any{"install_trust": false}}},
@@ -184,8 +185,6 @@ func startGateway(t *testing.T, extraRoutes ...string) *gateway {
 	t.Cleanup(func() { _ = caddy.Stop() })
 	return g
 }
-
-func (g *gateway) storage() string { return filepath.Join(g.dir, "storage") }
 
 // load (re)loads the gateway's config and finds its addresses.
 func (g *gateway) load() {
@@ -219,7 +218,7 @@ func httpAddr(t *testing.T) string {
 // server's certificate.
 func (g *gateway) rootPool() *x509.CertPool {
 	g.t.Helper()
-	pem, err := os.ReadFile(filepath.Join(g.storage(), "pki", "authorities", "local", "root.crt"))
+	pem, err := os.ReadFile(filepath.Join(g.storage, "pki", "authorities", "local", "root.crt"))
 	if err != nil {
 		g.t.Fatal(err)
 	}

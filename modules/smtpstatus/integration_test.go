@@ -122,7 +122,7 @@ func TestScriptedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(g.storage(), "smtp", "status", "nodes", id.String()+".json"))
+	raw, err := os.ReadFile(filepath.Join(g.storage, "smtp", "status", "nodes", id.String()+".json"))
 	if err != nil {
 		t.Fatal(err)
 	}
