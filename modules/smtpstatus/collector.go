@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,8 +67,10 @@ type attachment struct {
 }
 
 // newCollector starts a collector for this node's key in storage,
-// resuming the counts stored there.
-func newCollector(storage certmagic.Storage, key string, logger *zap.Logger, now func() time.Time, interval time.Duration) (*collector, error) {
+// resuming the counts stored there. When they cannot be read, it counts
+// under a new key instead of failing the config or overwriting them: the
+// old key is then read like another node's.
+func newCollector(storage certmagic.Storage, key string, logger *zap.Logger, now func() time.Time, interval time.Duration) *collector {
 	c := &collector{
 		key: key, now: now, logger: logger,
 		counts: new(Counters), storage: storage,
@@ -75,12 +79,13 @@ func newCollector(storage certmagic.Storage, key string, logger *zap.Logger, now
 	}
 	stored, err := loadCounters(storage, key)
 	if err != nil {
-		return nil, err
+		c.key = strings.TrimSuffix(key, ".json") + "-" + strconv.FormatInt(now().Unix(), 10) + ".json"
+		logger.Error("reading this node's status counters; counting under a new key", zap.String("key", key), zap.String("new_key", c.key), zap.Error(err))
 	}
 	c.counts.merge(stored)
 	c.counts.trim(now())
 	go c.run(interval)
-	return c, nil
+	return c
 }
 
 // nodeKey is the storage key of this node's counters.

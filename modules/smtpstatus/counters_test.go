@@ -183,10 +183,7 @@ func TestPersistence(t *testing.T) {
 	storage := fileStorage(t)
 	clk := &clock{t0}
 	key := path.Join(nodesPrefix, "node-a.json")
-	c, err := newCollector(storage, key, zap.NewNop(), clk.now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newCollector(storage, key, zap.NewNop(), clk.now, time.Hour)
 	c.MessageReceived("mx", "a@tls.test", true, 2)
 	c.DeliveryResult("rcpt.test", "delivered", "tls")
 	c.DeliveryResult("rcpt.test", "deferred", "none")
@@ -196,10 +193,7 @@ func TestPersistence(t *testing.T) {
 	want := c.counts.clone()
 
 	clk.t = t0.Add(time.Hour)
-	c, err = newCollector(storage, key, zap.NewNop(), clk.now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = newCollector(storage, key, zap.NewNop(), clk.now, time.Hour)
 	if !reflect.DeepEqual(c.counts, want) {
 		got, _ := json.Marshal(c.counts)
 		exp, _ := json.Marshal(want)
@@ -208,10 +202,7 @@ func TestPersistence(t *testing.T) {
 	c.DeliveryResult("rcpt.test", "bounced", "plaintext")
 
 	// node b shares the storage
-	b, err := newCollector(storage, path.Join(nodesPrefix, "node-b.json"), zap.NewNop(), clk.now, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newCollector(storage, path.Join(nodesPrefix, "node-b.json"), zap.NewNop(), clk.now, time.Hour)
 	b.MessageReceived("mx", "x@plain.test", false, 1)
 	if err := b.Destruct(); err != nil {
 		t.Fatal(err)
@@ -256,14 +247,36 @@ func TestPersistence(t *testing.T) {
 func TestFlushInterval(t *testing.T) {
 	storage := fileStorage(t)
 	key := path.Join(nodesPrefix, "node.json")
-	c, err := newCollector(storage, key, zap.NewNop(), time.Now, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newCollector(storage, key, zap.NewNop(), time.Now, 10*time.Millisecond)
 	defer c.Destruct()
 	c.DeliveryResult("x.test", "delivered", "tls")
 	testutil.Eventually(t, 5*time.Second, "the counters written by the flush loop", func() bool {
 		got, err := loadCounters(storage, key)
 		return err == nil && got != nil && len(got.Hours) == 1 && got.Hours[0].Delivered == 1
 	})
+}
+
+// TestUnreadableCounters: when this node's stored counters cannot be
+// read, the collector starts anyway, under a new key, and leaves the old
+// value alone.
+func TestUnreadableCounters(t *testing.T) {
+	storage := fileStorage(t)
+	key := path.Join(nodesPrefix, "node.json")
+	if err := storage.Store(t.Context(), key, []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	c := newCollector(storage, key, zap.NewNop(), (&clock{t0}).now, time.Hour)
+	c.DeliveryResult("x.test", "delivered", "tls")
+	if err := c.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	if c.key == key {
+		t.Fatal("the collector kept the unreadable key")
+	}
+	if raw, err := storage.Load(t.Context(), key); err != nil || string(raw) != "not json" {
+		t.Errorf("the old value is now %q (%v)", raw, err)
+	}
+	if got, err := loadCounters(storage, c.key); err != nil || got == nil || got.Days[0].Delivered != 1 {
+		t.Errorf("the new key holds %+v (%v)", got, err)
+	}
 }

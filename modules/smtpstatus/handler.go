@@ -75,7 +75,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	logger := ctx.Logger()
 	val, _, err := collectors.LoadOrNew(collectorKey, func() (caddy.Destructor, error) {
-		return newCollector(ctx.Storage(), key, logger, time.Now, flushInterval)
+		return newCollector(ctx.Storage(), key, logger, time.Now, flushInterval), nil
 	})
 	if err != nil {
 		return fmt.Errorf("smtp_status: %w", err)
