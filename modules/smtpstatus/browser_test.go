@@ -2,7 +2,6 @@ package smtpstatus_test
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,48 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )
-
-// chromiumPath is Debian's chromium package.
-const chromiumPath = "/usr/bin/chromium"
-
-// startBrowser starts headless Chromium with a throw-away profile and
-// returns a chromedp context for one tab. Without Chromium the test is
-// skipped, or fails in CI.
-func startBrowser(t *testing.T) context.Context {
-	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if testutil.InCI() {
-			t.Fatalf("%s is missing (.ci/run installs the chromium package)", chromiumPath)
-		}
-		t.Skipf("%s is not installed (apt-get install chromium to run this test; CI does)", chromiumPath)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // root in CI
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1100, 900),
-	}
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
-	// The first run starts the browser; it must not have a timeout.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting chromium: %v", err)
-	}
-	return ctx
-}
 
 // chartSums is what the page's SVG charts show, summed per chart and
 // series from the bars' data-value attributes.
@@ -98,28 +59,19 @@ type barInfo struct {
 // run's numbers, are drawn, and are styled. UPDATE_SCREENSHOTS=1 saves
 // the page to docs/img/status.png.
 func TestBrowser(t *testing.T) {
-	ctx := startBrowser(t)
+	ctx := testutil.Browser(t)
 	g := startGateway(t)
 	g.scriptedRun()
 
 	tab, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	// Without the login, basic_auth's challenge ends the load (headless
-	// Chromium has nobody to ask for a password).
+	// Without the login, basic_auth's challenge ends the load (nobody
+	// answers it yet).
 	_, err := chromedp.Run(tab, chromedp.NavigateResponse(g.url))
 	if le, ok := errors.AsType[*chromedp.LoadError](err); !ok || le.ErrorText != "net::ERR_INVALID_AUTH_CREDENTIALS" {
 		t.Errorf("without login: %v, want the auth challenge", err)
 	}
-
-	login := base64.StdEncoding.EncodeToString([]byte(testUser + ":" + testPassword))
-	setLogin := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := cdp.Call(ctx, t, network.SetExtraHTTPHeaders,
-			network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + login}})
-		return err
-	})
-	if err := chromedp.Do(tab, setLogin); err != nil {
-		t.Fatal(err)
-	}
+	testutil.BrowserBasicAuth(t, ctx, testUser, testPassword)
 	resp, err := chromedp.Run(tab, chromedp.NavigateResponse(g.url))
 	if err != nil {
 		t.Fatal(err)
