@@ -312,6 +312,7 @@ func (s *session) Data(r io.Reader) error {
 	s.cs.note(func(cs *connState) { cs.accepted++; cs.bytes += msg.Size })
 	s.srv.app.metrics.messagesAccepted.WithLabelValues(s.srv.name).Inc()
 	s.srv.app.metrics.bytesReceived.WithLabelValues(s.srv.name).Add(float64(msg.Size))
+	s.srv.app.notify(func(o Observer) { o.MessageReceived(s.srv.name, msg.From, s.tls != nil, len(msg.Recipients)) })
 	rcpts := make([]string, len(msg.Recipients))
 	for i, r := range msg.Recipients {
 		rcpts[i] = r.Addr

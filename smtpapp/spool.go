@@ -200,8 +200,9 @@ func (a *App) queueConfig() queue.Config {
 		DelayWarning:        max(0, time.Duration(a.Queue.DelayWarning)),
 		Postmaster:          a.Queue.Postmaster,
 		QuarantineRetention: time.Duration(a.QuarantineRetention),
-		OnDelivery: func(status string, err error) {
+		OnDelivery: func(rcpt, status string, err error, session []zap.Field) {
 			a.metrics.deliveryResults.WithLabelValues(status, deliveryReason(err)).Inc()
+			a.observeDelivery(rcpt, status, session)
 		},
 	}
 }

@@ -25,6 +25,7 @@ import (
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpdns"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpmatchers"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpquarantine"
+	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstatus"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/pgqueue"
 	_ "github.com/caddy-smtp/caddy-smtp/modules/smtpstores/segments"

@@ -44,9 +44,10 @@ type Config struct {
 	// for it (NOTIFY=DELAY, or no NOTIFY). 0: none.
 	DelayWarning time.Duration
 	// OnDelivery, when set, is told the outcome of every recipient's
-	// delivery attempt ("delivered", "deferred" or "bounced", and the
-	// error), for metrics. It must not block.
-	OnDelivery func(status string, err error)
+	// delivery attempt (the recipient, "delivered", "deferred" or
+	// "bounced", the error and the session's log fields), for metrics. It
+	// must not block.
+	OnDelivery func(rcpt, status string, err error, session []zap.Field)
 	// Postmaster gets the DSNs that cannot go to a sender: a failed DSN
 	// (a double bounce) is reported to it, instead of being dropped. "":
 	// dropped, with a warning in the log.
@@ -644,7 +645,7 @@ func (q *Queue) logRecipients(j *job, res []Result, session []zap.Field, took ti
 		}
 		fields = append(fields, session...)
 		if observe != nil {
-			observe(status, r.Err)
+			observe(rcpt.Addr, status, r.Err, session)
 		}
 		if status == "delivered" {
 			q.log().Info("delivery", fields...)
