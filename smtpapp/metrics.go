@@ -24,7 +24,7 @@ type metrics struct {
 	certificateWaits     *prometheus.CounterVec // server, result
 	commandsRejected     *prometheus.CounterVec // server, reason
 	checkResults         *prometheus.CounterVec // check, verdict
-	messagesAccepted     *prometheus.CounterVec // server
+	messagesAccepted     *prometheus.CounterVec // server, tls
 	messagesRejected     *prometheus.CounterVec // server, reason
 	bytesReceived        *prometheus.CounterVec // server
 	authFailures         *prometheus.CounterVec // server
@@ -54,7 +54,7 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 		certificateWaits:     counter("certificate_waits_total", "Handshakes held because the certificate was not ready yet, by outcome (ready or timeout).", "server", "result"),
 		commandsRejected:     counter("commands_rejected_total", "SMTP commands refused by policy or limits, by reason.", "server", "reason"),
 		checkResults:         counter("check_results_total", "Verdicts of the checks, by check and verdict.", "check", "verdict"),
-		messagesAccepted:     counter("messages_accepted_total", "Messages queued (answered 250).", "server"),
+		messagesAccepted:     counter("messages_accepted_total", "Messages queued (answered 250), by server and whether the session used TLS (true or false): the inbound share of mail over TLS.", "server", "tls"),
 		messagesRejected:     counter("messages_rejected_total", "Messages refused after DATA, by reason.", "server", "reason"),
 		bytesReceived:        counter("received_bytes_total", "Bytes of accepted messages, our Received header included.", "server"),
 		authFailures:         counter("auth_failures_total", "Failed SMTP AUTH attempts.", "server"),

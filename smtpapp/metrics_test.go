@@ -43,7 +43,8 @@ func TestMetricsAfterScriptedSession(t *testing.T) {
 		"refused per ip":       {app.TestCounter("connectionsRefused", "mx", "max_connections_per_ip"), 1},
 		"tls handshakes":       {app.TestCounter("tlsHandshakes", "mx", "TLSv1.3"), 1},
 		"relay denied":         {app.TestCounter("commandsRejected", "mx", "relay_denied"), 1},
-		"accepted":             {app.TestCounter("messagesAccepted", "mx"), 1},
+		"accepted over TLS":    {app.TestCounter("messagesAccepted", "mx", "true"), 1},
+		"accepted in plain":    {app.TestCounter("messagesAccepted", "mx", "false"), 0},
 		"rejected bare LF":     {app.TestCounter("messagesRejected", "mx", "bare_newline"), 1},
 		"delivered to maildir": {app.TestCounter("deliveries", "delivered", "local", "none"), 1},
 	} {

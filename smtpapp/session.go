@@ -279,7 +279,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 	id := queue.NewID()
 	log := s.logger.With(zap.String("msg_id", id))
-	if err := s.receive(id, msg, r); err != nil {
+	if err := s.receive(id, msg, r, func() { s.accepted(log, msg) }); err != nil {
 		var serr *smtp.SMTPError
 		var cerr clientError
 		switch {
@@ -309,8 +309,15 @@ func (s *session) Data(r io.Reader) error {
 		s.srv.app.metrics.messagesRejected.WithLabelValues(s.srv.name, reason).Inc()
 		return serr
 	}
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + id}
+}
+
+// accepted counts and logs a message that is committed (on disk), before
+// the queue may start delivering it, so that its "message queued" line
+// comes before its delivery lines.
+func (s *session) accepted(log *zap.Logger, msg *queue.Message) {
 	s.cs.note(func(cs *connState) { cs.accepted++; cs.bytes += msg.Size })
-	s.srv.app.metrics.messagesAccepted.WithLabelValues(s.srv.name).Inc()
+	s.srv.app.metrics.messagesAccepted.WithLabelValues(s.srv.name, strconv.FormatBool(s.tls != nil)).Inc()
 	s.srv.app.metrics.bytesReceived.WithLabelValues(s.srv.name).Add(float64(msg.Size))
 	s.srv.app.notify(func(o Observer) { o.MessageReceived(s.srv.name, msg.From, s.tls != nil, len(msg.Recipients)) })
 	rcpts := make([]string, len(msg.Recipients))
@@ -334,14 +341,13 @@ func (s *session) Data(r io.Reader) error {
 	} else {
 		log.Info("message queued", fields...)
 	}
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK queued as " + id}
 }
 
 // receive writes the Received header and the message data into the queue
 // and commits it: when it returns nil the message is on disk and fsynced.
 // On any failure nothing is left behind. Errors that are *smtp.SMTPError are
 // replies for the client; others are local failures.
-func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
+func (s *session) receive(id string, msg *queue.Message, r io.Reader, committed func()) error {
 	q := s.srv.app.queue
 	w, err := q.Create(id)
 	if err != nil {
@@ -386,7 +392,7 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader) error {
 	// RFC 8689 section 5: with REQUIRETLS the header field is ignored.
 	msg.TLSOptional = scan.optout && !msg.RequireTLS
 	msg.MessageID = scan.messageID
-	return q.Commit(w, msg)
+	return q.CommitThen(w, msg, committed)
 }
 
 // replaceBody discards what w holds and writes the message again, with

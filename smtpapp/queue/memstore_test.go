@@ -177,3 +177,37 @@ func TestFleetSnapshotsNotShared(t *testing.T) {
 		t.Errorf("FleetSnapshots: %v, want ErrNotShared", err)
 	}
 }
+
+// TestCommitThenBeforeScheduling: CommitThen's callback runs once the
+// message is stored and before the queue knows it (so before any
+// delivery): what the session logs there comes first.
+func TestCommitThenBeforeScheduling(t *testing.T) {
+	st, err := openMem(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close(context.Background())
+	id := queue.NewID()
+	w, err := q.Create(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: x\r\n\r\nbody\r\n"))
+	called := false
+	err = q.CommitThen(w, &queue.Message{From: "a@sender.test", Recipients: []*queue.Recipient{{Addr: "b@example.test"}}}, func() {
+		called = true
+		if _, err := q.Snapshot(id); err == nil {
+			t.Error("the queue already had the message when the callback ran")
+		}
+	})
+	if err != nil || !called {
+		t.Fatalf("CommitThen: %v, callback called %v", err, called)
+	}
+	if _, err := q.Snapshot(id); err != nil {
+		t.Errorf("after CommitThen: %v", err)
+	}
+}

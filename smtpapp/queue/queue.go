@@ -252,10 +252,18 @@ func (q *Queue) Create(id string) (BodyWriter, error) {
 
 // Commit makes a message durable and schedules it for immediate delivery.
 // When Commit returns nil the message is on disk and fsynced.
-func (q *Queue) Commit(w BodyWriter, m *Message) error {
+func (q *Queue) Commit(w BodyWriter, m *Message) error { return q.CommitThen(w, m, nil) }
+
+// CommitThen is Commit that calls committed (if not nil) once the message
+// is durable and before the scheduler can deliver it: for the log line
+// that must come before the delivery's.
+func (q *Queue) CommitThen(w BodyWriter, m *Message, committed func()) error {
 	m.NextAttempt = time.Time{}
 	if err := w.Commit(m); err != nil {
 		return err
+	}
+	if committed != nil {
+		committed()
 	}
 	m.store = q.store
 	e := &entry{msg: m, index: -1}
