@@ -1,12 +1,9 @@
 package bench_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )
@@ -45,19 +42,11 @@ func rspamdServer(tb testing.TB, e *env, url string) string {
 		tb.Fatal(err)
 	}
 	addr := "127.0.0.1:" + port
-	cfg := gatewayConfig(e.dir, e.gateway, e.sink.Addr())
-	servers := cfg["apps"].(map[string]any)["smtp"].(map[string]any)["servers"].(map[string]any)
-	servers["checked"] = checksServer(e.checked, e.sink.Addr(), e.dns.addr())
+	cfg := sharedConfig(e)
 	srv := checksServer(addr, e.sink.Addr(), e.dns.addr())
 	srv["checks"] = []any{map[string]any{"check": "rspamd", "url": url, "fail_open": false}}
-	servers["rspamd"] = srv
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := caddy.Load(raw, true); err != nil {
-		tb.Fatalf("loading the config with the rspamd server: %v", err)
-	}
+	servers(cfg)["rspamd"] = srv
+	load(tb, cfg)
 	return addr
 }
 
