@@ -41,7 +41,7 @@ type sink struct {
 	got    map[int][]string // seq -> EHLO names of the deliveries
 }
 
-func startSink(t *testing.T) *sink {
+func startSink(t testing.TB) *sink {
 	k := &sink{got: map[int][]string{}}
 	s := gosmtp.NewServer(k)
 	s.Domain = "sink.test"
@@ -114,20 +114,25 @@ func (k *sink) tally(accepted map[int]string) (delivered, dups, unaccepted, take
 
 // fleet is gateway processes on one queue database.
 type fleet struct {
-	t     *testing.T
+	t     testing.TB
 	addrs []string
 	hosts []string
 	procs []*exec.Cmd
 }
 
-func startFleet(t *testing.T, srv *testpg.Server, next string, n int) *fleet {
+// fleets numbers the fleets a test binary starts, so that node names
+// never repeat (a name stays in use until its lease ends).
+var fleets atomic.Int32
+
+func startFleet(t testing.TB, srv *testpg.Server, next string, n int) *fleet {
 	f := &fleet{t: t}
+	seq := fleets.Add(1)
 	dir := t.TempDir()
 	for i := range n {
 		// A loopback address per node, 127.0.0.2 and up (all of
 		// 127/8 is local on Linux).
 		addr := fmt.Sprintf("127.0.0.%d:%d", i+2, testutil.FreePort(t))
-		host := fmt.Sprintf("mx%d.fleet.internal", i) // internal: a certificate from Caddy's local CA
+		host := fmt.Sprintf("mx%d-%d.fleet.internal", seq, i) // internal: a certificate from Caddy's local CA
 		cfg := map[string]any{
 			"admin":   map[string]any{"disabled": true},
 			"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "INFO"}}},
