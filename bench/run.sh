@@ -44,7 +44,8 @@
 #   POSTFIX_TLS_REUSE  1 sets smtp_tls_connection_reuse=yes in Postfix
 #              (outbound TLS connection reuse; not the default) (0)
 #   PROFILE    1: after the measured rounds, a 15 s CPU profile of caddy-smtp
-#              under the same load via Caddy's admin /debug/pprof (0)
+#              under the same load via Caddy's admin /debug/pprof, and one
+#              of the stall pass's half with big messages (STALL=1) (0)
 #   RESULTS    directory for results.jsonl, the table and logs
 #              (/tmp/smtpbench-results.<time>)
 #   KEEP       1 keeps the work directory (spools, configs) (0)
@@ -500,12 +501,23 @@ stall() {
 		-senders "$STALL_SENDERS" -per-conn 1 -timeout 5m -out "$JSONL" -max-run 10m >/dev/null 2>"$RESULTS/stall-big.err" &
 	big=$!
 	sleep 2 # the first big bodies are streaming
+	local prof=
+	if [[ $PROFILE == 1 && $label == caddy-smtp ]]; then
+		curl -sS -o "$RESULTS/caddy-stall-cpu.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=15" &
+		prof=$!
+	fi
 	run "$BIN/smtpload" -label "stall-with-big:$label" -addr "$addr" -duration "$STALL_FOR" -size "$SIZE" \
 		-senders "$SENDERS" -per-conn "$PER_CONN" -watch-pid "$pid" -out "$JSONL" -max-run 10m >/dev/null ||
 		log "stall-with-big:$label failed"
 	CHILD=$big
 	wait "$big" || log "stall-big:$label failed (see $RESULTS/stall-big.err)"
 	CHILD=
+	if [[ -n $prof ]]; then
+		wait "$prof" || log "fetching the stall profile failed"
+		(cd "$REPO" && go tool pprof -top -nodecount=40 "$BIN/caddy" "$RESULTS/caddy-stall-cpu.pprof" \
+			>"$RESULTS/caddy-stall-cpu-top.txt" 2>/dev/null) || true
+		log "profile of the stall pass: $RESULTS/caddy-stall-cpu.pprof (top: $RESULTS/caddy-stall-cpu-top.txt)"
+	fi
 }
 if [[ $STALL == 1 ]]; then
 	stall caddy-smtp "127.0.0.1:$GW_PORT" "$CADDY_PID"
