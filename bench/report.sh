@@ -12,6 +12,7 @@ def errs: (.errors // {}) | to_entries | map("\(.key):\(.value)") | join(",") | 
 def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
 def pad($n): tostring | . + (" " * ([$n - length, 0] | max));
 def row: (.[0] | pad(20)) + (.[1:] | map(pad(13)) | join(""));
+def wide: (.[0] | pad(28)) + (.[1:] | map(pad(13)) | join(""));
 
 (map(select(.mode == "load" and (.label | test("#"))))) as $loads
 | (map(select(.mode == "idle"))) as $idle
@@ -60,6 +61,15 @@ def row: (.[0] | pad(20)) + (.[1:] | map(pad(13)) | join(""));
       elif ($all | length) > 0 then ["targets: no comparable round (a gateway refused or lost messages)"]
       else [] end)
 )
++ (map(select(.mode == "load" and (.label | startswith("stall-")))) as $stall
+  | if ($stall | length) == 0 then [] else
+    ["", (["stall pass", "accepted", "failed", "accepted/s", "accept p50", "accept p99", "accept max"] | wide)]
+    + [$stall[] | [.label, .accepted, .failed, (.accepted_per_sec | r1), (.accept_latency_ms.p50 | r1), (.accept_latency_ms.p99 | r1), (.accept_latency_ms.max | r1)] | wide]
+    + [$stall | map(select(.label | startswith("stall-alone:"))) | .[] | (.label | sub("^stall-alone:"; "")) as $g
+       | ($stall | map(select(.label == "stall-with-big:\($g)"))[0]) as $w
+       | select($w != null)
+       | "\($g): p99 accept of the small messages with the big ones / without = \(($w.accept_latency_ms.p99 / ([.accept_latency_ms.p99, 0.001] | max)) | r2)x (\($w.accept_latency_ms.p99 | r1) vs \(.accept_latency_ms.p99 | r1) ms; target <= 2x)"]
+  end)
 + (if ($idle | length) > 0 then
     ["", (["idle run", "wanted", "opened", "errors", "RSS KB/conn", "PSS KB/conn", "procs open", "dropped"] | row)]
     + [$idle[] | [.label, .wanted, .opened, errs, (.relay.rss_per_conn_kb // 0 | r1), (.relay.pss_per_conn_kb // 0 | r1), (.relay.open.procs // 0), .dropped] | row]

@@ -18,6 +18,7 @@
 #   bench/run.sh
 #   MESSAGES=3000 SIZE=102400 ROUNDS=3 bench/run.sh
 #   IDLE=5000 bench/run.sh           # also the idle-connection memory test
+#   STALL=1 POSTFIX=0 bench/run.sh   # also the big-message stall pass
 #   PROFILE=1 bench/run.sh           # also a CPU profile of caddy-smtp
 #
 # Settings (environment):
@@ -29,12 +30,22 @@
 #              two gateways alternates between rounds
 #   IDLE       idle connections to hold open to each gateway afterwards (0)
 #   IDLE_HOLD  how long to hold them (15s)
-#   IDLE_TLS   STARTTLS on the idle connections (1)
+#   IDLE_TLS   STARTTLS on the idle connections (1); the open-files limit
+#              is raised to IDLE + 1024 when it is lower (root may raise
+#              the hard limit)
+#   STALL      1: after the rounds, the big-message stall pass: SIZE
+#              messages for STALL_FOR alone, then again while STALL_SENDERS
+#              connections stream STALL_SIZE messages; compare the accept
+#              latency of the SIZE messages (0)
+#   STALL_SIZE     size of the big messages (10485760)
+#   STALL_SENDERS  connections sending big messages (4)
+#   STALL_FOR      length of each half of the stall pass (20s)
 #   POSTFIX    0 to skip Postfix (1)
 #   POSTFIX_TLS_REUSE  1 sets smtp_tls_connection_reuse=yes in Postfix
 #              (outbound TLS connection reuse; not the default) (0)
 #   PROFILE    1: after the measured rounds, a 15 s CPU profile of caddy-smtp
-#              under the same load via Caddy's admin /debug/pprof (0)
+#              under the same load via Caddy's admin /debug/pprof, and one
+#              of the stall pass's half with big messages (STALL=1) (0)
 #   RESULTS    directory for results.jsonl, the table and logs
 #              (/tmp/smtpbench-results.<time>)
 #   KEEP       1 keeps the work directory (spools, configs) (0)
@@ -61,6 +72,10 @@ IDLE_TLS=${IDLE_TLS:-1}
 POSTFIX=${POSTFIX:-1}
 POSTFIX_TLS_REUSE=${POSTFIX_TLS_REUSE:-0}
 PROFILE=${PROFILE:-0}
+STALL=${STALL:-0}
+STALL_SIZE=${STALL_SIZE:-10485760}
+STALL_SENDERS=${STALL_SENDERS:-4}
+STALL_FOR=${STALL_FOR:-20s}
 KEEP=${KEEP:-0}
 GATEWAY_REV=${GATEWAY_REV:-HEAD}
 GATEWAY_SRC=${GATEWAY_SRC:-}
@@ -68,12 +83,21 @@ SPOOL_FS=${SPOOL_FS:-}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-/tmp/smtpbench-results.$STAMP}
 
-for n in MESSAGES SIZE SENDERS PER_CONN ROUNDS IDLE; do
+for n in MESSAGES SIZE SENDERS PER_CONN ROUNDS IDLE STALL_SIZE STALL_SENDERS; do
 	if ! [[ ${!n} =~ ^[0-9]+$ ]]; then
 		echo "run.sh: $n must be a number, not '${!n}'" >&2
 		exit 2
 	fi
 done
+
+if ((IDLE > 0 && $(ulimit -n) < IDLE + 1024)); then
+	# One descriptor per connection in the load tool and in caddy.
+	ulimit -Hn $((IDLE + 1024)) 2>/dev/null || true
+	ulimit -n $((IDLE + 1024)) || {
+		echo "run.sh: IDLE=$IDLE needs an open-files limit of $((IDLE + 1024)), have $(ulimit -n)" >&2
+		exit 2
+	}
+fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$(mktemp -d /tmp/smtpbench.XXXXXX)
@@ -403,6 +427,9 @@ smtpd_tls_chain_files = $PF_DIR/etc/key.pem, $PF_DIR/etc/cert.pem
 smtp_tls_security_level = may
 smtp_tls_connection_reuse = $([[ $POSTFIX_TLS_REUSE == 1 ]] && echo yes || echo no)
 default_process_limit = $PROC_LIMIT
+# caddy-smtp's default max_message_size (Postfix's is 10240000, less than
+# the stall pass's 10 MiB messages).
+message_size_limit = 52428800
 biff = no
 append_dot_mydomain = no
 EOF
@@ -457,6 +484,44 @@ if ((IDLE > 0)); then
 		run "$BIN/smtpload" -label postfix-idle -addr "127.0.0.1:$PF_PORT" -idle "$IDLE" -idle-hold "$IDLE_HOLD" \
 			"$tls_flag" -watch-pid "$PF_MASTER" -out "$JSONL" -max-run 20m >/dev/null || log "postfix idle run failed"
 	fi
+fi
+
+#### big-message stall
+# stall LABEL ADDR PID: the small messages alone, then with big ones
+# streaming in on other connections (started first, so that they are
+# under way when the small ones start; the whole run fits in STALL_FOR).
+stall() {
+	local label=$1 addr=$2 pid=$3 big
+	log "stall: $label, $SIZE-byte messages for $STALL_FOR alone"
+	run "$BIN/smtpload" -label "stall-alone:$label" -addr "$addr" -duration "$STALL_FOR" -size "$SIZE" \
+		-senders "$SENDERS" -per-conn "$PER_CONN" -watch-pid "$pid" -out "$JSONL" -max-run 10m >/dev/null ||
+		log "stall-alone:$label failed"
+	log "stall: $label, again with $STALL_SENDERS connections streaming $STALL_SIZE-byte messages"
+	"$BIN/smtpload" -label "stall-big:$label" -addr "$addr" -duration "$STALL_FOR" -size "$STALL_SIZE" \
+		-senders "$STALL_SENDERS" -per-conn 1 -timeout 5m -out "$JSONL" -max-run 10m >/dev/null 2>"$RESULTS/stall-big.err" &
+	big=$!
+	sleep 2 # the first big bodies are streaming
+	local prof=
+	if [[ $PROFILE == 1 && $label == caddy-smtp ]]; then
+		curl -sS -o "$RESULTS/caddy-stall-cpu.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=15" &
+		prof=$!
+	fi
+	run "$BIN/smtpload" -label "stall-with-big:$label" -addr "$addr" -duration "$STALL_FOR" -size "$SIZE" \
+		-senders "$SENDERS" -per-conn "$PER_CONN" -watch-pid "$pid" -out "$JSONL" -max-run 10m >/dev/null ||
+		log "stall-with-big:$label failed"
+	CHILD=$big
+	wait "$big" || log "stall-big:$label failed (see $RESULTS/stall-big.err)"
+	CHILD=
+	if [[ -n $prof ]]; then
+		wait "$prof" || log "fetching the stall profile failed"
+		(cd "$REPO" && go tool pprof -top -nodecount=40 "$BIN/caddy" "$RESULTS/caddy-stall-cpu.pprof" \
+			>"$RESULTS/caddy-stall-cpu-top.txt" 2>/dev/null) || true
+		log "profile of the stall pass: $RESULTS/caddy-stall-cpu.pprof (top: $RESULTS/caddy-stall-cpu-top.txt)"
+	fi
+}
+if [[ $STALL == 1 ]]; then
+	stall caddy-smtp "127.0.0.1:$GW_PORT" "$CADDY_PID"
+	[[ $POSTFIX == 1 ]] && stall postfix "127.0.0.1:$PF_PORT" "$PF_MASTER"
 fi
 
 #### profile

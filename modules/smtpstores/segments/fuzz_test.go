@@ -37,6 +37,9 @@ func FuzzSegmentLoad(f *testing.F) {
 	binary.BigEndian.PutUint32(huge[6:], 0xffffffff)
 	binary.BigEndian.PutUint64(huge[10:], 1<<63-16)
 	f.Add(append(huge, "M3........"...), msg, []byte("b"))
+	// A file record whose body file is not there.
+	ref := &bodyRef{size: 5, crc: crc32.Checksum([]byte("hello"), segCRC), name: 7}
+	f.Add(append(append([]byte(nil), good...), fuzzRecord(segTypeFile, "M4", []byte(`{"id":"M4"}`), ref.encode())...), msg, bytes.Repeat([]byte("y"), 6000))
 
 	f.Fuzz(func(t *testing.T, seg, msg, body []byte) {
 		dir := t.TempDir()
@@ -89,8 +92,8 @@ func FuzzSegmentLoad(f *testing.F) {
 }
 
 // openFast opens a store whose fsyncs do nothing (what the fuzz target
-// checks is the format, not durability) and whose bodies spill to tmp/
-// above 4 KiB.
+// checks is the format, not durability) and whose bodies go to files of
+// their own above 4 KiB.
 func openFast(dir string) (*Store, error) {
 	s, err := open(dir, segLimit, 4096)
 	if s != nil {

@@ -12,10 +12,10 @@ import (
 
 // ReadOnly is a segment spool opened only to read it, for `caddy smtp
 // spool inspect` and `convert`: it takes no lock and writes nothing (a
-// torn tail is not truncated, tmp/ is not cleared), so it can look at the
-// spool of a running Caddy. Records appended meanwhile are not seen; a
-// record being appended at the end of the last segment looks torn and
-// ends the scan there.
+// torn tail is not truncated, tmp/ is not cleared, no body file is
+// deleted), so it can look at the spool of a running Caddy. Records
+// appended meanwhile are not seen; a record being appended at the end of
+// the last segment looks torn and ends the scan there.
 type ReadOnly struct{ s *Store }
 
 // OpenReadOnly reads the segments of the spool dir.

@@ -20,7 +20,10 @@ func init() {
 // to segment files of up to 64 MiB under `segments/` in the spool
 // directory, and concurrent commits share one fdatasync (group commit),
 // so it takes many more messages per second than `files` on the same
-// disk. Segments are deleted once their messages are delivered.
+// disk. A body over 256 KiB is kept in a file of its own under `bodies/`
+// (made durable outside the segment's append lock, so big messages do not
+// hold up small ones). Segments and body files are deleted once their
+// messages are delivered.
 //
 // A spool that still holds messages in the `files` format (`msg/*.json`)
 // is refused: they would never be delivered. Convert it with `caddy smtp

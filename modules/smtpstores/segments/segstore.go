@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,15 +29,20 @@ import (
 //
 // Layout (under the same root as the files spool): lock (flock, one owner),
 // tmp/ (bodies too big to buffer, held-domains.json being replaced),
-// held-domains.json, and segments/<16 hex digits>.seg, numbered in order.
+// held-domains.json, segments/<16 hex digits>.seg, numbered in order, and
+// bodies/<id>.<16 hex digits> (bodies too big to buffer, one file each).
 //
 // A segment is a sequence of records:
 //
 //	magic u32 | type u8 | idLen u8 | envLen u32 | bodyLen u64 | id | env | body | crc32 u32
 //
 // (big endian; the CRC-32C covers everything before it). Types: msg (the
-// envelope JSON and the body), env (a new envelope for a message, no body)
-// and done (the message is gone).
+// envelope JSON and the body), file (the envelope JSON and, as the body, a
+// reference to a body file: size u64 | CRC-32C of the body u32 | name u64,
+// the hex digits after the id in bodies/), env (a new envelope for a
+// message, no body) and done (the message is gone). Spools written before
+// file records existed hold none and read as before; a version without
+// them stops reading a segment at its first file record.
 //
 // Durability: Commit and Save append their record under a mutex and then
 // wait for an fdatasync of the active segment that started after their
@@ -46,9 +52,19 @@ import (
 // syncing: after a power loss a removed message may come back and be
 // delivered once more.
 //
-// Bodies up to segMemBody bytes are buffered in memory; bigger ones spill
-// to a file in tmp/ and are copied into the segment at Commit (under the
-// append mutex, so a very large body delays the commits queued behind it).
+// Bodies up to segMemBody bytes are buffered in memory and written into
+// the segment with their record. Bigger ones spill to a file in tmp/ and
+// are never copied: at Commit, outside the append mutex, the file is
+// fdatasynced and renamed into bodies/, and bodies/ is fsynced (concurrent
+// commits share that sync); then a small file record is appended and
+// synced like any other. So a big message costs the commits behind it
+// neither the copy nor the flush of its bytes. A crash before the record
+// is durable leaves a body file that no record names: Open deletes such
+// orphans (unless damage stopped the scan early, when they may be the
+// bodies of the records it could not read). Remove deletes a body file
+// only once its done record is synced, so a message never comes back
+// without its body. Open checks that every named body file exists with
+// its size; its CRC is checked when the body is read to the end.
 //
 // Loading scans the segments in order and checks every record's CRC. A
 // torn or corrupt record in the last segment ends the log: the segment is
@@ -63,7 +79,8 @@ import (
 // segment is deleted once no live message has its body there. If it still
 // holds live messages but they take at most a quarter of segLimit, or more
 // than segMaxOld non-active segments pile up behind it, those messages
-// (body and latest envelope) are copied forward into the active segment,
+// (body or file reference, and latest envelope) are copied forward into
+// the active segment,
 // the copy is fdatasynced, and the old segment is deleted. On Load a later
 // msg record for an id replaces an earlier one, and env/done records for
 // ids without a msg record (their segment is gone) are ignored.
@@ -87,8 +104,12 @@ type Store struct {
 	lock *os.File
 	sync *spoolfs.GroupSync
 
-	// fsync makes a segment's data durable (fdatasync); tests wrap it.
-	fsync func(*os.File) error
+	// fsync makes a segment's or a body file's data durable
+	// (fdatasync), syncDir a directory's entries; tests wrap them.
+	fsync   func(*os.File) error
+	syncDir func(string) error
+	// bodySync shares the syncs of bodies/ among concurrent commits.
+	bodySync *spoolfs.GroupSync
 
 	mu      sync.Mutex
 	segs    []*segment // oldest first; the last is active
@@ -99,8 +120,12 @@ type Store struct {
 	limit   int64
 	memBody int
 	space   *spoolfs.Space
-	pending []string // ids whose done record could not be written yet
+	pending []removal // done records that could not be written yet
 }
+
+// removal is a done record to write, and the body file to delete once it
+// is synced ("" when the body is in a segment).
+type removal struct{ id, file string }
 
 // Options are the settings of a segment spool.
 type Options struct {
@@ -125,15 +150,59 @@ type segEntry struct {
 	seg     *segment
 	bodyOff int64
 	bodyLen int64
-	env     []byte // latest envelope
+	env     []byte   // latest envelope
+	ref     *bodyRef // the body's own file; nil when it is in seg
+}
+
+// bodyRef is the body part of a file record: where a body too big for a
+// segment is, and its checksum.
+type bodyRef struct {
+	size int64
+	crc  uint32
+	name uint64
+}
+
+const bodyRefLen = 8 + 4 + 8
+
+func (r *bodyRef) encode() []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, bodyRefLen), uint64(r.size))
+	b = binary.BigEndian.AppendUint32(b, r.crc)
+	return binary.BigEndian.AppendUint64(b, r.name)
+}
+
+func decodeBodyRef(b []byte) (*bodyRef, bool) {
+	if len(b) != bodyRefLen || int64(binary.BigEndian.Uint64(b)) < 0 {
+		return nil, false
+	}
+	return &bodyRef{size: int64(binary.BigEndian.Uint64(b)), crc: binary.BigEndian.Uint32(b[8:]), name: binary.BigEndian.Uint64(b[12:])}, true
+}
+
+// bodyFile is the name of a body file in bodies/.
+func bodyFile(id string, name uint64) string { return fmt.Sprintf("%s.%016x", id, name) }
+
+// file is the name of e's body file, "" when its body is in its segment.
+func (e *segEntry) file(id string) string {
+	if e.ref == nil {
+		return ""
+	}
+	return bodyFile(id, e.ref.name)
+}
+
+// inSeg is how many bytes of e's body are in its segment.
+func (e *segEntry) inSeg() int64 {
+	if e.ref != nil {
+		return 0
+	}
+	return e.bodyLen
 }
 
 const (
-	segMagic   = 0x534d5451 // "SMTQ"
-	segHdrLen  = 4 + 1 + 1 + 4 + 8
-	segTypeMsg = 1
-	segTypeEnv = 2
-	segTypeEnd = 3 // done
+	segMagic    = 0x534d5451 // "SMTQ"
+	segHdrLen   = 4 + 1 + 1 + 4 + 8
+	segTypeMsg  = 1
+	segTypeEnv  = 2
+	segTypeEnd  = 3 // done
+	segTypeFile = 4 // msg whose body is in bodies/
 
 	segLimit   = 64 << 20
 	segMemBody = 256 << 10
@@ -171,18 +240,66 @@ func openWith(dir string, limit int64, memBody int, opts Options) (*Store, error
 		lock.Close()
 		return nil, err
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "bodies"), 0o700); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("creating spool: %w", err)
+	}
 	s := &Store{
 		dir: dir, lock: lock, index: make(map[string]*segEntry),
 		limit: limit, memBody: memBody, space: space,
-		fsync: fdatasync,
+		fsync: fdatasync, syncDir: spoolfs.SyncDir,
 	}
 	s.sync = spoolfs.NewGroupSync(s.syncActive)
-	if err := s.scan(); err != nil {
+	s.bodySync = spoolfs.NewGroupSync(func() error { return s.syncDir(s.bodiesDir()) })
+	err = s.scan()
+	if err == nil {
+		err = s.checkBodyFiles()
+	}
+	if err != nil {
 		s.closeFiles()
 		lock.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+func (s *Store) bodiesDir() string { return filepath.Join(s.dir, "bodies") }
+
+// checkBodyFiles drops the messages whose body file is missing or has
+// the wrong size (reporting them with Load) and deletes the body files
+// that no message names: their commit did not complete. After damage in
+// an older segment the unnamed files are kept, as the records naming them
+// may be in the part that could not be read.
+func (s *Store) checkBodyFiles() error {
+	named := make(map[string]bool)
+	var bad []string
+	for id, e := range s.index {
+		name := e.file(id)
+		if name == "" {
+			continue
+		}
+		st, err := os.Stat(filepath.Join(s.bodiesDir(), name))
+		if err != nil || st.Size() != e.ref.size {
+			bad = append(bad, fmt.Sprintf("%s: body file bodies/%s missing or truncated", id, name))
+			s.apply(nil, segTypeEnd, id, nil, 0, 0)
+			continue
+		}
+		named[name] = true
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		s.loadErr = errors.Join(s.loadErr, fmt.Errorf("skipped %d messages: %s", len(bad), strings.Join(bad, "; ")))
+	}
+	entries, err := os.ReadDir(s.bodiesDir())
+	if err != nil {
+		return err
+	}
+	for _, de := range entries {
+		if !named[de.Name()] && s.loadErr == nil {
+			os.Remove(filepath.Join(s.bodiesDir(), de.Name()))
+		}
+	}
+	return nil
 }
 
 // Dir returns the spool directory.
@@ -287,7 +404,7 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 		// Each length is checked on its own first: a sum with a huge
 		// bodyLen wraps around, and the envelope buffer below would
 		// then be as large as the header claims (up to 4 GiB).
-		if binary.BigEndian.Uint32(hdr) != segMagic || typ < segTypeMsg || typ > segTypeEnd ||
+		if binary.BigEndian.Uint32(hdr) != segMagic || typ < segTypeMsg || typ > segTypeFile ||
 			bodyLen < 0 || bodyLen > size || envLen > size || end+segHdrLen+idLen+envLen+bodyLen+4 > size {
 			return end, size, errors.New("bad or torn record")
 		}
@@ -298,7 +415,15 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 		}
 		crc = crc32.Update(crc, segCRC, meta)
 		h := crc32.New(segCRC)
-		if _, err := io.CopyN(h, r, bodyLen); err != nil {
+		var refBuf bytes.Buffer
+		w := io.Writer(h)
+		if typ == segTypeFile {
+			if bodyLen != bodyRefLen {
+				return end, size, errors.New("bad file record")
+			}
+			w = io.MultiWriter(h, &refBuf)
+		}
+		if _, err := io.CopyN(w, r, bodyLen); err != nil {
 			return end, size, err
 		}
 		var tail [4]byte
@@ -310,7 +435,15 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 		}
 		id := string(meta[:idLen])
 		bodyOff := end + segHdrLen + idLen + envLen
-		s.apply(seg, typ, id, meta[idLen:], bodyOff, bodyLen)
+		if typ == segTypeFile {
+			ref, ok := decodeBodyRef(refBuf.Bytes())
+			if !ok || !queue.ValidID(id) {
+				return end, size, errors.New("bad file record")
+			}
+			s.put(id, &segEntry{seg: seg, env: meta[idLen:], bodyLen: ref.size, ref: ref})
+		} else {
+			s.apply(seg, typ, id, meta[idLen:], bodyOff, bodyLen)
+		}
 		end = bodyOff + bodyLen + 4
 	}
 	return end, size, nil
@@ -325,18 +458,13 @@ func recordCRC(metaCRC, bodyCRC uint32) uint32 {
 	return crc32.Update(metaCRC, segCRC, b[:])
 }
 
-// apply updates the index with one record. Caller holds mu (or is scan).
+// apply updates the index with one msg, env or done record. Caller holds
+// mu (or is scan).
 func (s *Store) apply(seg *segment, typ byte, id string, env []byte, bodyOff, bodyLen int64) {
 	old := s.index[id]
 	switch typ {
 	case segTypeMsg:
-		if old != nil {
-			old.seg.live--
-			old.seg.liveBytes -= old.bodyLen
-		}
-		s.index[id] = &segEntry{seg: seg, bodyOff: bodyOff, bodyLen: bodyLen, env: env}
-		seg.live++
-		seg.liveBytes += bodyLen
+		s.put(id, &segEntry{seg: seg, bodyOff: bodyOff, bodyLen: bodyLen, env: env})
 	case segTypeEnv:
 		if old != nil {
 			old.env = env
@@ -344,10 +472,19 @@ func (s *Store) apply(seg *segment, typ byte, id string, env []byte, bodyOff, bo
 	case segTypeEnd:
 		if old != nil {
 			old.seg.live--
-			old.seg.liveBytes -= old.bodyLen
+			old.seg.liveBytes -= old.inSeg()
 			delete(s.index, id)
 		}
 	}
+}
+
+// put makes e the message id (after a msg or file record in e.seg).
+// Caller holds mu (or is scan).
+func (s *Store) put(id string, e *segEntry) {
+	s.apply(nil, segTypeEnd, id, nil, 0, 0)
+	s.index[id] = e
+	e.seg.live++
+	e.seg.liveBytes += e.inSeg()
 }
 
 // newSegment creates segment seq, makes its directory entry durable and
@@ -540,7 +677,9 @@ type segBody struct {
 	id    string
 	buf   bytes.Buffer
 	spill *os.File
+	path  string // where spill is now; "" once a record names it
 	w     *bufio.Writer
+	crc   uint32 // of the spilled bytes
 	n     int64
 	done  bool
 }
@@ -554,16 +693,18 @@ func (b *segBody) Write(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		b.spill, b.w = f, bufio.NewWriterSize(f, 64<<10)
+		b.spill, b.path, b.w = f, f.Name(), bufio.NewWriterSize(f, 64<<10)
 		if _, err := b.w.Write(b.buf.Bytes()); err != nil {
 			return 0, err
 		}
+		b.crc = crc32.Checksum(b.buf.Bytes(), segCRC)
 		b.buf = bytes.Buffer{}
 	}
 	var n int
 	var err error
 	if b.spill != nil {
 		n, err = b.w.Write(p)
+		b.crc = crc32.Update(b.crc, segCRC, p[:n])
 	} else {
 		n, err = b.buf.Write(p)
 	}
@@ -586,23 +727,35 @@ func (b *segBody) Commit(m *queue.Message) error {
 		return errors.New("queue: body already committed or aborted")
 	}
 	defer b.Abort()
-	var body io.Reader = bytes.NewReader(b.buf.Bytes())
-	if b.spill != nil {
-		if err := b.w.Flush(); err != nil {
-			return err
-		}
-		body = io.NewSectionReader(b.spill, 0, b.n)
-	}
 	m.ID, m.Size = b.id, b.n
 	env, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	s := b.s
+	var ref *bodyRef
+	if b.spill != nil {
+		if ref, err = b.moveToBodies(); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
-	seg, off, err := s.appendChecked(segTypeMsg, b.id, env, body, b.n, spoolfs.NewMessage)
-	if err == nil {
-		s.apply(seg, segTypeMsg, b.id, env, off, b.n)
+	if ref != nil {
+		var seg *segment
+		seg, _, err = s.appendChecked(segTypeFile, b.id, env, bytes.NewReader(ref.encode()), bodyRefLen, spoolfs.NewMessage)
+		if err == nil {
+			s.put(b.id, &segEntry{seg: seg, env: env, bodyLen: b.n, ref: ref})
+			// Named by a record now: after a failed sync the next Open
+			// decides whether it stays.
+			b.path = ""
+		}
+	} else {
+		var seg *segment
+		var off int64
+		seg, off, err = s.appendChecked(segTypeMsg, b.id, env, bytes.NewReader(b.buf.Bytes()), b.n, spoolfs.NewMessage)
+		if err == nil {
+			s.apply(seg, segTypeMsg, b.id, env, off, b.n)
+		}
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -618,6 +771,35 @@ func (b *segBody) Commit(m *queue.Message) error {
 	return nil
 }
 
+// moveToBodies makes the spilled body durable in bodies/ (fdatasync,
+// rename, a shared sync of bodies/), without the append mutex: commits of
+// other messages go on meanwhile. It returns the reference for the file
+// record.
+func (b *segBody) moveToBodies() (*bodyRef, error) {
+	s := b.s
+	if err := b.w.Flush(); err != nil {
+		return nil, s.noSpace(err)
+	}
+	// The body is on disk already; the record must still leave MinFree.
+	if !s.space.Allows(b.n, spoolfs.NewMessage) {
+		return nil, queue.ErrInsufficientStorage
+	}
+	if err := s.fsync(b.spill); err != nil {
+		return nil, err
+	}
+	ref := &bodyRef{size: b.n, crc: b.crc, name: rand.Uint64()}
+	path := filepath.Join(s.bodiesDir(), bodyFile(b.id, ref.name))
+	if err := os.Rename(b.path, path); err != nil {
+		return nil, err
+	}
+	b.path = path
+	if err := s.bodySync.Sync(); err != nil {
+		return nil, err
+	}
+	s.space.Used(b.n)
+	return ref, nil
+}
+
 func (b *segBody) Abort() {
 	if b.done {
 		return
@@ -626,7 +808,9 @@ func (b *segBody) Abort() {
 	b.buf = bytes.Buffer{}
 	if b.spill != nil {
 		b.spill.Close()
-		os.Remove(b.spill.Name())
+		if b.path != "" {
+			os.Remove(b.path)
+		}
 	}
 }
 
@@ -698,22 +882,45 @@ func (s *Store) StorageLow() bool { return s.space.Low() }
 // space reserve; one that cannot be written even so is kept and retried
 // with the next Remove, and the message is forgotten at once, so that
 // compaction can reclaim its segment.
+//
+// A body in a file of its own is deleted once the done record is synced
+// (Remove waits for that sync, shared with concurrent commits), so that a
+// message that comes back after a crash has its body.
 func (s *Store) Remove(id string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.index[id]; !ok {
+	e, ok := s.index[id]
+	if !ok {
+		s.mu.Unlock()
 		return nil
 	}
 	s.apply(nil, segTypeEnd, id, nil, 0, 0)
-	s.pending = append(s.pending, id)
+	s.pending = append(s.pending, removal{id: id, file: e.file(id)})
 	var err error
+	var files []string
 	for len(s.pending) > 0 {
-		if _, _, err = s.appendRecord(segTypeEnd, s.pending[0], nil, nil, 0); err != nil {
+		if _, _, err = s.appendRecord(segTypeEnd, s.pending[0].id, nil, nil, 0); err != nil {
 			break
+		}
+		if f := s.pending[0].file; f != "" {
+			files = append(files, f)
 		}
 		s.pending = s.pending[1:]
 	}
-	return errors.Join(err, s.compact())
+	err = errors.Join(err, s.compact())
+	s.mu.Unlock()
+	if len(files) == 0 {
+		return err
+	}
+	if serr := s.sync.Sync(); serr != nil {
+		// The done records may be cut off: keep the bodies (the next
+		// Open deletes those no record names).
+		return errors.Join(err, serr)
+	}
+	for _, f := range files {
+		os.Remove(filepath.Join(s.bodiesDir(), f))
+	}
+	s.space.Freed()
+	return err
 }
 
 // compact deletes, oldest first, non-active segments without live bodies,
@@ -782,6 +989,14 @@ func (s *Store) copyForward(old *segment) error {
 	sort.Strings(ids)
 	for _, id := range ids {
 		e := s.index[id]
+		if e.ref != nil {
+			seg, _, err := s.appendRecord(segTypeFile, id, e.env, bytes.NewReader(e.ref.encode()), bodyRefLen)
+			if err != nil {
+				return err
+			}
+			s.put(id, &segEntry{seg: seg, env: e.env, bodyLen: e.bodyLen, ref: e.ref})
+			continue
+		}
 		seg, off, err := s.appendRecord(segTypeMsg, id, e.env, io.NewSectionReader(f, e.bodyOff, e.bodyLen), e.bodyLen)
 		if err != nil {
 			return err
@@ -810,6 +1025,13 @@ func (s *Store) OpenBody(id string) (io.ReadCloser, error) {
 	if !ok {
 		return nil, fmt.Errorf("message %s: %w", id, os.ErrNotExist)
 	}
+	if e.ref != nil {
+		f, err := os.Open(filepath.Join(s.bodiesDir(), e.file(id)))
+		if err != nil {
+			return nil, err
+		}
+		return &fileReader{r: io.LimitReader(f, e.ref.size+1), f: f, want: *e.ref}, nil
+	}
 	f, err := os.Open(e.seg.path)
 	if err != nil {
 		return nil, err
@@ -823,6 +1045,29 @@ type segReader struct {
 }
 
 func (r *segReader) Close() error { return r.f.Close() }
+
+// fileReader reads a body file and, at its end, checks its size and CRC
+// against the file record's.
+type fileReader struct {
+	r    io.Reader
+	f    *os.File
+	want bodyRef
+	n    int64
+	crc  uint32
+}
+
+func (r *fileReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n += int64(n)
+	r.crc = crc32.Update(r.crc, segCRC, p[:n])
+	if err == io.EOF && (r.n != r.want.size || r.crc != r.want.crc) || r.n > r.want.size {
+		return n, fmt.Errorf("body file %s is damaged (%d bytes, checksum %08x; the record says %d, %08x)",
+			filepath.Base(r.f.Name()), r.n, r.crc, r.want.size, r.want.crc)
+	}
+	return n, err
+}
+
+func (r *fileReader) Close() error { return r.f.Close() }
 
 // LoadHeldDomains implements queue.DomainHoldStore (the same file as the files store).
 func (s *Store) LoadHeldDomains() ([]string, error) { return spoolfs.LoadHeldDomains(s.dir) }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -165,7 +166,9 @@ func TestCorruptRecordEndsLastSegment(t *testing.T) {
 func TestRotationAndCompaction(t *testing.T) {
 	dir := t.TempDir()
 	const limit = 16 << 10
-	s := openSeg(t, dir, limit, 2048) // bodies above 2 KiB go through tmp/
+	// Bodies above 3000 bytes go to files of their own: a mix of both.
+	const mem = 3000
+	s := openSeg(t, dir, limit, mem)
 	want := make(map[string][32]byte)
 	var ids []string
 	for i := 0; i < 60; i++ {
@@ -183,16 +186,16 @@ func TestRotationAndCompaction(t *testing.T) {
 	if before < 5 {
 		t.Fatalf("only %d segments for ~200 KiB at 16 KiB", before)
 	}
-	// Deliver everything except two early (long-deferred) messages, and
-	// save a new state for one of them.
-	pinned := []string{"R01", "R07"}
+	// Deliver everything except two early (long-deferred) messages and a
+	// later one with its body in a file, and save a new state for one.
+	pinned := []string{"R01", "R07", "R50"}
 	m := queuetest.Load(t, s)["R07"]
 	m.Attempts = 9
 	if err := s.Save(m); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		if id == pinned[0] || id == pinned[1] {
+		if slices.Contains(pinned, id) {
 			continue
 		}
 		if err := s.Remove(id); err != nil {
@@ -203,6 +206,9 @@ func TestRotationAndCompaction(t *testing.T) {
 	after := countSegs()
 	if after > 2 {
 		t.Fatalf("%d segments left of %d", after, before)
+	}
+	if files, _ := os.ReadDir(filepath.Join(dir, "bodies")); len(files) != 1 {
+		t.Fatalf("body files left: %v", files)
 	}
 	check := func(s *Store) {
 		t.Helper()
@@ -226,7 +232,7 @@ func TestRotationAndCompaction(t *testing.T) {
 	}
 	check(s)
 	s.Close()
-	s = openSeg(t, dir, limit, 2048)
+	s = openSeg(t, dir, limit, mem)
 	defer s.Close()
 	check(s)
 	t.Logf("segments: %d before, %d after", before, after)
