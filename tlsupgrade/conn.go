@@ -23,9 +23,10 @@ type Conn struct {
 	// Result says what happened to TLS.
 	Result Result
 
-	netConn   net.Conn    // the TCP connection
-	tlsConn   *tls.Conn   // nil in plaintext
-	stop      func() bool // unregisters the close-on-ctx-done hook
+	netConn   net.Conn      // the TCP connection
+	tlsConn   *tls.Conn     // nil in plaintext
+	wire      *handoverConn // what Client reads and writes, for SendBDAT
+	stop      func() bool   // unregisters the close-on-ctx-done hook
 	closeOnce sync.Once
 	closeErr  error
 }

@@ -335,14 +335,15 @@ func (d *dialer) handover(ctx context.Context, p *prelude, tc *tls.Conn) (*Conn,
 	}
 	conn.SetDeadline(time.Time{})
 
-	client := smtp.NewClient(&handoverConn{Conn: conn, pending: pending, writeTimeout: d.opts.CommandTimeout})
+	wire := &handoverConn{Conn: conn, pending: pending, writeTimeout: d.opts.CommandTimeout}
+	client := smtp.NewClient(wire)
 	client.CommandTimeout = d.opts.CommandTimeout
 	if err := client.Hello(d.opts.LocalName); err != nil {
 		client.Close()
 		p.stop()
 		return nil, d.fail(ctx, stage, err)
 	}
-	return &Conn{Client: client, Result: d.res, netConn: p.raw, tlsConn: tc, stop: p.stop}, nil
+	return &Conn{Client: client, Result: d.res, netConn: p.raw, tlsConn: tc, stop: p.stop, wire: wire}, nil
 }
 
 // prelude is a connection while Dial speaks on it itself.

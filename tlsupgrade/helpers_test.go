@@ -193,6 +193,7 @@ type testServer struct {
 	be       *backend
 	accepts  atomic.Int32
 	startTLS atomic.Int32
+	bdat     atomic.Int32 // reads that start with a BDAT command
 	refuse   bool
 }
 
@@ -254,6 +255,9 @@ type spyConn struct {
 func (c *spyConn) Read(b []byte) (int, error) {
 	for {
 		n, err := c.Conn.Read(b)
+		if n > 0 && bytes.HasPrefix(b[:n], []byte("BDAT ")) {
+			c.ts.bdat.Add(1)
+		}
 		if n > 0 && bytes.EqualFold(b[:n], []byte("STARTTLS\r\n")) {
 			c.ts.startTLS.Add(1)
 			if c.ts.refuse && err == nil {

@@ -174,32 +174,64 @@ func (s *Session) deliver(ctx context.Context, m *queue.Message, rcpts []*queue.
 		s.reset()
 		return res
 	}
-	w, err := c.Data()
+	statusText, err := s.send(body)
 	if err != nil {
-		fail(accepted, s.replyError(err))
-		s.reset()
-		return res
-	}
-	if _, err := io.Copy(w, body); err != nil {
-		w.Close()
-		s.broken = true
-		fail(accepted, queue.TempFail("sending message data", err))
-		return res
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		fail(accepted, s.replyError(err))
+		fail(accepted, err)
 		return res
 	}
 	action := "relayed" // the next hop cannot report for us
 	if s.dsn {
 		action = ""
 	}
-	reply := "250 " + resp.StatusText
+	reply := "250 " + statusText
 	for _, i := range accepted {
 		res[i] = queue.Result{Reply: reply, RemoteMTA: s.host, Action: action}
 	}
 	return res
+}
+
+// send transfers the body of a transaction whose recipients were
+// accepted: with BDAT when the next hop offers CHUNKING (the spool's
+// bytes as they are, no dot-stuffing byte by byte), else with DATA. It
+// returns the final reply's text, or the delivery error.
+func (s *Session) send(body io.Reader) (string, error) {
+	reply, err := s.conn.SendBDAT(body)
+	switch {
+	case err == nil:
+		return enhancedText(reply), nil
+	case errors.Is(err, tlsupgrade.ErrNoChunking):
+	case errors.As(err, new(*smtp.SMTPError)):
+		s.reset() // a refused chunk ends the transaction (RFC 3030 2)
+		return "", s.replyError(err)
+	default:
+		s.broken = true
+		return "", queue.TempFail("sending message data", err)
+	}
+	c := s.conn.Client
+	w, err := c.Data()
+	if err != nil {
+		s.reset()
+		return "", s.replyError(err)
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		w.Close()
+		s.broken = true
+		return "", queue.TempFail("sending message data", err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", s.replyError(err)
+	}
+	return resp.StatusText, nil
+}
+
+// enhancedText writes a reply's text the way go-smtp's DataResponse has
+// it: "2.0.0 OK queued as X".
+func enhancedText(r *smtp.SMTPError) string {
+	if r.EnhancedCode == (smtp.EnhancedCode{}) || r.EnhancedCode == smtp.NoEnhancedCode {
+		return r.Message
+	}
+	return fmt.Sprintf("%d.%d.%d %s", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
 }
 
 // requireTLSError turns a REQUIRETLS refusal into a permanent delivery
