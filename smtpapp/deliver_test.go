@@ -87,6 +87,31 @@ func TestRelaySTARTTLSUsedWhenOffered(t *testing.T) {
 	}
 }
 
+// TestRelayBigMessageWithBDAT: a message of 300 KiB goes to a next hop
+// that offers CHUNKING with BDAT, byte for byte (lines that start with a
+// dot included); a small one goes with DATA.
+func TestRelayBigMessageWithBDAT(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{})
+	addr, _ := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}, "tls": "none"})
+	body := strings.Repeat(".a line that starts with a dot, and some more text\r\n", 6000) // 312 KB
+	stuffed := strings.ReplaceAll(body, "\r\n.", "\r\n..")                                 // as DATA sends it
+	// submit ends the data with CRLF "." CRLF: the body's last CRLF is that one.
+	submit(t, addr, "a@sender.test", "Subject: big\r\n\r\n."+strings.TrimSuffix(stuffed, "\r\n"), "user@example.test")
+	m := r.waitMessages(1)[0]
+	if !strings.HasSuffix(string(m.data), "\r\n\r\n"+body) {
+		t.Errorf("relayed body differs (%d bytes)", len(m.data))
+	}
+	if n := r.bdat.Load(); n == 0 {
+		t.Error("no BDAT for a 300 KiB message")
+	}
+	submit(t, addr, "a@sender.test", "Subject: small\r\n\r\nhello", "user@example.test")
+	r.waitMessages(2)
+	if n := r.bdat.Load(); n != 1 {
+		t.Errorf("%d BDAT commands after a small message too, want the big one's only", n)
+	}
+}
+
 func TestRelayPlaintextFallbacks(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -38,6 +38,7 @@ type receiver struct {
 	refuse454 bool
 
 	conns atomic.Int32
+	bdat  atomic.Int32 // plaintext reads that start with a BDAT command
 
 	mu   sync.Mutex
 	msgs []receivedMsg
@@ -107,7 +108,7 @@ func (l *countingListener) Accept() (net.Conn, error) {
 	if l.r.refuse454 {
 		return &refuseSTARTTLS{Conn: c, br: bufio.NewReader(c)}, nil
 	}
-	return c, nil
+	return &bdatSpy{Conn: c, r: l.r}, nil
 }
 
 // refuseSTARTTLS hides STARTTLS commands from go-smtp and answers 454.
@@ -243,4 +244,19 @@ func testCertificateWithCA(t *testing.T, names ...string) (*tls.Config, *x509.Ce
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	leafCert, _ := x509.ParseCertificate(der)
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leafCert}}}, pool, caPEM
+}
+
+// bdatSpy counts the reads that start with a BDAT command (a client
+// writes the command line first, so on loopback it starts a read).
+type bdatSpy struct {
+	net.Conn
+	r *receiver
+}
+
+func (c *bdatSpy) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n >= 5 && string(b[:5]) == "BDAT " {
+		c.r.bdat.Add(1)
+	}
+	return n, err
 }
