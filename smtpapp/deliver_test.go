@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -109,6 +110,38 @@ func TestRelayBigMessageWithBDAT(t *testing.T) {
 	r.waitMessages(2)
 	if n := r.bdat.Load(); n != 1 {
 		t.Errorf("%d BDAT commands after a small message too, want the big one's only", n)
+	}
+}
+
+// TestDSNMessageIDLogged: a DSN's delivery line names its Message-ID, as
+// an inbound message's does.
+func TestDSNMessageIDLogged(t *testing.T) {
+	e := newTestEnv(t)
+	logFile := filepath.Join(t.TempDir(), "log.json")
+	dead := freePort(t)
+	app := e.load(e.config(map[string]any{
+		"servers": map[string]any{"mx": map[string]any{"listen": []any{map[string]any{"address": "127.0.0.1:0"}}}},
+		"routes": []any{
+			map[string]any{"domains": []string{"example.test"}, "deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}")}},
+			map[string]any{"domains": []string{"sender.test"}, "deliver": map[string]any{"target": "maildir", "path": filepath.Join(e.mail, "{domain}", "{local}"), "create_mailboxes": true}},
+		},
+		"outbound": map[string]any{"target": "relay", "hosts": []string{"127.0.0.1:" + strconv.Itoa(dead)}},
+	}, logTo(logFile, "INFO")))
+	enqueue(t, app, "s@sender.test", "nobody@example.test") // no mailbox: bounced at once
+	p := e.readDSN("s")
+	want := strings.Trim(p.Header.Get("Message-ID"), "<>")
+	eventually(t, "the DSN's delivery line", func() bool {
+		for _, l := range readLog(t, logFile, "delivery") {
+			if l["rcpt"] == "s@sender.test" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, l := range readLog(t, logFile, "delivery") {
+		if l["rcpt"] == "s@sender.test" && (want == "" || l["message_id"] != want) {
+			t.Errorf("DSN delivery line message_id %v, want %q", l["message_id"], want)
+		}
 	}
 }
 

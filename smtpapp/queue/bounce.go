@@ -122,6 +122,7 @@ func (q *Queue) report(m *Message, rcpts []*Recipient, cfg Config, delayed bool)
 		RequireTLS:   info.RequireTLS,
 		Client:       ClientInfo{Helo: cfg.Hostname},
 		Server:       m.Server,
+		MessageID:    info.MessageID, // for the delivery log lines, as an inbound message's
 	}
 	if info.EightBit {
 		bounce.Body = "8BITMIME"
