@@ -2,6 +2,7 @@ package queue
 
 import (
 	"container/heap"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -83,6 +84,39 @@ func (q *Queue) sync(c Claimer) {
 	}
 	if len(lost) > 0 {
 		q.log().Warn("messages taken over by another node while this one could not renew its claims", zap.Int("messages", len(lost)))
+	}
+	if hs, ok := q.store.(DomainHoldStore); ok {
+		q.syncHeldDomains(hs)
+	}
+}
+
+// syncHeldDomains applies the held domains that the shared store lists,
+// so that a domain held or released on one node is held or released on
+// every node within a sync interval.
+func (q *Queue) syncHeldDomains(hs DomainHoldStore) {
+	list, err := hs.LoadHeldDomains()
+	if err != nil {
+		q.log().Warn("reading the fleet's held domains", zap.Error(err))
+		return
+	}
+	want := make(map[string]bool, len(list))
+	for _, d := range list {
+		want[d] = true
+	}
+	have := q.HeldDomains()
+	for _, d := range list {
+		if !slices.Contains(have, d) {
+			if err := q.HoldDomain(d); err != nil {
+				q.log().Warn("holding a domain another node held", zap.String("domain", d), zap.Error(err))
+			}
+		}
+	}
+	for _, d := range have {
+		if !want[d] {
+			if err := q.ReleaseDomain(d); err != nil {
+				q.log().Warn("releasing a domain another node released", zap.String("domain", d), zap.Error(err))
+			}
+		}
 	}
 }
 

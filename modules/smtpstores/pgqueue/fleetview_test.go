@@ -1,9 +1,11 @@
 package pgqueue_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testpg"
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )
 
 // TestFleetSnapshots: a node's FleetSnapshots lists the messages of every
@@ -28,4 +30,22 @@ func TestFleetSnapshots(t *testing.T) {
 	if len(all) != 3 || owner[ida] != "a" || owner[idb1] != "b" || owner[idb2] != "b" {
 		t.Errorf("fleet view %v, want %s on a and %s, %s on b", owner, ida, idb1, idb2)
 	}
+}
+
+// TestHeldDomainsFollowTheFleet: a domain held on one node is held on
+// the other within a sync, and released there when the first releases it.
+func TestHeldDomainsFollowTheFleet(t *testing.T) {
+	srv := testpg.Start(t)
+	qa := newQueue(t, openNode(t, srv.DSN(), "a"), &recorder{})
+	qb := newQueue(t, openNode(t, srv.DSN(), "b"), &recorder{})
+	if err := qa.HoldDomain("customer.example"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*lease, "node b holding the domain", func() bool {
+		return slices.Equal(qb.HeldDomains(), []string{"customer.example"})
+	})
+	if err := qa.ReleaseDomain("customer.example"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*lease, "node b releasing it", func() bool { return len(qb.HeldDomains()) == 0 })
 }
