@@ -113,6 +113,25 @@ func TestRelayBigMessageWithBDAT(t *testing.T) {
 	}
 }
 
+// TestRelayBigMessageWithoutChunking: to a next hop that does not offer
+// CHUNKING, a big message goes with DATA, byte for byte (dot lines
+// stuffed on the way and unstuffed there).
+func TestRelayBigMessageWithoutChunking(t *testing.T) {
+	e := newTestEnv(t)
+	r := startReceiver(t, receiverOpts{noChunking: true})
+	addr, _ := e.startRelayGateway(map[string]any{"hosts": []string{r.addr}, "tls": "none"})
+	body := strings.Repeat(".a line that starts with a dot, and some more text\r\n", 6000)
+	stuffed := strings.ReplaceAll(body, "\r\n.", "\r\n..")
+	submit(t, addr, "a@sender.test", "Subject: big\r\n\r\n."+strings.TrimSuffix(stuffed, "\r\n"), "user@example.test")
+	m := r.waitMessages(1)[0]
+	if !strings.HasSuffix(string(m.data), "\r\n\r\n"+body) {
+		t.Errorf("relayed body differs (%d bytes)", len(m.data))
+	}
+	if n := r.bdat.Load(); n != 0 {
+		t.Errorf("%d BDAT commands to a server without CHUNKING", n)
+	}
+}
+
 // TestDSNMessageIDLogged: a DSN's delivery line names its Message-ID, as
 // an inbound message's does.
 func TestDSNMessageIDLogged(t *testing.T) {

@@ -2,6 +2,7 @@ package smtpapp_test
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -40,6 +41,8 @@ type receiver struct {
 	conns atomic.Int32
 	bdat  atomic.Int32 // plaintext reads that start with a BDAT command
 
+	noChunking bool
+
 	mu   sync.Mutex
 	msgs []receivedMsg
 }
@@ -61,11 +64,13 @@ type receiverOpts struct {
 	refuse454 bool
 	// requireTLS offers REQUIRETLS (go-smtp does so over TLS only).
 	requireTLS bool
+	// noChunking takes CHUNKING out of the EHLO reply (plaintext only).
+	noChunking bool
 }
 
 func startReceiver(t *testing.T, o receiverOpts) *receiver {
 	t.Helper()
-	r := &receiver{t: t, refuse454: o.refuse454}
+	r := &receiver{t: t, refuse454: o.refuse454, noChunking: o.noChunking}
 	r.srv = smtp.NewServer(r)
 	r.srv.Domain = "receiver.test"
 	r.srv.TLSConfig = o.tls
@@ -251,6 +256,18 @@ func testCertificateWithCA(t *testing.T, names ...string) (*tls.Config, *x509.Ce
 type bdatSpy struct {
 	net.Conn
 	r *receiver
+}
+
+// Write drops CHUNKING from the EHLO reply for noChunking (go-smtp always
+// offers it; it writes the reply in one go).
+func (c *bdatSpy) Write(b []byte) (int, error) {
+	if c.r.noChunking && bytes.Contains(b, []byte("250-CHUNKING\r\n")) {
+		if _, err := c.Conn.Write(bytes.Replace(b, []byte("250-CHUNKING\r\n"), nil, 1)); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *bdatSpy) Read(b []byte) (int, error) {
