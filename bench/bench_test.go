@@ -102,10 +102,7 @@ func startEnv() (*env, error) {
 		return fail(err)
 	}
 	e.checked = "127.0.0.1:" + port
-	cfg := gatewayConfig(dir, e.gateway, sink.Addr())
-	servers := cfg["apps"].(map[string]any)["smtp"].(map[string]any)["servers"].(map[string]any)
-	servers["checked"] = checksServer(e.checked, sink.Addr(), dnsSrv.addr())
-	raw, err := json.Marshal(cfg)
+	raw, err := json.Marshal(sharedConfig(e))
 	if err != nil {
 		return fail(err)
 	}

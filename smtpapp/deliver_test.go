@@ -420,19 +420,7 @@ func TestMXDelivery(t *testing.T) {
 	}))
 	// Outbound mail (the submission path arrives with AUTH): enqueue it
 	// directly, as an authenticated session would.
-	send := func(rcpt string) {
-		t.Helper()
-		id := queue.NewID()
-		w, err := app.TestQueue().Create(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(w, "Subject: to %s\r\n\r\nbody\r\n", rcpt)
-		if err := app.TestQueue().Commit(w, &queue.Message{From: "s@sender.test", Arrived: time.Now(),
-			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	send := func(rcpt string) { t.Helper(); enqueue(t, app, "s@sender.test", rcpt) }
 	send("a@remote.test")
 	if m := primary.waitMessages(1)[0]; m.rcpts[0] != "a@remote.test" {
 		t.Fatalf("primary got %v", m.rcpts)
