@@ -96,7 +96,7 @@ func (a *App) checkTLSA(ctx context.Context, res *resolver.Resolver, log *zap.Lo
 		return
 	}
 	recs = tlsupgrade.UsableTLSA(recs)
-	chain := currentChain(host)
+	chain := CurrentChain(host)
 	if len(recs) == 0 || chain == nil {
 		return
 	}
@@ -134,9 +134,9 @@ func (a *App) checkTLSA(ctx context.Context, res *resolver.Resolver, log *zap.Lo
 	}
 }
 
-// currentChain returns the chain of the newest certificate loaded for
-// host, leaf first.
-func currentChain(host string) []*x509.Certificate {
+// CurrentChain returns the chain of the newest certificate Caddy has
+// loaded for host, leaf first; nil if there is none.
+func CurrentChain(host string) []*x509.Certificate {
 	var best *certmagic.Certificate
 	for _, c := range caddytls.AllMatchingCertificates(host) {
 		if c.Leaf != nil && (best == nil || c.Leaf.NotAfter.After(best.Leaf.NotAfter)) {

@@ -7,7 +7,6 @@ package smtpdns
 
 import (
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	"golang.org/x/net/idna"
 
 	"github.com/caddy-smtp/caddy-smtp/modules/internal/adminhttp"
@@ -144,16 +142,12 @@ func tlsaRecord(app *smtpapp.App, host string) Record {
 		rec.Note = "not pinned: the certificate key changes at every renewal; set reuse_certificate_keys to publish 3 1 1, or publish 2 1 1 records of your CA's intermediates (caddy smtp tlsa)"
 		return rec
 	}
-	var leaf *x509.Certificate
-	for _, c := range caddytls.AllMatchingCertificates(host) {
-		if c.Leaf != nil && (leaf == nil || c.Leaf.NotAfter.After(leaf.NotAfter)) {
-			leaf = c.Leaf
-		}
-	}
-	if leaf == nil {
+	chain := smtpapp.CurrentChain(host)
+	if chain == nil {
 		rec.Note = "no certificate for " + host + " is loaded yet"
 		return rec
 	}
+	leaf := chain[0]
 	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	rec.Value = "3 1 1 " + hex.EncodeToString(sum[:])
 	rec.Note = "DANE-EE for the current key, kept across renewals (reuse_certificate_keys); publish only in a DNSSEC-signed zone"
