@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -77,11 +78,15 @@ import (
 // are deleted oldest first only (so that done and env records in a newer
 // segment always outlive the records they cancel): the oldest non-active
 // segment is deleted once no live message has its body there. If it still
-// holds live messages but they take at most a quarter of segLimit, or more
-// than segMaxOld non-active segments pile up behind it, those messages
-// (body or file reference, and latest envelope) are copied forward into
-// the active segment,
-// the copy is fdatasynced, and the old segment is deleted. On Load a later
+// holds live messages 30 s (segSettle) after its rotation, when those
+// still there are deferred rather than being delivered, and they take at
+// most a quarter of segLimit, or if more than segMaxOld non-active
+// segments pile up behind it, those messages (body or file reference, and
+// latest envelope) are copied forward into the active segment, the copy
+// is fdatasynced, and the old segment is deleted. Compaction runs in a
+// goroutine of its own (compactor.go), kicked by Remove and woken when
+// the oldest segment settles; only while space is low does Remove
+// compact before it returns. On Load a later
 // msg record for an id replaces an earlier one, and env/done records for
 // ids without a msg record (their segment is gone) are ignored.
 //
@@ -121,6 +126,19 @@ type Store struct {
 	memBody int
 	space   *spoolfs.Space
 	pending []removal // done records that could not be written yet
+	copyBuf []byte    // for copying bodies forward; caller holds mu
+
+	// settle is how long a rotated segment's live messages may stay
+	// before they are copied forward: most are being delivered and
+	// are gone within seconds, so copying them would be wasted work.
+	settle time.Duration
+	// The compactor (compactor.go) runs compaction off the Remove path.
+	kick    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+	logger  *zap.Logger
+	// compactions counts the compactor's passes (for tests).
+	compactions int
 }
 
 // removal is a done record to write, and the body file to delete once it
@@ -143,7 +161,8 @@ type segment struct {
 	live      int      // live messages whose body is here
 	liveBytes int64
 	size      int64
-	synced    int64 // bytes covered by a successful sync
+	synced    int64     // bytes covered by a successful sync
+	closed    time.Time // when it stopped being the active one; zero if found at Open
 }
 
 type segEntry struct {
@@ -208,6 +227,10 @@ const (
 	segMemBody = 256 << 10
 	segMaxOld  = 8
 
+	// segSettle is how long a rotated segment's live messages wait
+	// before being copied forward (Store.settle).
+	segSettle = 30 * time.Second
+
 	// segMinReclaim is the smallest active segment rotated to reclaim
 	// its dead records.
 	segMinReclaim = 64 << 10
@@ -248,6 +271,10 @@ func openWith(dir string, limit int64, memBody int, opts Options) (*Store, error
 		dir: dir, lock: lock, index: make(map[string]*segEntry),
 		limit: limit, memBody: memBody, space: space,
 		fsync: fdatasync, syncDir: spoolfs.SyncDir,
+		settle: segSettle, logger: opts.Logger,
+	}
+	if s.logger == nil {
+		s.logger = zap.NewNop()
 	}
 	s.sync = spoolfs.NewGroupSync(s.syncActive)
 	s.bodySync = spoolfs.NewGroupSync(func() error { return s.syncDir(s.bodiesDir()) })
@@ -260,6 +287,7 @@ func openWith(dir string, limit int64, memBody int, opts Options) (*Store, error
 		lock.Close()
 		return nil, err
 	}
+	s.startCompactor()
 	return s, nil
 }
 
@@ -520,6 +548,7 @@ func (s *Store) rotate() error {
 	if err := s.newSegment(cur.seq + 1); err != nil {
 		return err
 	}
+	cur.closed = time.Now()
 	// Everything in cur is durable, so a group sync still holding it may
 	// find it closed and ignore that (see syncActive).
 	cur.f.Close()
@@ -639,7 +668,10 @@ func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bo
 		h := crc32.New(segCRC)
 		w := io.NewOffsetWriter(seg.f, bodyOff)
 		if bodyLen > 0 {
-			if _, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(body, bodyLen), make([]byte, 1<<20)); err != nil {
+			if s.copyBuf == nil {
+				s.copyBuf = make([]byte, 256<<10)
+			}
+			if _, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(body, bodyLen), s.copyBuf); err != nil {
 				return err
 			}
 		}
@@ -906,7 +938,13 @@ func (s *Store) Remove(id string) error {
 		}
 		s.pending = s.pending[1:]
 	}
-	err = errors.Join(err, s.compact())
+	if s.space.Low() {
+		// Short of space: reclaim at once, so that the next commit
+		// may find room.
+		err = errors.Join(err, s.compact(time.Now()))
+	} else {
+		s.kickCompactor()
+	}
 	s.mu.Unlock()
 	if len(files) == 0 {
 		return err
@@ -924,9 +962,9 @@ func (s *Store) Remove(id string) error {
 }
 
 // compact deletes, oldest first, non-active segments without live bodies,
-// copying forward the few live messages that pin the oldest (see
-// Store). Caller holds mu.
-func (s *Store) compact() error {
+// copying forward the few live messages that pin the oldest once it has
+// settled (see Store). Caller holds mu.
+func (s *Store) compact(now time.Time) error {
 	low := s.space.Low()
 	if a := s.active(); s.off >= min(segMinReclaim, s.limit/4) &&
 		(a.live == 0 && s.off >= min(s.limit/4, s.space.MinFree()) || low && a.liveBytes*2 < s.off) {
@@ -953,7 +991,8 @@ func (s *Store) compact() error {
 			}
 			mostlyDead := len(s.segs)-1 > segMaxOld && live*2 < size
 			reclaims := low && old.liveBytes*2 < old.size
-			if old.liveBytes > s.limit/4 && !mostlyDead && !reclaims {
+			settled := now.Sub(old.closed) >= s.settle
+			if (old.liveBytes > s.limit/4 || !settled) && !mostlyDead && !reclaims {
 				return nil
 			}
 			if !s.space.Allows(old.liveBytes, spoolfs.Reclaim) {
@@ -1088,6 +1127,7 @@ func (s *Store) closeFiles() {
 
 // Close implements queue.Store.
 func (s *Store) Close() error {
+	s.stopCompactor()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var err error

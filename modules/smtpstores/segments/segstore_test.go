@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 	"github.com/caddy-smtp/caddy-smtp/modules/smtpstores/files"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue/queuetest"
@@ -169,6 +170,7 @@ func TestRotationAndCompaction(t *testing.T) {
 	// Bodies above 3000 bytes go to files of their own: a mix of both.
 	const mem = 3000
 	s := openSeg(t, dir, limit, mem)
+	setSettle(s, 0)
 	want := make(map[string][32]byte)
 	var ids []string
 	for i := 0; i < 60; i++ {
@@ -203,10 +205,9 @@ func TestRotationAndCompaction(t *testing.T) {
 		}
 		delete(want, id)
 	}
+	// Compaction runs in the background, kicked by Remove.
+	testutil.Eventually(t, 10*time.Second, "compaction", func() bool { return countSegs() <= 2 })
 	after := countSegs()
-	if after > 2 {
-		t.Fatalf("%d segments left of %d", after, before)
-	}
 	if files, _ := os.ReadDir(filepath.Join(dir, "bodies")); len(files) != 1 {
 		t.Fatalf("body files left: %v", files)
 	}
@@ -236,6 +237,73 @@ func TestRotationAndCompaction(t *testing.T) {
 	defer s.Close()
 	check(s)
 	t.Logf("segments: %d before, %d after", before, after)
+}
+
+// setSettle sets how long rotated segments settle before compaction
+// copies their live messages forward.
+func setSettle(s *Store, d time.Duration) {
+	s.mu.Lock()
+	s.settle = d
+	s.mu.Unlock()
+	s.kickCompactor()
+}
+
+// TestCompactionWaitsForInFlightMessages: the live messages of a segment
+// that was just rotated are being delivered, so compaction leaves them
+// (and the segment) alone until they have settled; then it copies the
+// ones still there forward and deletes the segment, in the background.
+func TestCompactionWaitsForInFlightMessages(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, 16<<10, 2048)
+	defer s.Close()
+	var ids []string
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("F%02d", i)
+		queuetest.Commit(t, s, id, queuetest.BodyFor(id, 1500), "a@example.test")
+		ids = append(ids, id)
+	}
+	segsOf := func() int {
+		segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
+		return len(segs)
+	}
+	if segsOf() < 2 {
+		t.Fatal("no rotation")
+	}
+	// Everything but the first message is delivered: it pins the
+	// oldest segment.
+	for _, id := range ids[1:] {
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	oldest := s.segs[0]
+	passes := s.compactions
+	s.mu.Unlock()
+	s.kickCompactor()
+	testutil.Eventually(t, 10*time.Second, "a compaction pass", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.compactions > passes
+	})
+	s.mu.Lock()
+	stillThere := s.segs[0] == oldest && s.index["F00"].seg == oldest
+	s.mu.Unlock()
+	if !stillThere {
+		t.Fatal("an unsettled message was copied forward")
+	}
+	setSettle(s, 0)
+	testutil.Eventually(t, 10*time.Second, "the settled segment's deletion", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.segs[0] != oldest && s.index["F00"].seg != oldest
+	})
+	if _, err := os.Stat(oldest.path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("old segment kept: %v", err)
+	}
+	if !bytes.Equal(queuetest.Body(t, s, "F00"), queuetest.BodyFor("F00", 1500)) {
+		t.Fatal("body changed by the copy")
+	}
 }
 
 func TestBodyOutlivesSegment(t *testing.T) {
