@@ -127,6 +127,7 @@ type Store struct {
 	space   *spoolfs.Space
 	pending []removal // done records that could not be written yet
 	copyBuf []byte    // for copying bodies forward; caller holds mu
+	recBuf  []byte    // a record being written; caller holds mu
 
 	// settle is how long a rotated segment's live messages may stay
 	// before they are copied forward: most are being delivered and
@@ -637,7 +638,12 @@ func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bo
 	}
 	seg := s.active()
 	start := s.off
-	buf := make([]byte, segHdrLen, segHdrLen+len(id)+len(env)+4+int(min(bodyLen, int64(s.memBody))))
+	// One buffer for the record, kept between appends (mu is held).
+	need := segHdrLen + len(id) + len(env) + 4 + int(min(bodyLen, int64(s.memBody)))
+	if cap(s.recBuf) < need {
+		s.recBuf = make([]byte, 0, max(need, 2*cap(s.recBuf)))
+	}
+	buf := s.recBuf[:segHdrLen]
 	binary.BigEndian.PutUint32(buf, segMagic)
 	buf[4], buf[5] = typ, byte(len(id))
 	binary.BigEndian.PutUint32(buf[6:], uint32(len(env)))
@@ -701,13 +707,18 @@ func (s *Store) Create(id string) (queue.BodyWriter, error) {
 	if s.space.Low() {
 		return nil, queue.ErrInsufficientStorage
 	}
-	return &segBody{s: s, id: id}, nil
+	return &segBody{s: s, id: id, buf: bodyBuffers.Get().(*bytes.Buffer)}, nil
 }
+
+// bodyBuffers keeps the buffers of bodies that fit in memory between
+// messages: growing a new one per message, copy after copy, cost more
+// CPU than anything else the store does.
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 type segBody struct {
 	s     *Store
 	id    string
-	buf   bytes.Buffer
+	buf   *bytes.Buffer // nil once released
 	spill *os.File
 	path  string // where spill is now; "" once a record names it
 	w     *bufio.Writer
@@ -730,7 +741,7 @@ func (b *segBody) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		b.crc = crc32.Checksum(b.buf.Bytes(), segCRC)
-		b.buf = bytes.Buffer{}
+		b.releaseBuf()
 	}
 	var n int
 	var err error
@@ -832,12 +843,24 @@ func (b *segBody) moveToBodies() (*bodyRef, error) {
 	return ref, nil
 }
 
+// releaseBuf hands the memory buffer back for the next message.
+func (b *segBody) releaseBuf() {
+	if b.buf == nil {
+		return
+	}
+	if b.buf.Cap() <= 2*b.s.memBody {
+		b.buf.Reset()
+		bodyBuffers.Put(b.buf)
+	}
+	b.buf = nil
+}
+
 func (b *segBody) Abort() {
 	if b.done {
 		return
 	}
 	b.done = true
-	b.buf = bytes.Buffer{}
+	b.releaseBuf()
 	if b.spill != nil {
 		b.spill.Close()
 		if b.path != "" {
