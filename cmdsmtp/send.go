@@ -169,7 +169,7 @@ func (o *sendOptions) connect(ctx context.Context) (*smtp.Client, func(), error)
 			verified = "certificate not checked (--insecure)"
 		}
 		fmt.Printf("connected to %s with implicit TLS (%s, %s, %s)\n", o.server,
-			tlsupgrade.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite), verified)
+			tlsupgrade.VersionName(cs.Version), tlsupgrade.CipherName(cs.CipherSuite), verified)
 		return c, func() { quit(c) }, nil
 	}
 	level := tlsupgrade.LevelNone

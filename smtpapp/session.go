@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -42,7 +43,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 		cs.helo = c.Hostname()
 		if s.tls != nil {
 			cs.tlsVersion = tlsupgrade.VersionName(s.tls.Version)
-			cs.tlsCipher = tls.CipherSuiteName(s.tls.CipherSuite)
+			cs.tlsCipher = tlsupgrade.CipherName(s.tls.CipherSuite)
 		}
 	})
 	return s, nil
@@ -365,7 +366,10 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader, committed 
 	judges := s.startMessageChecks(msg)
 	var head headerCapture // the header section as stored, for a body replacement
 	filter := newAuthResultsFilter(io.MultiWriter(w, &head), s.srv.Hostname)
-	if _, err := io.Copy(destWriter{io.MultiWriter(filter, scan)}, io.TeeReader(src, judges)); err != nil {
+	bp := copyBuffers.Get().(*[]byte)
+	_, err = io.CopyBuffer(destWriter{io.MultiWriter(filter, scan)}, io.TeeReader(src, judges), *bp)
+	copyBuffers.Put(bp)
+	if err != nil {
 		judges.abort()
 		w.Abort()
 		return classifyDataError(err)
@@ -648,9 +652,13 @@ var _ smtp.Session = (*session)(nil)
 
 // tlsNames returns the session's TLS version ("TLSv1.3") and cipher
 // suite, or empty strings for plaintext.
+// copyBuffers are the buffers that DATA is copied through into the spool:
+// io.Copy would allocate one per message.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 func (s *session) tlsNames() (version, cipher string) {
 	if s.tls == nil {
 		return "", ""
 	}
-	return tlsupgrade.VersionName(s.tls.Version), tls.CipherSuiteName(s.tls.CipherSuite)
+	return tlsupgrade.VersionName(s.tls.Version), tlsupgrade.CipherName(s.tls.CipherSuite)
 }

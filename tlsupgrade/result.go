@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -98,7 +99,7 @@ func (res *Result) fail(pe *PolicyError) {
 func (res *Result) recordTLS(cs tls.ConnectionState) {
 	res.TLS = true
 	res.Version = VersionName(cs.Version)
-	res.Cipher = tls.CipherSuiteName(cs.CipherSuite)
+	res.Cipher = CipherName(cs.CipherSuite)
 }
 
 // recordPeer checks the server certificate of cs against roots (nil: the
@@ -193,6 +194,27 @@ func VersionName(v uint16) string {
 		return "TLSv1"
 	}
 	return fmt.Sprintf("TLS(0x%04x)", v)
+}
+
+// cipherNames maps every cipher suite crypto/tls knows to its name.
+var cipherNames = sync.OnceValue(func() map[uint16]string {
+	m := make(map[uint16]string)
+	for _, list := range [][]*tls.CipherSuite{tls.CipherSuites(), tls.InsecureCipherSuites()} {
+		for _, c := range list {
+			m[c.ID] = c.Name
+		}
+	}
+	return m
+})
+
+// CipherName is [tls.CipherSuiteName] without its cost: that builds the
+// list of all cipher suites on every call, and a name is needed for
+// every message (logs, trace header, checks).
+func CipherName(id uint16) string {
+	if name, ok := cipherNames()[id]; ok {
+		return name
+	}
+	return tls.CipherSuiteName(id)
 }
 
 // normalizeServerName strips the trailing dot of a DNS name (MX targets come

@@ -590,7 +590,9 @@ func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field, took time.
 			remote = r.RemoteMTA
 		}
 	}
-	fields := []zap.Field{
+	// One allocation for all fields: appending to a literal grows it
+	// twice per line.
+	fields := append(make([]zap.Field, 0, 8+len(session)),
 		zap.String("msg_id", j.e.msg.ID),
 		zap.String("rcpt_domain", Domain(j.rcpts[0].Addr)),
 		zap.Int("rcpts", len(j.rcpts)),
@@ -598,7 +600,7 @@ func (q *Queue) logAttempt(j *job, res []Result, session []zap.Field, took time.
 		zap.Int("deferred", deferred),
 		zap.Int("failed", failed),
 		zap.String("reply", reply),
-	}
+	)
 	if remote != "" {
 		fields = append(fields, zap.String("remote_mta", remote))
 	}
@@ -629,12 +631,12 @@ func (q *Queue) logRecipients(j *job, res []Result, session []zap.Field, took ti
 			status = "bounced"
 			reply, dsn = describeError(r.Err)
 		}
-		fields := []zap.Field{
+		fields := append(make([]zap.Field, 0, 14+len(session)),
 			zap.String("msg_id", m.ID),
 			zap.String("message_id", m.MessageID),
 			zap.String("from", m.From),
 			zap.String("rcpt", rcpt.Addr),
-		}
+		)
 		if rcpt.ORCPT != "" {
 			fields = append(fields, zap.String("orcpt", rcpt.ORCPT))
 		}

@@ -178,7 +178,7 @@ func (l *LMTP) handshake(nc net.Conn, res *tlsupgrade.Result) (*tls.Conn, error)
 	}
 	cs := tc.ConnectionState()
 	res.TLS = true
-	res.Version, res.Cipher = tlsupgrade.VersionName(cs.Version), tls.CipherSuiteName(cs.CipherSuite)
+	res.Version, res.Cipher = tlsupgrade.VersionName(cs.Version), tlsupgrade.CipherName(cs.CipherSuite)
 	if len(cs.PeerCertificates) > 0 {
 		res.PeerName = cs.PeerCertificates[0].Subject.CommonName
 		if names := cs.PeerCertificates[0].DNSNames; len(names) > 0 {
