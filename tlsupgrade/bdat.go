@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/textproto"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,31 +40,65 @@ func (c *Conn) SendBDAT(r io.Reader) (*smtp.SMTPError, error) {
 	replies := textproto.NewReader(bufio.NewReaderSize(c.wire, 512))
 	bp := chunkBuffers.Get().(*[]byte)
 	defer chunkBuffers.Put(bp)
-	buf := *bp
+	return c.sendChunks(replies, r, *bp)
+}
+
+// sendChunks sends what is left of r with BDAT, in chunks of up to
+// len(buf) bytes, each chunk's reply read before the next is sent; the
+// last chunk is marked LAST. It returns the reply to the last chunk, or
+// the error: an *smtp.SMTPError for a refusal.
+func (c *Conn) sendChunks(replies *textproto.Reader, r io.Reader, buf []byte) (*smtp.SMTPError, error) {
 	defer c.wire.Conn.SetDeadline(time.Time{})
 	for {
-		n, rerr := io.ReadFull(r, buf)
-		last := rerr == io.EOF || rerr == io.ErrUnexpectedEOF
-		if rerr != nil && !last {
-			return nil, fmt.Errorf("reading the message: %w", rerr)
+		n, last, err := readChunk(r, buf)
+		if err != nil {
+			return nil, err
 		}
-		cmd := fmt.Sprintf("BDAT %d", n)
-		if last {
-			cmd += " LAST"
-		}
-		if _, err := io.WriteString(c.wire, cmd+"\r\n"); err != nil {
+		if _, err := io.WriteString(c.wire, bdatCommand(n, last)); err != nil {
 			return nil, err
 		}
 		if _, err := c.wire.Write(buf[:n]); err != nil {
 			return nil, err
 		}
 		c.wire.Conn.SetReadDeadline(time.Now().Add(c.wire.writeTimeout))
-		_, msg, err := replies.ReadResponse(250)
-		if err != nil {
-			return nil, replyError(err)
-		}
-		if last {
-			return parseReply(250, msg), nil
+		reply, err := readReply(replies, 250)
+		if err != nil || last {
+			return reply, err
 		}
 	}
+}
+
+// readChunk fills buf from r as far as r goes: n bytes, and whether they
+// are the last.
+func readChunk(r io.Reader, buf []byte) (n int, last bool, err error) {
+	n, err = io.ReadFull(r, buf)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return n, true, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("reading the message: %w", err)
+	}
+	return n, false, nil
+}
+
+// bdatCommand is the BDAT command line for a chunk of n bytes.
+func bdatCommand(n int, last bool) string {
+	if last {
+		return "BDAT " + strconv.Itoa(n) + " LAST\r\n"
+	}
+	return "BDAT " + strconv.Itoa(n) + "\r\n"
+}
+
+// readReply reads one reply: an *smtp.SMTPError when its code is not the
+// one expected (see textproto.Reader.ReadResponse), another error when the
+// connection failed.
+func readReply(replies *textproto.Reader, expect int) (*smtp.SMTPError, error) {
+	code, msg, err := replies.ReadResponse(expect)
+	if err != nil {
+		if _, ok := errors.AsType[*textproto.Error](err); !ok {
+			return nil, err // the connection, not a reply
+		}
+		return nil, replyError(err)
+	}
+	return parseReply(code, msg), nil
 }
