@@ -89,8 +89,9 @@ func TestRelaySTARTTLSUsedWhenOffered(t *testing.T) {
 }
 
 // TestRelayBigMessageWithBDAT: a message of 300 KiB goes to a next hop
-// that offers CHUNKING with BDAT, byte for byte (lines that start with a
-// dot included); a small one goes with DATA.
+// that offers CHUNKING and PIPELINING with BDAT, byte for byte (lines that
+// start with a dot included); a small one goes pipelined, MAIL to the end
+// of its data in one write.
 func TestRelayBigMessageWithBDAT(t *testing.T) {
 	e := newTestEnv(t)
 	r := startReceiver(t, receiverOpts{})
@@ -106,10 +107,17 @@ func TestRelayBigMessageWithBDAT(t *testing.T) {
 	if n := r.bdat.Load(); n == 0 {
 		t.Error("no BDAT for a 300 KiB message")
 	}
+	big := r.bdat.Load()
 	submit(t, addr, "a@sender.test", "Subject: small\r\n\r\nhello", "user@example.test")
-	r.waitMessages(2)
-	if n := r.bdat.Load(); n != 1 {
-		t.Errorf("%d BDAT commands after a small message too, want the big one's only", n)
+	m = r.waitMessages(2)[1]
+	if !strings.HasSuffix(string(m.data), "\r\n\r\nhello\r\n") {
+		t.Errorf("small message relayed as %q", m.data)
+	}
+	if n := r.bdat.Load(); n != big+1 {
+		t.Errorf("%d reads with BDAT after the small message, want %d", n, big+1)
+	}
+	if n := r.pipelined.Load(); n != 2 {
+		t.Errorf("%d transactions arrived in one read, want 2 (the big one's first chunk and the small one)", n)
 	}
 }
 

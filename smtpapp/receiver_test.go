@@ -39,7 +39,10 @@ type receiver struct {
 	refuse454 bool
 
 	conns atomic.Int32
-	bdat  atomic.Int32 // plaintext reads that start with a BDAT command
+	bdat  atomic.Int32 // plaintext reads with a BDAT command
+	// pipelined counts the plaintext reads that hold a transaction from
+	// MAIL to BDAT.
+	pipelined atomic.Int32
 
 	noChunking bool
 
@@ -251,8 +254,9 @@ func testCertificateWithCA(t *testing.T, names ...string) (*tls.Config, *x509.Ce
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leafCert}}}, pool, caPEM
 }
 
-// bdatSpy counts the reads that start with a BDAT command (a client
-// writes the command line first, so on loopback it starts a read).
+// bdatSpy counts the reads with a BDAT command, and those with a whole
+// pipelined transaction (a client writes it in one go, so on loopback a
+// small one arrives in one read).
 type bdatSpy struct {
 	net.Conn
 	r *receiver
@@ -272,8 +276,12 @@ func (c *bdatSpy) Write(b []byte) (int, error) {
 
 func (c *bdatSpy) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n >= 5 && string(b[:5]) == "BDAT " {
+	got := b[:n]
+	if bytes.HasPrefix(got, []byte("BDAT ")) || bytes.Contains(got, []byte("\r\nBDAT ")) {
 		c.r.bdat.Add(1)
+	}
+	if bytes.HasPrefix(got, []byte("MAIL FROM:")) && bytes.Contains(got, []byte("\r\nBDAT ")) {
+		c.r.pipelined.Add(1)
 	}
 	return n, err
 }

@@ -46,16 +46,7 @@ func TestPipelinedCommandsMatchGoSMTP(t *testing.T) {
 		"250-DSN\r\n250 CHUNKING\r\n",
 		"250 HELP\r\n",
 	} {
-		ss := startScript(t, "220 mx.test ESMTP\r\n", func(_ int, line string) string {
-			if strings.HasPrefix(line, "EHLO") {
-				return "250-mx.test\r\n" + exts
-			}
-			return "250 2.0.0 ok\r\n"
-		})
-		c, err := Dial(testContext(t), ss.addr, Options{LocalName: localName, ServerName: "mx.test"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		ss, c := dialExtensions(t, exts)
 		ss.seen()
 		compare := func(what string, ours []byte, oursErr, theirsErr error) {
 			t.Helper()
@@ -80,6 +71,23 @@ func TestPipelinedCommandsMatchGoSMTP(t *testing.T) {
 		}
 		c.Close()
 	}
+}
+
+// dialExtensions connects to a script server whose EHLO reply offers
+// exts (its "250" lines) and that answers 250 to everything else.
+func dialExtensions(t *testing.T, exts string) (*scriptServer, *Conn) {
+	t.Helper()
+	ss := startScript(t, "220 mx.test ESMTP\r\n", func(_ int, line string) string {
+		if strings.HasPrefix(line, "EHLO") {
+			return "250-mx.test\r\n" + exts
+		}
+		return "250 2.0.0 ok\r\n"
+	})
+	c, err := Dial(testContext(t), ss.addr, Options{LocalName: localName, ServerName: "mx.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ss, c
 }
 
 // judge is a go-smtp backend that refuses the sender "refused@", the
@@ -249,5 +257,25 @@ func TestSendPipelined(t *testing.T) {
 	}
 	if j.pipelined < 5 {
 		t.Errorf("%d transactions arrived in one read, want the 5 small ones", j.pipelined)
+	}
+}
+
+// TestSendPipelinedNeedsBoth: a server that offers PIPELINING without
+// CHUNKING (or the other way round) gets nothing from SendPipelined.
+func TestSendPipelinedNeedsBoth(t *testing.T) {
+	checkLeaks(t)
+	for _, exts := range []string{"250 PIPELINING\r\n", "250 CHUNKING\r\n"} {
+		ss, c := dialExtensions(t, exts)
+		ss.seen()
+		if _, err := c.SendPipelined("a@x.test", nil, []string{"b@x.test"}, nil, strings.NewReader("x\r\n")); !errors.Is(err, ErrNoPipelining) {
+			t.Errorf("%q: %v, want ErrNoPipelining", exts, err)
+		}
+		if err := c.Client.Noop(); err != nil {
+			t.Fatal(err)
+		}
+		if got := ss.seen(); len(got) != 1 || got[0] != "NOOP" {
+			t.Errorf("%q: the server saw %q, want only NOOP", exts, got)
+		}
+		c.Close()
 	}
 }
