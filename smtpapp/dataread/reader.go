@@ -16,8 +16,8 @@ type Options struct {
 	// that is read without ErrLineTooLong; RFC 5321 asks for at least 1000.
 	// go-smtp's own Server.MaxLineLength (default 2000) applies below the
 	// bufio.Reader and counts from LF to LF too, but a line over it breaks
-	// the connection; to keep the connection in sync, set go-smtp's limit
-	// above this one. Default: 0, no limit.
+	// the connection. [Hijack] lifts go-smtp's limit while this Reader reads
+	// DATA: set this one to the same value. Default: 0, no limit.
 	MaxLineLength int
 
 	// Normalize turns each bare CR and bare LF into CR LF instead of failing
