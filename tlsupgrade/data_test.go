@@ -246,3 +246,42 @@ func TestSendDATAReadError(t *testing.T) {
 		t.Errorf("the server took %d messages", len(msgs))
 	}
 }
+
+// BenchmarkDotStuffer compares dotStuffer with textproto's DotWriter on
+// a message of 76-byte lines of which every tenth starts with a dot,
+// written in 32 KiB reads as SendDATA does, into a 32 KiB bufio.Writer.
+func BenchmarkDotStuffer(b *testing.B) {
+	var msg []byte
+	for i := 0; len(msg) < 100<<10; i++ {
+		if i%10 == 0 {
+			msg = append(msg, '.')
+		}
+		msg = append(msg, strings.Repeat("x", 74)+"\r\n"...)
+	}
+	chunks := split(msg, nil)
+	for len(chunks[len(chunks)-1]) > dataBuffer {
+		last := chunks[len(chunks)-1]
+		chunks = append(chunks[:len(chunks)-1], last[:dataBuffer], last[dataBuffer:])
+	}
+	bw := bufio.NewWriterSize(io.Discard, dataBuffer)
+	b.Run("dotStuffer", func(b *testing.B) {
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			d := dotStuffer{w: bw}
+			for _, c := range chunks {
+				d.Write(c)
+			}
+			d.Close()
+		}
+	})
+	b.Run("textproto", func(b *testing.B) {
+		b.SetBytes(int64(len(msg)))
+		for b.Loop() {
+			w := textproto.NewWriter(bw).DotWriter()
+			for _, c := range chunks {
+				w.Write(c)
+			}
+			w.Close()
+		}
+	})
+}
