@@ -55,7 +55,7 @@ func (c *Conn) SendDATA(r io.Reader) (*smtp.SMTPError, error) {
 	if _, err := io.WriteString(c.wire, "DATA\r\n"); err != nil {
 		return nil, err
 	}
-	if _, err := c.readReply(replies, 354); err != nil {
+	if _, err := c.awaitReply(replies, 354); err != nil {
 		return nil, err
 	}
 	s.dot = dotStuffer{w: s.out}
@@ -74,18 +74,14 @@ func (c *Conn) SendDATA(r io.Reader) (*smtp.SMTPError, error) {
 	if err := s.dot.Close(); err != nil {
 		return nil, err
 	}
-	return c.readReply(replies, 250)
+	return c.awaitReply(replies, 250)
 }
 
-// readReply reads the server's next reply from replies, which reads the
+// awaitReply reads the server's next reply from replies, which reads the
 // wire below the Client, within the CommandTimeout of Dial.
-func (c *Conn) readReply(replies *textproto.Reader, code int) (*smtp.SMTPError, error) {
+func (c *Conn) awaitReply(replies *textproto.Reader, code int) (*smtp.SMTPError, error) {
 	c.wire.Conn.SetReadDeadline(time.Now().Add(c.wire.writeTimeout))
-	got, msg, err := replies.ReadResponse(code)
-	if err != nil {
-		return nil, replyError(err)
-	}
-	return parseReply(got, msg), nil
+	return readReply(replies, code)
 }
 
 // dotStuffer writes to w the bytes that textproto's DotWriter writes for
