@@ -71,7 +71,7 @@ var layout struct {
 // used: set Options.MaxSize to the same value.
 //
 // Until finish, Hijack also lifts go-smtp's Server.MaxLineLength, which
-// go-smtp checks byte by byte below the bufio.Reader (see [lineLimitReader]):
+// go-smtp checks byte by byte below the bufio.Reader (see linelimit.go):
 // set Options.MaxLineLength to the same value, so that message lines stay
 // bounded. finish puts the limit back, with the count it would have reached
 // on the bytes read ahead of the next command; if those bytes hold a line
