@@ -35,8 +35,9 @@ var dataSenders = sync.Pool{New: func() any {
 // and the reply to it. Each reply is awaited for at most the CommandTimeout
 // of Dial, each write too. It returns the final reply, or the error: an
 // *smtp.SMTPError for a refusal (of DATA or of the message), another error
-// if the connection failed or r could not be read (the connection is then
-// in the middle of the message and cannot be used again). Afterwards the
+// if the connection failed or r could not be read: SendDATA then closes the
+// connection if it was in the middle of the message, which no end line may
+// end (the server would take a part of it for the whole). Afterwards the
 // Client can start the next transaction (MAIL) or QUIT.
 func (c *Conn) SendDATA(r io.Reader) (*smtp.SMTPError, error) {
 	if c.wire == nil {
@@ -58,23 +59,30 @@ func (c *Conn) SendDATA(r io.Reader) (*smtp.SMTPError, error) {
 	if _, err := c.awaitReply(replies, 354); err != nil {
 		return nil, err
 	}
+	if err := s.send(r); err != nil {
+		// The server is inside the message now: only closing the
+		// connection keeps what comes next (a QUIT) out of it.
+		c.Client.Close()
+		return nil, err
+	}
+	return c.awaitReply(replies, 250)
+}
+
+// send writes r dot-stuffed to s.out, then the end-of-data line.
+func (s *dataSender) send(r io.Reader) error {
 	s.dot = dotStuffer{w: s.out}
 	for {
 		n, rerr := r.Read(s.in)
 		if _, err := s.dot.Write(s.in[:n]); err != nil {
-			return nil, err
+			return err
 		}
 		if rerr == io.EOF {
-			break
+			return s.dot.Close()
 		}
 		if rerr != nil {
-			return nil, fmt.Errorf("reading the message: %w", rerr)
+			return fmt.Errorf("reading the message: %w", rerr)
 		}
 	}
-	if err := s.dot.Close(); err != nil {
-		return nil, err
-	}
-	return c.awaitReply(replies, 250)
 }
 
 // awaitReply reads the server's next reply from replies, which reads the

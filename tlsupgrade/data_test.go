@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/textproto"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -230,58 +232,42 @@ func TestSendDATARefused(t *testing.T) {
 }
 
 // TestSendDATAReadError: a body that cannot be read ends SendDATA with the
-// error, not with a message cut short: the end-of-data line is not sent.
+// error, not with a message cut short: neither the end-of-data line nor,
+// when the Conn is closed, a QUIT goes into the message; the connection is
+// closed.
 func TestSendDATAReadError(t *testing.T) {
 	checkLeaks(t)
-	ts := startServer(t, nil, false)
-	c := dialMX(t, ts.addr)
+	ss := &scriptServer{lines: make(chan string, 100)}
+	inData := false
+	ended := make(chan struct{})
+	addr := serveLoopback(t, func(_ *connGroup, conn net.Conn) {
+		defer close(ended)
+		defer conn.Close()
+		ss.serve(conn, 1, "220 mx.test ESMTP\r\n", func(_ int, line string) string {
+			switch {
+			case inData:
+				return "" // the message, until the end line: none comes
+			case strings.HasPrefix(line, "EHLO"):
+				return "250-mx.test\r\n250 PIPELINING\r\n"
+			case line == "DATA":
+				inData = true
+				return "354 go ahead\r\n"
+			}
+			return "250 2.0.0 ok\r\n"
+		})
+	})
+	c := dialMX(t, addr)
 	envelope(t, c)
 	broken := errors.New("disk on fire")
 	body := io.MultiReader(strings.NewReader("Subject: x\r\n\r\npart\r\n"), iotest.ErrReader(broken))
 	if _, err := c.SendDATA(body); !errors.Is(err, broken) {
 		t.Fatalf("SendDATA: %v, want the read error", err)
 	}
-	c.Client.Close()
-	if _, msgs := ts.be.snapshot(); len(msgs) != 0 {
-		t.Errorf("the server took %d messages", len(msgs))
+	c.Close()
+	<-ended
+	lines := ss.seen()
+	i := slices.Index(lines, "DATA")
+	if i < 0 || slices.Contains(lines[i:], ".") || slices.Contains(lines[i:], "QUIT") {
+		t.Errorf("the server read %q", lines)
 	}
-}
-
-// BenchmarkDotStuffer compares dotStuffer with textproto's DotWriter on
-// a message of 76-byte lines of which every tenth starts with a dot,
-// written in 32 KiB reads as SendDATA does, into a 32 KiB bufio.Writer.
-func BenchmarkDotStuffer(b *testing.B) {
-	var msg []byte
-	for i := 0; len(msg) < 100<<10; i++ {
-		if i%10 == 0 {
-			msg = append(msg, '.')
-		}
-		msg = append(msg, strings.Repeat("x", 74)+"\r\n"...)
-	}
-	chunks := split(msg, nil)
-	for len(chunks[len(chunks)-1]) > dataBuffer {
-		last := chunks[len(chunks)-1]
-		chunks = append(chunks[:len(chunks)-1], last[:dataBuffer], last[dataBuffer:])
-	}
-	bw := bufio.NewWriterSize(io.Discard, dataBuffer)
-	b.Run("dotStuffer", func(b *testing.B) {
-		b.SetBytes(int64(len(msg)))
-		for b.Loop() {
-			d := dotStuffer{w: bw}
-			for _, c := range chunks {
-				d.Write(c)
-			}
-			d.Close()
-		}
-	})
-	b.Run("textproto", func(b *testing.B) {
-		b.SetBytes(int64(len(msg)))
-		for b.Loop() {
-			w := textproto.NewWriter(bw).DotWriter()
-			for _, c := range chunks {
-				w.Write(c)
-			}
-			w.Close()
-		}
-	})
 }
