@@ -58,6 +58,7 @@ func (t *tlsRequiredScanner) Write(p []byte) (int, error) {
 func (s *session) strictData(r io.Reader) (src io.Reader, done func()) {
 	opt := dataread.Options{MaxSize: s.srv.MaxMessageSize, Normalize: s.srv.BareLineEndings == "normalize"}
 	if br, finish, ok := dataread.Hijack(r); ok {
+		opt.MaxLineLength = s.srv.MaxLineLength // go-smtp's, lifted by Hijack
 		rd := dataread.NewReader(br, opt)
 		return rd, func() {
 			_ = rd.Drain()

@@ -12,19 +12,10 @@ import (
 func TestSendBDAT(t *testing.T) {
 	checkLeaks(t)
 	ts := startServer(t, nil, false)
-	c, err := Dial(testContext(t), ts.addr, Options{LocalName: localName, ServerName: "mx.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMX(t, ts.addr)
 	body := "Subject: big\r\n\r\n" + strings.Repeat(".a line that starts with a dot\r\n", 80_000) // about 2.5 MiB
 	for i := range 2 {
-		if err := c.Client.Mail("a@sender.test", nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Client.Rcpt("b@example.test", nil); err != nil {
-			t.Fatal(err)
-		}
+		envelope(t, c)
 		reply, err := c.SendBDAT(strings.NewReader(body))
 		if err != nil || reply.Code != 250 {
 			t.Fatalf("message %d: %v %v", i, reply, err)

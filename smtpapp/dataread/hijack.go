@@ -40,10 +40,13 @@ const (
 	stateEOF       = 5
 )
 
-var dataReaderFields = []struct {
+// fieldSpec is a field that a struct of go-smtp must have.
+type fieldSpec struct {
 	name string
 	typ  reflect.Type
-}{
+}
+
+var dataReaderFields = []fieldSpec{
 	{"r", reflect.TypeFor[*bufio.Reader]()},
 	{"state", reflect.TypeFor[int]()},
 	{"limited", reflect.TypeFor[bool]()},
@@ -67,6 +70,17 @@ var layout struct {
 // go-smtp's Server.MaxMessageBytes is enforced by its reader, which is not
 // used: set Options.MaxSize to the same value.
 //
+// Until finish, Hijack also lifts go-smtp's Server.MaxLineLength, which
+// go-smtp checks byte by byte below the bufio.Reader (see linelimit.go):
+// set Options.MaxLineLength to the same value, so that message lines stay
+// bounded. finish puts the limit back, with the count it would have reached
+// on the bytes read ahead of the next command; if those bytes hold a line
+// over the limit, finish discards them and the next read fails with go-smtp's
+// ErrTooLongLine, so a command line is limited as it always was. Where the
+// limit cannot be lifted (a Server.Debug writer sits below the bufio.Reader,
+// or go-smtp's reader has changed), it stays in force during DATA as before:
+// a line over it ends the connection.
+//
 // Hijack returns ok = false, and touches nothing, if r is not go-smtp's
 // dataReader (BDAT content comes through an io.Pipe: use [NewChunkChecker]),
 // if r has already been read, or if the dataReader differs from the one of
@@ -78,7 +92,7 @@ var layout struct {
 // documentation).
 func Hijack(r io.Reader) (br *bufio.Reader, finish func(), ok bool) {
 	t := reflect.TypeOf(r)
-	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Name() != "dataReader" || t.Elem().PkgPath() != goSMTPPath {
+	if !isGoSMTPType(t, "dataReader") {
 		return nil, nil, false
 	}
 	layout.once.Do(func() {
@@ -96,7 +110,17 @@ func Hijack(r io.Reader) (br *bufio.Reader, finish func(), ok bool) {
 	if *bp == nil || *sp != stateBeginLine {
 		return nil, nil, false
 	}
-	return *bp, func() { *sp = stateEOF }, true
+	br = *bp
+	restore := liftLineLimit(br)
+	return br, func() {
+		*sp = stateEOF
+		restore()
+	}, true
+}
+
+// isGoSMTPType reports whether t is a pointer to go-smtp's type name.
+func isGoSMTPType(t reflect.Type, name string) bool {
+	return t != nil && t.Kind() == reflect.Pointer && t.Elem().Name() == name && t.Elem().PkgPath() == goSMTPPath
 }
 
 // fields returns pointers to the r and state fields of the dataReader that
@@ -111,25 +135,15 @@ func fields(v reflect.Value) (**bufio.Reader, *int) {
 // the fields of go-smtp v0.25.1 and its Read stops in stateEOF after the end
 // line, reads nothing more in it, and leaves what follows unread.
 func checkLayout(t reflect.Type) (ok bool) {
-	e := t.Elem()
-	if e.Kind() != reflect.Struct || e.NumField() != len(dataReaderFields) {
+	v, dr, ok := trialValue(t, dataReaderFields)
+	if !ok {
 		return false
-	}
-	for i, want := range dataReaderFields {
-		if f := e.Field(i); f.Name != want.name || f.Type != want.typ {
-			return false
-		}
 	}
 	defer func() {
 		if recover() != nil {
 			ok = false
 		}
 	}()
-	v := reflect.New(e)
-	dr, isReader := v.Interface().(io.Reader)
-	if !isReader {
-		return false
-	}
 	bp, sp := fields(v)
 	*bp = bufio.NewReader(strings.NewReader("a\r\n.\r\nX"))
 	got, err := io.ReadAll(dr)
@@ -142,4 +156,22 @@ func checkLayout(t reflect.Type) (ok bool) {
 	}
 	c, err := (*bp).ReadByte()
 	return err == nil && c == 'b'
+}
+
+// trialValue returns a new zero struct of the type that t points to, as a
+// reflect.Value and as an io.Reader, if the struct has exactly the fields
+// want and *t is a Reader.
+func trialValue(t reflect.Type, want []fieldSpec) (reflect.Value, io.Reader, bool) {
+	e := t.Elem()
+	if e.Kind() != reflect.Struct || e.NumField() != len(want) {
+		return reflect.Value{}, nil, false
+	}
+	for i, w := range want {
+		if f := e.Field(i); f.Name != w.name || f.Type != w.typ {
+			return reflect.Value{}, nil, false
+		}
+	}
+	v := reflect.New(e)
+	r, ok := v.Interface().(io.Reader)
+	return v, r, ok
 }

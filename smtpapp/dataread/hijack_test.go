@@ -24,6 +24,10 @@ type backend struct {
 	errs     []error
 	types    []reflect.Type // of the reader go-smtp passed to Data
 	hijacked []bool
+
+	// inspect, if set, is called after a hijack instead of finish, which
+	// it must call.
+	inspect func(br *bufio.Reader, finish func())
 }
 
 func (b *backend) NewSession(*smtp.Conn) (smtp.Session, error) { return session{b}, nil }
@@ -68,7 +72,11 @@ func (s session) Data(r io.Reader) (err error) {
 		if err == nil {
 			err = rd.Drain() // a no-op after ReadAll: the pattern for early returns
 		}
-		finish()
+		if s.b.inspect != nil {
+			s.b.inspect(br, finish)
+		} else {
+			finish()
+		}
 	}
 
 	s.b.mu.Lock()

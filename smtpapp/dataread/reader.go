@@ -16,8 +16,8 @@ type Options struct {
 	// that is read without ErrLineTooLong; RFC 5321 asks for at least 1000.
 	// go-smtp's own Server.MaxLineLength (default 2000) applies below the
 	// bufio.Reader and counts from LF to LF too, but a line over it breaks
-	// the connection; to keep the connection in sync, set go-smtp's limit
-	// above this one. Default: 0, no limit.
+	// the connection. [Hijack] lifts go-smtp's limit while this Reader reads
+	// DATA: set this one to the same value. Default: 0, no limit.
 	MaxLineLength int
 
 	// Normalize turns each bare CR and bare LF into CR LF instead of failing
@@ -200,6 +200,16 @@ func (r *Reader) scan(b []byte) int {
 					clean = c + i
 				}
 			}
+			if n, last := r.wholeLines(seg[:min(len(seg), clean-c)], int(pos-r.lineStart)); n > 0 {
+				if last > 0 {
+					r.lineStart = pos + int64(last) // text checks the last line
+				}
+				r.text(seg[:n], pos)
+				c += n
+				r.lineStart = pos + int64(n)
+				r.st = r.lineState(true)
+				continue
+			}
 			if i := lineText(seg[:min(len(seg), clean-c)]); i > 0 {
 				r.text(seg[:i], pos)
 				c += i
@@ -271,6 +281,29 @@ func (r *Reader) scan(b []byte) int {
 		}
 	}
 	return c
+}
+
+// wholeLines returns the length of the longest prefix of s, which holds no
+// NUL, that is whole lines passing unchanged: each ends in CR LF and has no
+// other CR or LF, is within MaxLineLength (the first counted from done, its
+// bytes before s), and in a DATA stream does not start with a dot (but the
+// first, whose start is behind us). Such a run is put out in one piece;
+// last is where its last line starts in s.
+func (r *Reader) wholeLines(s []byte, done int) (n, last int) {
+	for {
+		line := s[n:]
+		i := bytes.IndexByte(line, '\n')
+		if i < 1 || line[i-1] != '\r' || bytes.IndexByte(line[:i-1], '\r') >= 0 {
+			return n, last
+		}
+		if l := r.opt.MaxLineLength; l > 0 && done+i+1 > l {
+			return n, last
+		}
+		last, n, done = n, n+i+1, 0
+		if r.dots && n < len(s) && s[n] == '.' {
+			return n, last
+		}
+	}
 }
 
 // lineText returns the length of the prefix of s without CR or LF.

@@ -221,41 +221,29 @@ const bdatMin = 32 << 10
 
 // send transfers the body of a transaction whose recipients were
 // accepted: with BDAT when it is big and the next hop offers CHUNKING (the
-// spool's bytes as they are, no dot-stuffing byte by byte), else with
-// DATA. It returns the final reply's text, or the delivery error.
+// spool's bytes as they are), else with DATA (tlsupgrade's SendDATA, which
+// dot-stuffs a run of lines at a time). It returns the final reply's text,
+// or the delivery error.
 func (s *Session) send(body io.Reader, size int64) (string, error) {
 	err := tlsupgrade.ErrNoChunking
 	var reply *smtp.SMTPError
 	if size >= bdatMin {
 		reply, err = s.conn.SendBDAT(body)
 	}
+	if errors.Is(err, tlsupgrade.ErrNoChunking) {
+		reply, err = s.conn.SendDATA(body)
+	}
 	switch {
 	case err == nil:
 		return enhancedText(reply), nil
-	case errors.Is(err, tlsupgrade.ErrNoChunking):
 	case errors.As(err, new(*smtp.SMTPError)):
-		s.reset() // a refused chunk ends the transaction (RFC 3030 2)
-		return "", s.replyError(err)
-	default:
-		s.broken = true
-		return "", queue.TempFail("sending message data", err)
-	}
-	c := s.conn.Client
-	w, err := c.Data()
-	if err != nil {
+		// A refused DATA, chunk or message ends the transaction (RFC
+		// 3030 2); RSET makes sure of it.
 		s.reset()
 		return "", s.replyError(err)
 	}
-	if _, err := io.Copy(w, body); err != nil {
-		w.Close()
-		s.broken = true
-		return "", queue.TempFail("sending message data", err)
-	}
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		return "", s.replyError(err)
-	}
-	return resp.StatusText, nil
+	s.broken = true
+	return "", queue.TempFail("sending message data", err)
 }
 
 // enhancedText writes a reply's text the way go-smtp's DataResponse has
