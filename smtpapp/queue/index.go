@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -84,9 +83,9 @@ var errSlow = errors.New("envelope needs the full decoder")
 func parseIndexFast(env []byte) (Index, error) {
 	p := &jsonScan{b: env}
 	var x Index
-	err := p.object(func(key string) error {
+	err := p.object(func(key []byte) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "id":
 			x.ID, err = p.str()
 		case "arrived":
@@ -122,15 +121,15 @@ func parseIndexFast(env []byte) (Index, error) {
 
 // recipient reads one element of "rcpts".
 func (p *jsonScan) recipient(x *Index) error {
-	var addr, status string
+	var addr, status []byte
 	var dsn bool
-	err := p.object(func(key string) error {
+	err := p.object(func(key []byte) error {
 		var err error
-		switch key {
+		switch string(key) {
 		case "addr":
-			addr, err = p.str()
+			addr, err = p.raw()
 		case "status":
-			status, err = p.str()
+			status, err = p.raw()
 		case "dsn_pending":
 			dsn, err = p.boolean()
 		default:
@@ -146,16 +145,19 @@ func (p *jsonScan) recipient(x *Index) error {
 	}
 	x.DSNPending = x.DSNPending || dsn
 	if Status(status) == Pending {
-		x.Domains = append(x.Domains, Domain(addr))
+		x.Domains = append(x.Domains, Domain(string(addr)))
 	}
 	return nil
 }
 
-// foldsTo reports whether key is one of names in another case (which
-// json.Unmarshal would match).
-func foldsTo(key string, names ...string) bool {
+// foldsTo reports whether key is one of names (all lowercase) in
+// another case, which json.Unmarshal would match.
+func foldsTo(key []byte, names ...string) bool {
+	if !slices.ContainsFunc(key, func(c byte) bool { return c >= 'A' && c <= 'Z' || c >= 0x80 }) {
+		return false // lowercase ASCII folds to nothing but itself
+	}
 	for _, n := range names {
-		if strings.EqualFold(key, n) {
+		if bytes.EqualFold(key, []byte(n)) {
 			return true
 		}
 	}
@@ -202,7 +204,7 @@ func (p *jsonScan) expect(c byte) error {
 
 // object reads an object, calling member for each key with the reader at
 // its value.
-func (p *jsonScan) object(member func(key string) error) error {
+func (p *jsonScan) object(member func(key []byte) error) error {
 	if err := p.expect('{'); err != nil {
 		return err
 	}
@@ -211,7 +213,7 @@ func (p *jsonScan) object(member func(key string) error) error {
 		return nil
 	}
 	for {
-		key, err := p.str()
+		key, err := p.raw()
 		if err != nil {
 			return err
 		}
@@ -260,10 +262,11 @@ func (p *jsonScan) next(end byte) (bool, error) {
 	return false, errSlow
 }
 
-// str reads a string without escapes, of valid UTF-8.
-func (p *jsonScan) str() (string, error) {
+// raw reads a string without escapes, of valid UTF-8, and returns its
+// bytes (in the envelope).
+func (p *jsonScan) raw() ([]byte, error) {
 	if err := p.expect('"'); err != nil {
-		return "", err
+		return nil, err
 	}
 	start := p.i
 	for p.i < len(p.b) {
@@ -273,24 +276,29 @@ func (p *jsonScan) str() (string, error) {
 			s := p.b[start:p.i]
 			p.i++
 			if !utf8.Valid(s) {
-				return "", errSlow
+				return nil, errSlow
 			}
-			return string(s), nil
+			return s, nil
 		case c == '\\' || c < 0x20:
-			return "", errSlow
+			return nil, errSlow
 		}
 		p.i++
 	}
-	return "", errSlow
+	return nil, errSlow
+}
+
+func (p *jsonScan) str() (string, error) {
+	s, err := p.raw()
+	return string(s), err
 }
 
 func (p *jsonScan) time() (time.Time, error) {
-	s, err := p.str()
+	s, err := p.raw()
 	if err != nil {
 		return time.Time{}, err
 	}
 	var t time.Time
-	if err := t.UnmarshalText([]byte(s)); err != nil {
+	if err := t.UnmarshalText(s); err != nil {
 		return time.Time{}, errSlow
 	}
 	return t, nil
@@ -328,7 +336,7 @@ func (p *jsonScan) skip() error {
 		if c == '[' {
 			return p.array(p.skip)
 		}
-		return p.object(func(string) error { return p.skip() })
+		return p.object(func([]byte) error { return p.skip() })
 	case c == '"':
 		return p.skipString()
 	case c == '-' || c >= '0' && c <= '9':
