@@ -3,6 +3,7 @@ package segments
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -451,6 +453,12 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 	size = st.Size()
 	r := bufio.NewReaderSize(f, 256<<10)
 	hdr := make([]byte, segHdrLen)
+	// Reused for every record: nothing of them is kept but the id and
+	// the parsed index entry.
+	var meta []byte
+	var refBuf bytes.Buffer
+	h := crc32.New(segCRC)
+	copyBuf := make([]byte, 64<<10)
 	for end < size {
 		if _, err := io.ReadFull(r, hdr); err != nil {
 			return end, size, errors.New("torn record header")
@@ -466,13 +474,13 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 			return end, size, errors.New("bad or torn record")
 		}
 		crc := crc32.Update(0, segCRC, hdr)
-		meta := make([]byte, idLen+envLen)
+		meta = slices.Grow(meta[:0], int(idLen+envLen))[:idLen+envLen]
 		if _, err := io.ReadFull(r, meta); err != nil {
 			return end, size, err
 		}
 		crc = crc32.Update(crc, segCRC, meta)
-		h := crc32.New(segCRC)
-		var refBuf bytes.Buffer
+		h.Reset()
+		refBuf.Reset()
 		w := io.Writer(h)
 		if typ == segTypeFile {
 			if bodyLen != bodyRefLen {
@@ -480,8 +488,8 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 			}
 			w = io.MultiWriter(h, &refBuf)
 		}
-		if _, err := io.CopyN(w, r, bodyLen); err != nil {
-			return end, size, err
+		if n, err := io.CopyBuffer(w, io.LimitReader(r, bodyLen), copyBuf); err != nil || n < bodyLen {
+			return end, size, cmp.Or(err, io.ErrUnexpectedEOF)
 		}
 		var tail [4]byte
 		if _, err := io.ReadFull(r, tail[:]); err != nil {
