@@ -288,9 +288,12 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 			e := &entry{index: len(q.due)}
 			e.note(x)
 			e.due = later(x.NextAttempt, now)
-			q.entries[x.ID] = e
 			q.due = append(q.due, e)
 		})
+		q.entries = make(map[string]*entry, len(q.due)) // no growth on the way
+		for _, e := range q.due {
+			q.entries[e.id] = e
+		}
 		heap.Init(&q.due)
 	} else {
 		var msgs []*Message
