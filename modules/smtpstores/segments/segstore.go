@@ -532,21 +532,26 @@ func recordCRC(metaCRC, bodyCRC uint32) uint32 {
 // apply updates the index with one msg, env or done record (and its
 // index entry, when scan parsed it). Caller holds mu (or is scan).
 func (s *Store) apply(typ byte, id string, r record, idx *queue.Index) {
-	old := s.index[id]
 	switch typ {
 	case segTypeMsg:
 		s.put(id, &segEntry{seg: r.seg, bodyOff: r.bodyOff(id), bodyLen: r.bodyLen, env: r, idx: idx})
 	case segTypeEnv:
-		if old != nil {
+		if old := s.index[id]; old != nil {
 			old.env, old.idx = r, idx
 		}
 	case segTypeEnd:
-		if old != nil {
-			old.seg.live--
-			old.seg.liveBytes -= old.inSeg()
+		if old := s.index[id]; old != nil {
+			s.unlive(old)
 			delete(s.index, id)
 		}
 	}
+}
+
+// unlive takes e off its segment's live counts. Caller holds mu (or is
+// scan).
+func (s *Store) unlive(e *segEntry) {
+	e.seg.live--
+	e.seg.liveBytes -= e.inSeg()
 }
 
 // forget removes message id from the index (after a done record).
@@ -556,7 +561,9 @@ func (s *Store) forget(id string) { s.apply(segTypeEnd, id, record{}, nil) }
 // put makes e the message id (after a msg or file record in e.seg).
 // Caller holds mu (or is scan).
 func (s *Store) put(id string, e *segEntry) {
-	s.forget(id)
+	if old := s.index[id]; old != nil {
+		s.unlive(old)
+	}
 	s.index[id] = e
 	e.seg.live++
 	e.seg.liveBytes += e.inSeg()
