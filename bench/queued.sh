@@ -6,9 +6,12 @@
 #   load_s         process start to the "queue loaded" log line
 #   first_s        process start to the first "delivery attempt" line
 #                  (every DUE_EVERY'th message is due at once)
-#   rss / heap     VmRSS and VmHWM from /proc, and the Go heap after a GC
-#                  (/debug/pprof/heap?gc=1, then memstats from /debug/vars
-#                  on the admin endpoint), per queued message
+#   rss / heap     VmRSS, RssAnon and VmHWM from /proc, and the Go heap after
+#                  a GC (/debug/pprof/heap?gc=1, then memstats from
+#                  /debug/vars on the admin endpoint), per queued message;
+#                  also the RSS of the same caddy on an empty spool first
+#                  (its binary's pages and runtime), for the RSS a message
+#                  adds
 # then stops it, starts it again with the route to an accepting smtpsink,
 # flushes the queue (POST /smtp/queue/flush) and measures the drain:
 # messages per second until the sink has them all.
@@ -117,15 +120,13 @@ if [[ -z $CADDY ]]; then
 	CADDY=$BIN/caddy
 fi
 
-#### fill
-log "filling $SPOOL with $QUEUED deferred messages of $SIZE bytes"
-FILL=$("$BIN/queuefill" -dir "$SPOOL" -n "$QUEUED" -size "$SIZE" -due-every "$DUE_EVERY")
-SPOOL_BYTES=$(du -sb "$SPOOL" | cut -f1)
-log "filled: $FILL, spool $((SPOOL_BYTES >> 20)) MiB"
+# rss_of PID FIELD: a /proc/PID/status figure in bytes.
+rss_of() { echo $(($(awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status") * 1024)); }
 
 ADMIN_PORT=$(free_port)
 GW_PORT=$(free_port)
 DEAD_PORT=$(free_port) # nothing listens there: connection refused, deferred
+ADMIN=http://127.0.0.1:$ADMIN_PORT
 
 # config RELAY_PORT FILE: the Caddy config.
 config() {
@@ -154,8 +155,6 @@ config() {
 EOF
 }
 
-ADMIN=http://127.0.0.1:$ADMIN_PORT
-
 # start_caddy CONFIG LOG: starts caddy, sets CADDY_PID and T0 (its start).
 start_caddy() {
 	T0=$EPOCHREALTIME
@@ -163,8 +162,26 @@ start_caddy() {
 	CADDY_PID=$!
 }
 
-#### start on the filled spool
+#### the same caddy on an empty spool
+mkdir -p "$SPOOL"
 config "$DEAD_PORT" "$WORK/Caddyfile.deferred"
+start_caddy "$WORK/Caddyfile.deferred" "$RESULTS/caddy-empty.log"
+wait_for 60 curl -sf "$ADMIN/config/" -o /dev/null || { log "caddy did not start"; tail "$RESULTS/caddy-empty.log" >&2; exit 1; }
+wait_for 60 log_ts "serving initial configuration" "$RESULTS/caddy-empty.log" >/dev/null
+curl -sf "$ADMIN/debug/pprof/heap?gc=1" -o /dev/null
+BASE_RSS=$(rss_of "$CADDY_PID" VmRSS)
+log "RSS on an empty spool: $((BASE_RSS >> 20)) MiB"
+stop_pid "$CADDY_PID"
+CADDY_PID=
+
+#### fill
+log "filling $SPOOL with $QUEUED deferred messages of $SIZE bytes"
+FILL=$("$BIN/queuefill" -dir "$SPOOL" -n "$QUEUED" -size "$SIZE" -due-every "$DUE_EVERY")
+sync # the fill's writeback is not part of the restart
+SPOOL_BYTES=$(du -sb "$SPOOL" | cut -f1)
+log "filled: $FILL, spool $((SPOOL_BYTES >> 20)) MiB"
+
+#### start on the filled spool
 start_caddy "$WORK/Caddyfile.deferred" "$RESULTS/caddy-start.log"
 LOG=$RESULTS/caddy-start.log
 wait_for 120 log_ts "queue loaded" "$LOG" >/dev/null || { log "no 'queue loaded' line"; tail "$LOG" >&2; exit 1; }
@@ -184,10 +201,11 @@ curl -sf "$ADMIN/debug/pprof/heap?gc=1" -o "$RESULTS/heap.pb.gz" # runs a GC fir
 curl -sf "$ADMIN/debug/vars" -o "$RESULTS/vars.json"
 HEAP=$(jq .memstats.HeapAlloc "$RESULTS/vars.json")
 HEAP_INUSE=$(jq .memstats.HeapInuse "$RESULTS/vars.json")
-RSS=$(($(awk '/^VmRSS/ {print $2}' "/proc/$CADDY_PID/status") * 1024))
-HWM=$(($(awk '/^VmHWM/ {print $2}' "/proc/$CADDY_PID/status") * 1024))
+RSS=$(rss_of "$CADDY_PID" VmRSS)
+ANON=$(rss_of "$CADDY_PID" RssAnon)
+HWM=$(rss_of "$CADDY_PID" VmHWM)
 log "queue loaded after ${LOAD_S}s, first delivery attempt after ${FIRST_S}s"
-log "RSS $((RSS >> 20)) MiB (peak $((HWM >> 20)) MiB), heap $((HEAP >> 20)) MiB: $((RSS / QUEUED)) B RSS and $((HEAP / QUEUED)) B heap per queued message"
+log "RSS $((RSS >> 20)) MiB (anonymous $((ANON >> 20)) MiB, peak $((HWM >> 20)) MiB), heap $((HEAP >> 20)) MiB: $((RSS / QUEUED)) B RSS ($(((RSS - BASE_RSS) / QUEUED)) B more than on an empty spool) and $((HEAP / QUEUED)) B heap per queued message"
 stop_pid "$CADDY_PID"
 CADDY_PID=
 
@@ -215,10 +233,11 @@ if [[ $DRAIN == 1 ]]; then
 fi
 
 jq -n --argjson queued "$QUEUED" --argjson size "$SIZE" --argjson load "$LOAD_S" --argjson first "$FIRST_S" \
-	--argjson rss "$RSS" --argjson hwm "$HWM" --argjson heap "$HEAP" --argjson inuse "$HEAP_INUSE" \
+	--argjson rss "$RSS" --argjson anon "$ANON" --argjson base "$BASE_RSS" --argjson hwm "$HWM" --argjson heap "$HEAP" --argjson inuse "$HEAP_INUSE" \
 	--argjson spool "$SPOOL_BYTES" --argjson drain_s "$DRAIN_S" --argjson rate "$DRAIN_RATE" --argjson fill "$FILL" \
 	'{queued: $queued, size: $size, spool_bytes: $spool, fill: $fill, load_s: $load, first_attempt_s: $first,
-	  rss: $rss, rss_peak: $hwm, heap: $heap, heap_inuse: $inuse,
-	  rss_per_msg: ($rss / $queued | floor), heap_per_msg: ($heap / $queued | floor),
+	  rss: $rss, rss_anon: $anon, rss_empty_spool: $base, rss_peak: $hwm, heap: $heap, heap_inuse: $inuse,
+	  rss_per_msg: ($rss / $queued | floor), rss_added_per_msg: (($rss - $base) / $queued | floor),
+	  heap_per_msg: ($heap / $queued | floor),
 	  drain_s: $drain_s, drain_per_s: $rate}' | tee "$RESULTS/queued.json"
 log "results in $RESULTS"
