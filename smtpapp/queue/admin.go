@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -114,7 +115,7 @@ func (q *Queue) park(e *entry) bool {
 	if !q.mustPark(e) {
 		return false
 	}
-	q.admin.parked[e.msg.ID] = e
+	q.admin.parked[e.id] = e
 	q.noteQuarantined(e)
 	return true
 }
@@ -122,28 +123,22 @@ func (q *Queue) park(e *entry) bool {
 // mustPark reports whether an entry must not be dispatched now; q.mu must
 // be held.
 func (q *Queue) mustPark(e *entry) bool {
-	return q.admin.claimed[e.msg.ID] || e.msg.Held || q.onlyHeldDomains(e.msg)
+	return q.admin.claimed[e.id] || e.held || q.onlyHeldDomains(e)
 }
 
 // onlyHeldDomains reports whether every recipient still pending is in a
 // held domain (and there is one, and no DSN is owed); q.mu must be held.
-func (q *Queue) onlyHeldDomains(m *Message) bool {
-	if len(q.admin.heldDomains) == 0 {
+func (q *Queue) onlyHeldDomains(e *entry) bool {
+	if len(q.admin.heldDomains) == 0 || e.dsnOwed {
 		return false
 	}
-	pending := 0
-	for _, r := range m.Recipients {
-		if r.DSNPending {
-			return false
-		}
-		if r.Status == Pending {
-			if !q.admin.heldDomains[Domain(r.Addr)] {
-				return false
-			}
-			pending++
-		}
-	}
-	return pending > 0
+	pending, held := 0, true
+	e.pendingDomains(func(d string) bool {
+		pending++
+		held = q.admin.heldDomains[d]
+		return held
+	})
+	return pending > 0 && held
 }
 
 // dispatchable returns the pending recipients whose domain is not held;
@@ -166,15 +161,20 @@ func (q *Queue) dispatchable(m *Message) []*Recipient {
 // Between the end of its last job and the end of finish an entry is neither
 // on the heap nor parked: it still counts as in its round.
 func (q *Queue) idle(e *entry) bool {
-	return e.inflight == 0 && (e.index >= 0 || q.admin.parked[e.msg.ID] == e)
+	return e.inflight == 0 && (e.index >= 0 || q.admin.parked[e.id] == e)
 }
 
 // roundEnded wakes operations waiting for a round to finish. finish defers
 // it, so it runs once the entry is back on the heap or removed.
 func (q *Queue) roundEnded() {
 	q.mu.Lock()
+	q.rounds--
+	more := q.rounds+1 >= q.maxRounds // runDue stopped there and set no timer
 	q.broadcast()
 	q.mu.Unlock()
+	if more {
+		q.kick()
+	}
 }
 
 // broadcast wakes every waiter; q.mu must be held.
@@ -225,6 +225,13 @@ func (q *Queue) claim(ctx context.Context, id string) (*entry, error) {
 				heap.Remove(&q.due, e.index) // e.due keeps its time
 			}
 			q.admin.parked[id] = e
+			q.mu.Unlock()
+			_, err := q.load(e)
+			q.mu.Lock()
+			if err != nil {
+				q.disown(id)
+				return nil, fmt.Errorf("reading message %s: %w", id, err)
+			}
 			return e, nil
 		}
 		changed := q.admin.changed
@@ -263,7 +270,8 @@ func (q *Queue) disown(id string) {
 // unless it must stay parked.
 func (q *Queue) unclaim(e *entry, at time.Time) {
 	q.mu.Lock()
-	delete(q.admin.claimed, e.msg.ID)
+	delete(q.admin.claimed, e.id)
+	q.rest(e)
 	q.settle(e, at)
 	q.broadcast()
 	q.mu.Unlock()
@@ -273,14 +281,14 @@ func (q *Queue) unclaim(e *entry, at time.Time) {
 // settle puts a parked entry back on the heap, due at `at`, unless it must
 // stay parked; q.mu must be held.
 func (q *Queue) settle(e *entry, at time.Time) {
-	if q.admin.parked[e.msg.ID] != e {
+	if q.admin.parked[e.id] != e {
 		return
 	}
 	if q.mustPark(e) {
 		q.noteQuarantined(e) // a sweep skips claimed entries
 		return
 	}
-	delete(q.admin.parked, e.msg.ID)
+	delete(q.admin.parked, e.id)
 	q.schedule(e, at)
 }
 
@@ -309,7 +317,7 @@ func (q *Queue) Flush(id string) (int, error) {
 	if id == "" {
 		for _, e := range q.due {
 			e.due = now
-			if !q.onlyHeldDomains(e.msg) {
+			if !q.onlyHeldDomains(e) {
 				n++
 			}
 		}
@@ -320,10 +328,10 @@ func (q *Queue) Flush(id string) (int, error) {
 		case e == nil:
 			q.mu.Unlock()
 			return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
-		case e.msg.Held:
+		case e.held:
 			q.mu.Unlock()
 			return 0, fmt.Errorf("%w: %s: release it first", ErrHeld, id)
-		case q.onlyHeldDomains(e.msg):
+		case q.onlyHeldDomains(e):
 			q.mu.Unlock()
 			return 0, fmt.Errorf("%w: %s: every pending recipient is in a held domain", ErrHeld, id)
 		case e.index >= 0:
@@ -347,7 +355,7 @@ func (q *Queue) Flush(id string) (int, error) {
 func (q *Queue) Hold(ctx context.Context, id string) error {
 	q.mu.Lock()
 	e := q.entries[id]
-	already := e != nil && e.msg.Held
+	already := e != nil && e.held
 	q.mu.Unlock()
 	if already {
 		return nil
@@ -363,7 +371,7 @@ func (q *Queue) Hold(ctx context.Context, id string) error {
 func (q *Queue) Release(id string) error {
 	q.mu.Lock()
 	e := q.entries[id]
-	held := e != nil && e.msg.Held
+	held := e != nil && e.held
 	q.mu.Unlock()
 	if e == nil {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -444,7 +452,11 @@ func (q *Queue) Delete(ctx context.Context, id string, bounce bool) (int, error)
 	if err := q.store.Remove(m.ID); err != nil {
 		// Without bounce the message stays as it was. With bounce its
 		// recipients are final now and the DSN is queued: the next round
-		// finds nothing to do and removes it.
+		// finds nothing to do and removes it (so memory stays ahead of
+		// the store).
+		q.mu.Lock()
+		e.dirty = e.dirty || bounce
+		q.mu.Unlock()
 		q.unclaim(e, e.due)
 		return 0, fmt.Errorf("removing message %s: %w", m.ID, err)
 	}
@@ -527,13 +539,13 @@ func (q *Queue) ReleaseDomain(domain string) error {
 	q.mu.Lock()
 	now := time.Now()
 	for _, e := range q.due {
-		if hasPendingIn(e.msg, d) {
+		if hasPendingIn(e, d) {
 			e.due = now
 		}
 	}
 	heap.Init(&q.due)
 	for _, e := range q.admin.parked {
-		if !q.admin.claimed[e.msg.ID] {
+		if !q.admin.claimed[e.id] {
 			q.settle(e, now)
 		}
 	}
@@ -600,13 +612,13 @@ func (q *Queue) heldDomainList() []string {
 	return out
 }
 
-func hasPendingIn(m *Message, domain string) bool {
-	for _, r := range m.Recipients {
-		if r.Status == Pending && Domain(r.Addr) == domain {
-			return true
-		}
-	}
-	return false
+func hasPendingIn(e *entry, domain string) bool {
+	found := false
+	e.pendingDomains(func(d string) bool {
+		found = d == domain
+		return !found
+	})
+	return found
 }
 
 // NormalizeDomain returns a domain given by an administrator as the queue
@@ -698,13 +710,7 @@ type RecipientSnapshot struct {
 
 // Snapshots describes every queued message, oldest first.
 func (q *Queue) Snapshots() []Snapshot {
-	q.mu.Lock()
-	now := time.Now()
-	out := make([]Snapshot, 0, len(q.entries))
-	for _, e := range q.entries {
-		out = append(out, q.snapshot(e, now))
-	}
-	q.mu.Unlock()
+	out := q.snapshots(nil)
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Arrived.Equal(out[j].Arrived) {
 			return out[i].Arrived.Before(out[j].Arrived)
@@ -717,23 +723,60 @@ func (q *Queue) Snapshots() []Snapshot {
 // Snapshot describes one queued message.
 func (q *Queue) Snapshot(id string) (Snapshot, error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	e := q.entries[id]
-	if e == nil {
+	q.mu.Unlock()
+	var out []Snapshot
+	if e != nil {
+		out = q.snapshots(func(x *entry) bool { return x == e })
+	}
+	if len(out) == 0 {
 		return Snapshot{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	return q.snapshot(e, time.Now()), nil
+	return out[0], nil
 }
 
-// snapshot describes an entry; q.mu must be held.
-func (q *Queue) snapshot(e *entry, now time.Time) Snapshot {
-	s := Describe(e.msg, q.admin.heldDomains, now)
-	if !q.idle(e) && s.State != StateQuarantine && s.State != StateHeld {
+// snapshots describes the entries that keep passes (every one when keep
+// is nil), in no particular order. Those at rest in an IndexStore are
+// read from it one by one, without holding q.mu (one removed meanwhile is
+// left out); the state comes from the moment of the call.
+func (q *Queue) snapshots(keep func(*entry) bool) []Snapshot {
+	type atRest struct {
+		e               *entry
+		idle, scheduled bool
+		due             time.Time
+	}
+	q.mu.Lock()
+	now := time.Now()
+	held := maps.Clone(q.admin.heldDomains)
+	var out []Snapshot
+	var rest []atRest
+	for _, e := range q.entries {
+		switch {
+		case keep != nil && !keep(e):
+		case e.msg != nil:
+			out = append(out, describeEntry(e.msg, held, now, q.idle(e), e.index >= 0, e.due))
+		default:
+			rest = append(rest, atRest{e, q.idle(e), e.index >= 0, e.due})
+		}
+	}
+	q.mu.Unlock()
+	for _, r := range rest {
+		if m, err := q.idx.LoadMessage(r.e.id); err == nil {
+			out = append(out, describeEntry(m, held, now, r.idle, r.scheduled, r.due))
+		}
+	}
+	return out
+}
+
+// describeEntry describes a queued message in the state of its entry.
+func describeEntry(m *Message, held map[string]bool, now time.Time, idle, scheduled bool, due time.Time) Snapshot {
+	s := Describe(m, held, now)
+	if !idle && s.State != StateQuarantine && s.State != StateHeld {
 		s.State = StateDelivering
 	}
 	s.NextAttempt = time.Time{}
-	if e.index >= 0 && s.State != StateDomainHeld {
-		s.NextAttempt = e.due
+	if scheduled && s.State != StateDomainHeld {
+		s.NextAttempt = due
 	}
 	return s
 }
@@ -816,15 +859,18 @@ func (q *Queue) ReadBody(id string) ([]byte, error) {
 func (q *Queue) readMessage(id string, withBody bool) (header, body []byte, err error) {
 	q.mu.Lock()
 	e, ok := q.entries[id]
-	var m Message
-	if ok {
-		m = Message{ID: id, Headers: e.msg.Headers, DropHeaders: e.msg.DropHeaders}
-	}
 	q.mu.Unlock()
-	if !ok {
+	var m *Message
+	if ok {
+		m, err = q.stored(e)
+	}
+	if !ok || errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	header, body, err = ReadStored(q.store, &m, withBody)
+	if err != nil {
+		return nil, nil, err
+	}
+	header, body, err = ReadStored(q.store, m, withBody)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

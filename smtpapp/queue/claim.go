@@ -131,11 +131,11 @@ func (q *Queue) claimsInDoubt(e *entry, now time.Time) bool {
 	return true
 }
 
-// markDelivering tells a shared store that a delivery of m starts.
-func (q *Queue) markDelivering(m *Message) {
+// markDelivering tells a shared store that a delivery of message id starts.
+func (q *Queue) markDelivering(id string) {
 	if c, ok := q.store.(Claimer); ok {
-		if err := c.Delivering(m.ID); err != nil {
-			q.log().Warn("marking a message in delivery", zap.String("msg_id", m.ID), zap.Error(err))
+		if err := c.Delivering(id); err != nil {
+			q.log().Warn("marking a message in delivery", zap.String("msg_id", id), zap.Error(err))
 		}
 	}
 }

@@ -23,21 +23,26 @@ func (m *Message) quarantined() bool {
 	return m.Held && m.Quarantine != nil && m.Quarantine.Released.IsZero()
 }
 
+// quarantined is Message.quarantined for an entry; q.mu must be held.
+func (e *entry) quarantined() bool {
+	return e.held && e.quar != nil && e.quar.Released.IsZero()
+}
+
 // ageStart is when the message's maximum age starts: its arrival, or the
 // release from its quarantine (a message kept for days in quarantine and
 // then released is delivered, not bounced as too old).
-func (m *Message) ageStart() time.Time {
-	if m.Quarantine != nil && !m.Quarantine.Released.IsZero() {
-		return m.Quarantine.Released
+func (e *entry) ageStart() time.Time {
+	if e.quar != nil && !e.quar.Released.IsZero() {
+		return e.quar.Released
 	}
-	return m.Arrived
+	return e.arrived
 }
 
 // quarantineEnd is when the retention of a quarantined message ends.
-func (m *Message) quarantineEnd(retention time.Duration) time.Time {
-	start := m.Quarantine.At
+func (e *entry) quarantineEnd(retention time.Duration) time.Time {
+	start := e.quar.At
 	if start.IsZero() {
-		start = m.Arrived
+		start = e.arrived
 	}
 	return start.Add(retention)
 }
@@ -46,10 +51,10 @@ func (m *Message) quarantineEnd(retention time.Duration) time.Time {
 // quarantined message whose retention ends first; q.mu must be held.
 func (q *Queue) noteQuarantined(e *entry) {
 	b := q.current()
-	if !e.msg.quarantined() || !q.admin.sweepKnown || b == nil {
+	if !e.quarantined() || !q.admin.sweepKnown || b == nil {
 		return // when not known, the next runDue scans anyway
 	}
-	end := e.msg.quarantineEnd(b.cfg.QuarantineRetention)
+	end := e.quarantineEnd(b.cfg.QuarantineRetention)
 	if q.admin.sweepAt.IsZero() || end.Before(q.admin.sweepAt) {
 		q.admin.sweepAt = end
 	}
@@ -68,10 +73,10 @@ func (q *Queue) sweepQuarantine(now time.Time, cfg Config) time.Time {
 	var next time.Time
 	var drop []*entry
 	for id, e := range q.admin.parked {
-		if q.admin.claimed[id] || !e.msg.quarantined() {
+		if q.admin.claimed[id] || !e.quarantined() {
 			continue
 		}
-		end := e.msg.quarantineEnd(cfg.QuarantineRetention)
+		end := e.quarantineEnd(cfg.QuarantineRetention)
 		if !end.After(now) {
 			q.admin.claimed[id] = true // parked entries are idle: no round to wait for
 			drop = append(drop, e)
@@ -95,25 +100,25 @@ func (q *Queue) sweepQuarantine(now time.Time, cfg Config) time.Time {
 func (q *Queue) dropQuarantined(drop []*entry, retention time.Duration) {
 	defer q.wg.Done()
 	for _, e := range drop {
-		m := e.msg
-		err := q.store.Remove(m.ID)
+		err := q.store.Remove(e.id)
 		q.mu.Lock()
-		delete(q.admin.claimed, m.ID)
+		delete(q.admin.claimed, e.id)
+		quar := e.quar
 		if err == nil {
 			quarantineDeleted.Add(1) // before the message is seen gone
-			delete(q.entries, m.ID)
-			delete(q.admin.parked, m.ID)
+			delete(q.entries, e.id)
+			delete(q.admin.parked, e.id)
 		} else if retry := time.Now().Add(time.Minute); q.admin.sweepKnown && (q.admin.sweepAt.IsZero() || retry.Before(q.admin.sweepAt)) {
 			q.admin.sweepAt = retry
 		}
 		q.broadcast()
 		q.mu.Unlock()
 		if err != nil {
-			q.log().Error("deleting quarantined message", zap.String("msg_id", m.ID), zap.Error(err))
+			q.log().Error("deleting quarantined message", zap.String("msg_id", e.id), zap.Error(err))
 			continue
 		}
-		q.log().Info("quarantined message deleted after its retention", zap.String("msg_id", m.ID),
-			zap.String("check", m.Quarantine.Check), zap.Time("quarantined", m.Quarantine.At),
+		q.log().Info("quarantined message deleted after its retention", zap.String("msg_id", e.id),
+			zap.String("check", quar.Check), zap.Time("quarantined", quar.At),
 			zap.Duration("retention", retention))
 	}
 	q.kick() // the next sweep time may have changed
@@ -129,15 +134,7 @@ func QuarantineDeleted() uint64 { return quarantineDeleted.Load() }
 
 // Quarantined describes the quarantined messages, newest quarantine first.
 func (q *Queue) Quarantined() []Snapshot {
-	q.mu.Lock()
-	now := time.Now()
-	var out []Snapshot
-	for _, e := range q.entries {
-		if e.msg.quarantined() {
-			out = append(out, q.snapshot(e, now))
-		}
-	}
-	q.mu.Unlock()
+	out := q.snapshots((*entry).quarantined)
 	sort.Slice(out, func(i, j int) bool {
 		if a, b := out[i].Quarantine.At, out[j].Quarantine.At; !a.Equal(b) {
 			return a.After(b)

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"go.uber.org/zap"
 )
@@ -111,6 +113,7 @@ func (f RouterFunc) Route(m *Message, rcpt string) Target { return f(m, rcpt) }
 // messages for its destination one after the other.
 type Queue struct {
 	store  Store
+	idx    IndexStore // store, when it reads envelopes on demand; else nil
 	logger atomic.Pointer[zap.Logger]
 
 	ctx     context.Context
@@ -126,6 +129,11 @@ type Queue struct {
 	due      dueHeap
 	dests    map[destKey]*dest
 	active   int
+	rounds   int // delivery rounds started and not finished
+	// maxRounds bounds the rounds started at once (and so the envelopes
+	// loaded for them): a flush of a million deferred messages starts
+	// them as rounds finish, not all at once. Default: defaultMaxRounds.
+	maxRounds int
 
 	admin adminState // holds, claims and parked messages (admin.go)
 }
@@ -135,12 +143,101 @@ type binding struct {
 	cfg    Config
 }
 
-// entry is a message known to the scheduler.
+// entry is a message known to the scheduler. With an IndexStore, msg is
+// loaded only for a delivery round or an administrative operation and
+// released once the message is at rest again, its state saved; the other
+// fields are what scheduling needs meanwhile (see note).
 type entry struct {
-	msg      *Message
+	id       string
+	msg      *Message // nil while at rest in an IndexStore
 	due      time.Time
 	index    int // in the due heap; -1 when not scheduled
 	inflight int // recipient groups being delivered
+
+	arrived time.Time
+	quar    *Quarantine           // Message.Quarantine
+	domains unique.Handle[string] // pending recipient domains, joined by "\x00"
+	held    bool                  // Message.Held
+	dsnOwed bool                  // a recipient's DSNPending
+	dirty   bool                  // msg is ahead of what is stored: keep it
+}
+
+// defaultMaxRounds is Queue.maxRounds.
+const defaultMaxRounds = 4096
+
+// note records what scheduling needs of x; q.mu must be held (or the
+// entry not shared yet).
+func (e *entry) note(x Index) {
+	e.id, e.arrived, e.quar, e.held, e.dsnOwed = x.ID, x.Arrived, x.Quarantine, x.Held, x.DSNPending
+	e.domains = unique.Make(strings.Join(x.Domains, "\x00"))
+}
+
+// pendingDomains calls fn with each domain of a pending recipient until
+// it returns false.
+func (e *entry) pendingDomains(fn func(string) bool) {
+	for rest := e.domains.Value(); rest != ""; {
+		var d string
+		d, rest, _ = strings.Cut(rest, "\x00")
+		if !fn(d) {
+			return
+		}
+	}
+}
+
+// rest notes the state of a loaded message and, with an IndexStore,
+// releases it unless memory is ahead of the store; q.mu must be held.
+func (q *Queue) rest(e *entry) {
+	if e.msg == nil {
+		return
+	}
+	e.note(IndexOf(e.msg))
+	if q.idx != nil && !e.dirty {
+		e.msg = nil
+	}
+}
+
+// load returns the message of an entry that the caller owns (a round, a
+// claim), reading it from the store when it is at rest.
+func (q *Queue) load(e *entry) (*Message, error) {
+	q.mu.Lock()
+	m := e.msg
+	q.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	m, err := q.idx.LoadMessage(e.id)
+	if err != nil {
+		return nil, err
+	}
+	m.store = q.store
+	q.mu.Lock()
+	e.msg = m
+	q.mu.Unlock()
+	return m, nil
+}
+
+// stored returns a copy of the message of an entry for reading, from
+// memory or from the store, without loading it into the entry; q.mu must
+// not be held.
+func (q *Queue) stored(e *entry) (*Message, error) {
+	q.mu.Lock()
+	if m := e.msg; m != nil {
+		c := *m
+		c.Recipients = make([]*Recipient, len(m.Recipients))
+		for i, r := range m.Recipients {
+			rc := *r
+			c.Recipients[i] = &rc
+		}
+		q.mu.Unlock()
+		return &c, nil
+	}
+	q.mu.Unlock()
+	m, err := q.idx.LoadMessage(e.id)
+	if err != nil {
+		return nil, err
+	}
+	m.store = q.store
+	return m, nil
 }
 
 type destKey struct {
@@ -168,7 +265,6 @@ type job struct {
 // New loads every message in the store and starts the scheduler. Nothing
 // is delivered until a router is attached.
 func New(store Store, logger *zap.Logger) (*Queue, error) {
-	msgs, loadErr := store.Load()
 	ctx, cancel := context.WithCancel(context.Background())
 	q := &Queue{
 		store:   store,
@@ -179,18 +275,38 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 		closing: make(chan struct{}),
 		entries: make(map[string]*entry),
 		dests:   make(map[destKey]*dest),
+
+		maxRounds: defaultMaxRounds,
 	}
 	q.logger.Store(logger)
+	q.initAdmin()
+	now := time.Now()
+	var loadErr error
+	if is, ok := store.(IndexStore); ok {
+		q.idx = is
+		loadErr = is.LoadIndex(func(x Index) {
+			e := &entry{index: len(q.due)}
+			e.note(x)
+			e.due = later(x.NextAttempt, now)
+			q.due = append(q.due, e)
+		})
+		q.entries = make(map[string]*entry, len(q.due)) // no growth on the way
+		for _, e := range q.due {
+			q.entries[e.id] = e
+		}
+		heap.Init(&q.due)
+	} else {
+		var msgs []*Message
+		msgs, loadErr = store.Load()
+		for _, m := range msgs {
+			q.addStored(m, now)
+		}
+	}
 	if loadErr != nil {
 		logger.Error("loading spool", zap.Error(loadErr))
 	}
-	q.initAdmin()
-	now := time.Now()
-	for _, m := range msgs {
-		q.addStored(m, now)
-	}
-	if len(msgs) > 0 {
-		logger.Info("queue loaded", zap.Int("messages", len(msgs)))
+	if len(q.entries) > 0 {
+		logger.Info("queue loaded", zap.Int("messages", len(q.entries)))
 	}
 	go q.loop()
 	q.startClaims() // claim.go
@@ -202,12 +318,16 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 func (q *Queue) addStored(m *Message, now time.Time) {
 	m.store = q.store
 	e := &entry{msg: m, index: -1}
+	e.note(IndexOf(m))
 	q.entries[m.ID] = e
-	due := m.NextAttempt
-	if due.Before(now) {
-		due = now
+	q.schedule(e, later(m.NextAttempt, now))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	q.schedule(e, due)
+	return b
 }
 
 // Attach puts a router and configuration in force (the newest attached
@@ -267,6 +387,7 @@ func (q *Queue) CommitThen(w BodyWriter, m *Message, committed func()) error {
 	}
 	m.store = q.store
 	e := &entry{msg: m, index: -1}
+	e.note(IndexOf(m))
 	q.mu.Lock()
 	q.entries[m.ID] = e
 	q.schedule(e, time.Now())
@@ -292,17 +413,25 @@ func (q *Queue) Len() int {
 // Messages returns a copy of every queued message's envelope and state,
 // in no particular order.
 func (q *Queue) Messages() []Message {
+	out := make([]Message, 0, q.Len())
+	for _, e := range q.entryList(nil) {
+		if m, err := q.stored(e); err == nil {
+			out = append(out, *m)
+		}
+	}
+	return out
+}
+
+// entryList returns the entries that keep passes (all with nil); q.mu
+// must not be held.
+func (q *Queue) entryList(keep func(*entry) bool) []*entry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	out := make([]Message, 0, len(q.entries))
+	out := make([]*entry, 0, len(q.entries))
 	for _, e := range q.entries {
-		m := *e.msg
-		m.Recipients = make([]*Recipient, len(e.msg.Recipients))
-		for i, r := range e.msg.Recipients {
-			c := *r
-			m.Recipients[i] = &c
+		if keep == nil || keep(e) {
+			out = append(out, e)
 		}
-		out = append(out, m)
 	}
 	return out
 }
@@ -382,13 +511,12 @@ func (q *Queue) loop() {
 func (q *Queue) runDue() time.Time {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	b := q.current()
-	if b == nil {
+	if q.current() == nil {
 		return time.Time{}
 	}
 	now := time.Now()
-	var expired []*entry
-	for q.due.Len() > 0 && !q.due[0].due.After(now) {
+	var started []*entry
+	for q.due.Len() > 0 && !q.due[0].due.After(now) && q.rounds < q.maxRounds {
 		e := heap.Pop(&q.due).(*entry)
 		if q.park(e) {
 			continue // held or claimed: parked (admin.go)
@@ -396,22 +524,84 @@ func (q *Queue) runDue() time.Time {
 		if q.claimsInDoubt(e, now) {
 			continue // a fleet's store is unreachable (claim.go)
 		}
-		if now.Sub(e.msg.ageStart()) > b.cfg.MaxAge {
-			expired = append(expired, e)
-			continue
-		}
-		q.dispatch(e, b)
+		e.inflight = 1 // its round has started: no claim, no second round
+		q.rounds++
+		started = append(started, e)
 	}
-	for _, e := range expired {
-		e.inflight = 1
-		go q.expire(e, b.cfg)
+	q.loadStarted(started)
+	b := q.current()
+	for _, e := range started {
+		switch {
+		case e.msg == nil:
+			continue // not readable now (loadStarted)
+		case b == nil:
+			// Closed while the envelopes were read.
+			q.abortRound(e, now)
+		case now.Sub(e.ageStart()) > b.cfg.MaxAge:
+			go q.expire(e, b.cfg)
+		default:
+			q.dispatch(e, b)
+		}
+	}
+	if b == nil {
+		return time.Time{}
 	}
 	q.startWorkers(b.cfg)
 	next := q.sweepQuarantine(now, b.cfg) // quarantine.go
-	if q.due.Len() > 0 && (next.IsZero() || q.due[0].due.Before(next)) {
+	// At maxRounds, the end of a round wakes the loop (roundEnded).
+	if q.due.Len() > 0 && q.rounds < q.maxRounds && (next.IsZero() || q.due[0].due.Before(next)) {
 		next = q.due[0].due
 	}
 	return next
+}
+
+// loadStarted reads the envelopes of the entries whose round runDue
+// started, without holding q.mu (which it unlocks and locks again). An
+// entry whose envelope cannot be read ends its round and is tried again
+// later (or forgotten, when the store no longer has it).
+func (q *Queue) loadStarted(started []*entry) {
+	var cold []*entry
+	for _, e := range started {
+		if e.msg == nil {
+			cold = append(cold, e)
+		}
+	}
+	if len(cold) == 0 {
+		return
+	}
+	q.mu.Unlock()
+	msgs := make([]*Message, len(cold))
+	errs := make([]error, len(cold))
+	for i, e := range cold {
+		msgs[i], errs[i] = q.idx.LoadMessage(e.id)
+	}
+	q.mu.Lock()
+	now := time.Now()
+	for i, e := range cold {
+		if errs[i] == nil {
+			msgs[i].store = q.store
+			e.msg = msgs[i]
+			continue
+		}
+		q.log().Error("reading a queued message's envelope", zap.String("msg_id", e.id), zap.Error(errs[i]))
+		if errors.Is(errs[i], os.ErrNotExist) {
+			e.inflight = 0
+			q.rounds--
+			delete(q.entries, e.id)
+			q.broadcast()
+			continue
+		}
+		q.abortRound(e, now.Add(time.Minute))
+	}
+}
+
+// abortRound ends a round that runDue started before it dispatched
+// anything; the entry is due at `at`. q.mu must be held.
+func (q *Queue) abortRound(e *entry, at time.Time) {
+	e.inflight = 0
+	q.rounds--
+	q.schedule(e, at)
+	q.broadcast()
 }
 
 // dispatch groups an entry's pending recipients by destination and queues
@@ -536,7 +726,7 @@ func (q *Queue) work(d *dest, cfg Config) {
 			return
 		}
 		started := time.Now()
-		q.markDelivering(j.e.msg) // claim.go
+		q.markDelivering(j.e.id) // claim.go
 		res := sess.Deliver(q.ctx, j.e.msg, j.rcpts)
 		if len(res) != len(j.rcpts) {
 			err := fmt.Errorf("target returned %d results for %d recipients", len(res), len(j.rcpts))
@@ -843,10 +1033,13 @@ func (q *Queue) finish(e *entry, cfg Config) {
 	next := time.Now().Add(backoff(time.Since(m.retryStart()), cfg))
 	m.NextAttempt = next
 	q.mu.Unlock()
-	if err := q.store.Save(m); err != nil {
+	err := q.store.Save(m)
+	if err != nil {
 		q.log().Error("saving message state", zap.String("msg_id", m.ID), zap.Error(err))
 	}
 	q.mu.Lock()
+	e.dirty = err != nil
+	q.rest(e) // a deferred message waits with its envelope on disk
 	if _, ok := q.entries[m.ID]; ok {
 		q.schedule(e, next)
 	}

@@ -188,7 +188,7 @@ func (q *Queue) Requeue(ctx context.Context, id string) error {
 	switch {
 	case m.Held:
 		err = fmt.Errorf("%w: %s: release it first", ErrHeld, id)
-	case q.onlyHeldDomains(m):
+	case q.onlyHeldDomains(e):
 		err = fmt.Errorf("%w: %s: every pending recipient is in a held domain", ErrHeld, id)
 	}
 	was, wasNext := m.Requeued, m.NextAttempt

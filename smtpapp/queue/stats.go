@@ -9,8 +9,8 @@ func (q *Queue) Stats() (n int, oldest time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, e := range q.entries {
-		if oldest.IsZero() || e.msg.Arrived.Before(oldest) {
-			oldest = e.msg.Arrived
+		if oldest.IsZero() || e.arrived.Before(oldest) {
+			oldest = e.arrived
 		}
 	}
 	return len(q.entries), oldest

@@ -3,6 +3,7 @@ package segments
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,6 +68,12 @@ import (
 // only once its done record is synced, so a message never comes back
 // without its body. Open checks that every named body file exists with
 // its size; its CRC is checked when the body is read to the end.
+//
+// Memory: the index keeps per message where its body and its latest
+// envelope record are, not the envelope: LoadMessage reads the envelope
+// back and checks the record's CRC (envread.go). Scan parses each
+// record's queue.Index (queue.ParseIndex, without decoding the whole
+// envelope) and hands it to LoadIndex once.
 //
 // Loading scans the segments in order and checks every record's CRC. A
 // torn or corrupt record in the last segment ends the log: the segment is
@@ -140,6 +148,9 @@ type Store struct {
 	logger  *zap.Logger
 	// compactions counts the compactor's passes (for tests).
 	compactions int
+	// envReadHook, when set, runs in LoadMessage between the lookup and
+	// the read (for tests).
+	envReadHook func()
 }
 
 // removal is a done record to write, and the body file to delete once it
@@ -170,8 +181,28 @@ type segEntry struct {
 	seg     *segment
 	bodyOff int64
 	bodyLen int64
-	env     []byte   // latest envelope
 	ref     *bodyRef // the body's own file; nil when it is in seg
+	// env is the record of the latest envelope: it is read back from
+	// the segment when asked for (readEnv), not kept in memory.
+	env record
+	// idx is the queue's index entry, parsed from env by scan and kept
+	// until LoadIndex hands it over; nil after that or when unreadable.
+	idx *queue.Index
+}
+
+// record is where a record is in its segment: enough to read its
+// envelope back and check it against the record's CRC.
+type record struct {
+	seg     *segment
+	off     int64 // of the record's header
+	envLen  uint32
+	bodyCRC uint32 // CRC-32C of its body part, for the record's CRC
+	bodyLen int64  // its body part: the body, a bodyRef or nothing
+}
+
+// bodyOff is where the body part of the record of message id starts.
+func (r record) bodyOff(id string) int64 {
+	return r.off + segHdrLen + int64(len(id)) + int64(r.envLen)
 }
 
 // bodyRef is the body part of a file record: where a body too big for a
@@ -310,7 +341,7 @@ func (s *Store) checkBodyFiles() error {
 		st, err := os.Stat(filepath.Join(s.bodiesDir(), name))
 		if err != nil || st.Size() != e.ref.size {
 			bad = append(bad, fmt.Sprintf("%s: body file bodies/%s missing or truncated", id, name))
-			s.apply(nil, segTypeEnd, id, nil, 0, 0)
+			s.forget(id)
 			continue
 		}
 		named[name] = true
@@ -423,6 +454,12 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 	size = st.Size()
 	r := bufio.NewReaderSize(f, 256<<10)
 	hdr := make([]byte, segHdrLen)
+	// Reused for every record: nothing of them is kept but the id and
+	// the parsed index entry.
+	var meta []byte
+	var refBuf bytes.Buffer
+	h := crc32.New(segCRC)
+	copyBuf := make([]byte, 64<<10)
 	for end < size {
 		if _, err := io.ReadFull(r, hdr); err != nil {
 			return end, size, errors.New("torn record header")
@@ -438,13 +475,13 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 			return end, size, errors.New("bad or torn record")
 		}
 		crc := crc32.Update(0, segCRC, hdr)
-		meta := make([]byte, idLen+envLen)
+		meta = slices.Grow(meta[:0], int(idLen+envLen))[:idLen+envLen]
 		if _, err := io.ReadFull(r, meta); err != nil {
 			return end, size, err
 		}
 		crc = crc32.Update(crc, segCRC, meta)
-		h := crc32.New(segCRC)
-		var refBuf bytes.Buffer
+		h.Reset()
+		refBuf.Reset()
 		w := io.Writer(h)
 		if typ == segTypeFile {
 			if bodyLen != bodyRefLen {
@@ -452,8 +489,8 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 			}
 			w = io.MultiWriter(h, &refBuf)
 		}
-		if _, err := io.CopyN(w, r, bodyLen); err != nil {
-			return end, size, err
+		if n, err := io.CopyBuffer(w, io.LimitReader(r, bodyLen), copyBuf); err != nil || n < bodyLen {
+			return end, size, cmp.Or(err, io.ErrUnexpectedEOF)
 		}
 		var tail [4]byte
 		if _, err := io.ReadFull(r, tail[:]); err != nil {
@@ -463,17 +500,23 @@ func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
 			return end, size, errors.New("checksum mismatch")
 		}
 		id := string(meta[:idLen])
-		bodyOff := end + segHdrLen + idLen + envLen
+		rec := record{seg: seg, off: end, envLen: uint32(envLen), bodyCRC: h.Sum32(), bodyLen: bodyLen}
+		var idx *queue.Index
+		if typ != segTypeEnd {
+			if x, err := queue.ParseIndex(meta[idLen:]); err == nil && x.ID == id {
+				idx = &x
+			}
+		}
 		if typ == segTypeFile {
 			ref, ok := decodeBodyRef(refBuf.Bytes())
 			if !ok || !queue.ValidID(id) {
 				return end, size, errors.New("bad file record")
 			}
-			s.put(id, &segEntry{seg: seg, env: meta[idLen:], bodyLen: ref.size, ref: ref})
+			s.put(id, &segEntry{seg: seg, env: rec, bodyLen: ref.size, ref: ref, idx: idx})
 		} else {
-			s.apply(seg, typ, id, meta[idLen:], bodyOff, bodyLen)
+			s.apply(typ, id, rec, idx)
 		}
-		end = bodyOff + bodyLen + 4
+		end = rec.bodyOff(id) + bodyLen + 4
 	}
 	return end, size, nil
 }
@@ -487,30 +530,41 @@ func recordCRC(metaCRC, bodyCRC uint32) uint32 {
 	return crc32.Update(metaCRC, segCRC, b[:])
 }
 
-// apply updates the index with one msg, env or done record. Caller holds
-// mu (or is scan).
-func (s *Store) apply(seg *segment, typ byte, id string, env []byte, bodyOff, bodyLen int64) {
-	old := s.index[id]
+// apply updates the index with one msg, env or done record (and its
+// index entry, when scan parsed it). Caller holds mu (or is scan).
+func (s *Store) apply(typ byte, id string, r record, idx *queue.Index) {
 	switch typ {
 	case segTypeMsg:
-		s.put(id, &segEntry{seg: seg, bodyOff: bodyOff, bodyLen: bodyLen, env: env})
+		s.put(id, &segEntry{seg: r.seg, bodyOff: r.bodyOff(id), bodyLen: r.bodyLen, env: r, idx: idx})
 	case segTypeEnv:
-		if old != nil {
-			old.env = env
+		if old := s.index[id]; old != nil {
+			old.env, old.idx = r, idx
 		}
 	case segTypeEnd:
-		if old != nil {
-			old.seg.live--
-			old.seg.liveBytes -= old.inSeg()
+		if old := s.index[id]; old != nil {
+			s.unlive(old)
 			delete(s.index, id)
 		}
 	}
 }
 
+// unlive takes e off its segment's live counts. Caller holds mu (or is
+// scan).
+func (s *Store) unlive(e *segEntry) {
+	e.seg.live--
+	e.seg.liveBytes -= e.inSeg()
+}
+
+// forget removes message id from the index (after a done record).
+// Caller holds mu (or is scan).
+func (s *Store) forget(id string) { s.apply(segTypeEnd, id, record{}, nil) }
+
 // put makes e the message id (after a msg or file record in e.seg).
 // Caller holds mu (or is scan).
 func (s *Store) put(id string, e *segEntry) {
-	s.apply(nil, segTypeEnd, id, nil, 0, 0)
+	if old := s.index[id]; old != nil {
+		s.unlive(old)
+	}
 	s.index[id] = e
 	e.seg.live++
 	e.seg.liveBytes += e.inSeg()
@@ -624,16 +678,16 @@ func fdatasync(f *os.File) error {
 }
 
 // appendRecord writes one record at the end of the active segment
-// (rotating first if it would not fit) and returns where its body starts.
-// body, if not nil, supplies bodyLen bytes. Caller holds mu.
-func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bodyLen int64) (*segment, int64, error) {
+// (rotating first if it would not fit) and returns where it is. body, if
+// not nil, supplies bodyLen bytes. Caller holds mu.
+func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bodyLen int64) (record, error) {
 	if s.err != nil {
-		return nil, 0, s.err
+		return record{}, s.err
 	}
 	total := segHdrLen + int64(len(id)) + int64(len(env)) + bodyLen + 4
 	if s.off > 0 && s.off+total > s.limit {
 		if err := s.rotate(); err != nil {
-			return nil, 0, err
+			return record{}, err
 		}
 	}
 	seg := s.active()
@@ -684,7 +738,8 @@ func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bo
 		if off, _ := w.Seek(0, io.SeekCurrent); off != bodyLen {
 			return fmt.Errorf("body shorter than %d bytes", bodyLen)
 		}
-		_, err := seg.f.WriteAt(binary.BigEndian.AppendUint32(nil, recordCRC(metaCRC, h.Sum32())), bodyOff+bodyLen)
+		bodyCRC = h.Sum32()
+		_, err := seg.f.WriteAt(binary.BigEndian.AppendUint32(nil, recordCRC(metaCRC, bodyCRC)), bodyOff+bodyLen)
 		return err
 	}()
 	if err != nil {
@@ -692,11 +747,11 @@ func (s *Store) appendRecord(typ byte, id string, env []byte, body io.Reader, bo
 		if terr := seg.f.Truncate(start); terr != nil {
 			s.err = fmt.Errorf("segment left in doubt: %w", terr)
 		}
-		return nil, 0, err
+		return record{}, err
 	}
 	s.off = start + total
 	seg.size = s.off
-	return seg, bodyOff, nil
+	return record{seg: seg, off: start, envLen: uint32(len(env)), bodyCRC: bodyCRC, bodyLen: bodyLen}, nil
 }
 
 // Create implements queue.Store.
@@ -784,20 +839,19 @@ func (b *segBody) Commit(m *queue.Message) error {
 	}
 	s.mu.Lock()
 	if ref != nil {
-		var seg *segment
-		seg, _, err = s.appendChecked(segTypeFile, b.id, env, bytes.NewReader(ref.encode()), bodyRefLen, spoolfs.NewMessage)
+		var rec record
+		rec, err = s.appendChecked(segTypeFile, b.id, env, bytes.NewReader(ref.encode()), bodyRefLen, spoolfs.NewMessage)
 		if err == nil {
-			s.put(b.id, &segEntry{seg: seg, env: env, bodyLen: b.n, ref: ref})
+			s.put(b.id, &segEntry{seg: rec.seg, env: rec, bodyLen: b.n, ref: ref})
 			// Named by a record now: after a failed sync the next Open
 			// decides whether it stays.
 			b.path = ""
 		}
 	} else {
-		var seg *segment
-		var off int64
-		seg, off, err = s.appendChecked(segTypeMsg, b.id, env, bytes.NewReader(b.buf.Bytes()), b.n, spoolfs.NewMessage)
+		var rec record
+		rec, err = s.appendChecked(segTypeMsg, b.id, env, bytes.NewReader(b.buf.Bytes()), b.n, spoolfs.NewMessage)
 		if err == nil {
-			s.apply(seg, segTypeMsg, b.id, env, off, b.n)
+			s.apply(segTypeMsg, b.id, rec, nil)
 		}
 	}
 	s.mu.Unlock()
@@ -807,7 +861,7 @@ func (b *segBody) Commit(m *queue.Message) error {
 	if err := s.sync.Sync(); err != nil {
 		// Not known to be durable: forget it, the client will retry.
 		s.mu.Lock()
-		s.apply(nil, segTypeEnd, b.id, nil, 0, 0)
+		s.forget(b.id)
 		s.mu.Unlock()
 		return err
 	}
@@ -875,20 +929,18 @@ func (s *Store) Load() ([]*queue.Message, error) {
 	defer s.mu.Unlock()
 	var msgs []*queue.Message
 	var bad []string
+	envs := newEnvReader()
+	defer envs.close()
 	for id, e := range s.index {
-		m := new(queue.Message)
-		if err := json.Unmarshal(e.env, m); err != nil || m.ID != id {
+		m, err := envs.message(id, e.env)
+		if err != nil {
 			bad = append(bad, fmt.Sprintf("%s: unreadable envelope", id))
 			continue
 		}
 		msgs = append(msgs, m)
 	}
 	sort.Slice(msgs, func(i, j int) bool { return msgs[i].Arrived.Before(msgs[j].Arrived) })
-	err := s.loadErr
-	if len(bad) > 0 {
-		err = errors.Join(err, fmt.Errorf("skipped %d messages: %s", len(bad), strings.Join(bad, "; ")))
-	}
-	return msgs, err
+	return msgs, errors.Join(s.loadErr, skipped(bad))
 }
 
 // Save implements queue.Store: an env record, synced like a commit.
@@ -902,9 +954,9 @@ func (s *Store) Save(m *queue.Message) error {
 		s.mu.Unlock()
 		return fmt.Errorf("message %s: %w", m.ID, os.ErrNotExist)
 	}
-	seg, off, err := s.appendChecked(segTypeEnv, m.ID, env, nil, 0, spoolfs.StateUpdate)
+	rec, err := s.appendChecked(segTypeEnv, m.ID, env, nil, 0, spoolfs.StateUpdate)
 	if err == nil {
-		s.apply(seg, segTypeEnv, m.ID, env, off, 0)
+		s.apply(segTypeEnv, m.ID, rec, nil)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -916,17 +968,17 @@ func (s *Store) Save(m *queue.Message) error {
 // appendChecked is appendRecord for a write that must leave the reserve
 // of r free; running out of space is queue.ErrInsufficientStorage.
 // Caller holds mu.
-func (s *Store) appendChecked(typ byte, id string, env []byte, body io.Reader, bodyLen int64, r spoolfs.Reserve) (*segment, int64, error) {
+func (s *Store) appendChecked(typ byte, id string, env []byte, body io.Reader, bodyLen int64, r spoolfs.Reserve) (record, error) {
 	total := segHdrLen + int64(len(id)) + int64(len(env)) + bodyLen + 4
 	if !s.space.Allows(total, r) {
-		return nil, 0, queue.ErrInsufficientStorage
+		return record{}, queue.ErrInsufficientStorage
 	}
-	seg, off, err := s.appendRecord(typ, id, env, body, bodyLen)
+	rec, err := s.appendRecord(typ, id, env, body, bodyLen)
 	err = s.noSpace(err)
 	if err == nil {
 		s.space.Used(total)
 	}
-	return seg, off, err
+	return rec, err
 }
 
 // StorageLow implements queue.SpaceWatcher.
@@ -948,12 +1000,12 @@ func (s *Store) Remove(id string) error {
 		s.mu.Unlock()
 		return nil
 	}
-	s.apply(nil, segTypeEnd, id, nil, 0, 0)
+	s.forget(id)
 	s.pending = append(s.pending, removal{id: id, file: e.file(id)})
 	var err error
 	var files []string
 	for len(s.pending) > 0 {
-		if _, _, err = s.appendRecord(segTypeEnd, s.pending[0].id, nil, nil, 0); err != nil {
+		if _, err = s.appendRecord(segTypeEnd, s.pending[0].id, nil, nil, 0); err != nil {
 			break
 		}
 		if f := s.pending[0].file; f != "" {
@@ -1049,21 +1101,27 @@ func (s *Store) copyForward(old *segment) error {
 		}
 	}
 	sort.Strings(ids)
+	envs := newEnvReader()
+	defer envs.close()
 	for _, id := range ids {
 		e := s.index[id]
-		if e.ref != nil {
-			seg, _, err := s.appendRecord(segTypeFile, id, e.env, bytes.NewReader(e.ref.encode()), bodyRefLen)
-			if err != nil {
-				return err
-			}
-			s.put(id, &segEntry{seg: seg, env: e.env, bodyLen: e.bodyLen, ref: e.ref})
-			continue
-		}
-		seg, off, err := s.appendRecord(segTypeMsg, id, e.env, io.NewSectionReader(f, e.bodyOff, e.bodyLen), e.bodyLen)
+		env, err := envs.read(id, e.env)
 		if err != nil {
 			return err
 		}
-		s.apply(seg, segTypeMsg, id, e.env, off, e.bodyLen)
+		if e.ref != nil {
+			rec, err := s.appendRecord(segTypeFile, id, env, bytes.NewReader(e.ref.encode()), bodyRefLen)
+			if err != nil {
+				return err
+			}
+			s.put(id, &segEntry{seg: rec.seg, env: rec, bodyLen: e.bodyLen, ref: e.ref, idx: e.idx})
+			continue
+		}
+		rec, err := s.appendRecord(segTypeMsg, id, env, io.NewSectionReader(f, e.bodyOff, e.bodyLen), e.bodyLen)
+		if err != nil {
+			return err
+		}
+		s.apply(segTypeMsg, id, rec, e.idx)
 		s.space.Used(e.bodyLen)
 	}
 	// The copies must be durable before the original goes. Earlier
@@ -1166,4 +1224,5 @@ func (s *Store) Close() error {
 var (
 	_ queue.Store           = (*Store)(nil)
 	_ queue.DomainHoldStore = (*Store)(nil)
+	_ queue.IndexStore      = (*Store)(nil)
 )
