@@ -1,13 +1,13 @@
 package smtpapp
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"net/textproto"
 	"reflect"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/emersion/go-smtp"
@@ -107,11 +107,11 @@ func rewriteReply(p []byte) []byte {
 	return p
 }
 
-// replyWriter replaces go-smtp's fixed reply lines in what it writes to w.
-// go-smtp flushes every reply line on its own, so a line is one Write
-// unless it is longer than the buffer; mid tracks that case.
+// replyWriter replaces go-smtp's fixed reply lines in what it writes to w
+// (the connection). go-smtp flushes every reply line on its own, so a line
+// is one Write unless it is longer than the buffer; mid tracks that case.
 type replyWriter struct {
-	w   *bufio.Writer
+	w   io.Writer
 	mid bool // the last Write did not end a line
 }
 
@@ -122,9 +122,6 @@ func (rw *replyWriter) Write(p []byte) (int, error) {
 	}
 	rw.mid = len(p) > 0 && p[len(p)-1] != '\n'
 	if _, err := rw.w.Write(out); err != nil {
-		return 0, err
-	}
-	if err := rw.w.Flush(); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -154,7 +151,11 @@ func hookReplies(c *smtp.Conn, cs *connState) {
 		return
 	}
 	cs.hookedText = tp
-	tp.Writer.W = bufio.NewWriter(&replyWriter{w: tp.Writer.W})
+	// go-smtp's writer writes to c.Conn() (we set no Debug writer): it
+	// keeps its buffer and writes through the rewriting instead, as a
+	// second buffer would cost every connection 4 KiB.
+	_ = tp.Writer.W.Flush() // empty between replies; Reset would drop what it held
+	tp.Writer.W.Reset(&replyWriter{w: c.Conn()})
 }
 
 // plainFilter is what a connection does to its plaintext before go-smtp
@@ -165,8 +166,9 @@ func hookReplies(c *smtp.Conn, cs *connState) {
 // Commands sent before the reply to DATA, against RFC 2920, are taken for
 // content until the next end of data: they are passed on as they are.
 type plainFilter struct {
-	mu      sync.Mutex // Read and Write of a net.Conn may run concurrently
-	readOff bool       // after a STARTTLS command: the client speaks TLS
+	mu      sync.Mutex  // Read and Write of a net.Conn may run concurrently
+	readOff bool        // after a STARTTLS command: the client speaks TLS
+	raw     atomic.Bool // readOff and everything before TLS read: reads pass through
 	replies replyWriterState
 
 	mode  int    // filterCommand, filterData or filterChunk
@@ -236,11 +238,14 @@ func (f *plainFilter) read(r io.Reader, p []byte) (int, error) {
 			f.mu.Unlock()
 			return 0, err
 		}
-		off := f.readOff
-		f.mu.Unlock()
-		if off {
+		if f.readOff {
+			// TLS from here on: the filter's buffers are not needed again.
+			f.buf, f.out, f.line, f.tail = nil, nil, nil, nil
+			f.raw.Store(true)
+			f.mu.Unlock()
 			return r.Read(p)
 		}
+		f.mu.Unlock()
 		if len(f.buf) < len(p) {
 			f.buf = make([]byte, max(len(p), 4096))
 		}

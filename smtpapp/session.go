@@ -38,7 +38,9 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if s.tls != nil {
 		hookReplies(c, s.cs)
 	}
-	s.logger = b.srv.logger.With(zap.String("remote_ip", s.ip))
+	// Lazily: most sessions never log, and an encoded child logger costs
+	// each connection about 1 KiB for as long as it is open.
+	s.logger = b.srv.logger.WithLazy(zap.String("remote_ip", s.ip))
 	s.cs.note(func(cs *connState) {
 		cs.helo = c.Hostname()
 		if s.tls != nil {
