@@ -169,7 +169,11 @@ const defaultMaxRounds = 4096
 // entry not shared yet).
 func (e *entry) note(x Index) {
 	e.id, e.arrived, e.quar, e.held, e.dsnOwed = x.ID, x.Arrived, x.Quarantine, x.Held, x.DSNPending
-	e.domains = unique.Make(strings.Join(x.Domains, "\x00"))
+	if len(x.Domains) == 1 {
+		e.domains = unique.Make(x.Domains[0]) // most messages: no string to build
+	} else {
+		e.domains = unique.Make(strings.Join(x.Domains, "\x00"))
+	}
 }
 
 // pendingDomains calls fn with each domain of a pending recipient until

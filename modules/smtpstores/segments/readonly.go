@@ -3,7 +3,6 @@ package segments
 import (
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
@@ -25,14 +24,7 @@ func OpenReadOnly(dir string) (*ReadOnly, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, index: make(map[string]*segEntry)}
-	var bad []string
-	for i, seq := range seqs {
-		seg := &segment{seq: seq, path: s.segPath(seq)}
-		s.segs = append(s.segs, seg)
-		if end, _, err := s.scanSegment(seg); err != nil && i < len(seqs)-1 {
-			bad = append(bad, fmt.Sprintf("%s at %d: %v", filepath.Base(seg.path), end, err))
-		}
-	}
+	_, bad := s.readAll(seqs)
 	if len(bad) > 0 {
 		s.loadErr = fmt.Errorf("damaged spool segments (messages after the damage are not seen): %s", strings.Join(bad, "; "))
 	}

@@ -3,7 +3,6 @@ package segments
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -13,9 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -367,158 +364,6 @@ func (s *Store) Dir() string { return s.dir }
 
 func (s *Store) segPath(seq uint64) string {
 	return filepath.Join(s.dir, "segments", fmt.Sprintf("%016x.seg", seq))
-}
-
-// scan reads every segment, rebuilds the index and opens the last segment
-// for appending (creating the first one).
-func (s *Store) scan() error {
-	seqs, err := segmentSeqs(s.dir)
-	if err != nil {
-		return err
-	}
-	var bad []string
-	for i, seq := range seqs {
-		last := i == len(seqs)-1
-		seg := &segment{seq: seq, path: s.segPath(seq)}
-		s.segs = append(s.segs, seg)
-		end, size, err := s.scanSegment(seg)
-		if err != nil && !last {
-			bad = append(bad, fmt.Sprintf("%s at %d: %v", filepath.Base(seg.path), end, err))
-		}
-		if last {
-			f, ferr := os.OpenFile(seg.path, os.O_RDWR, 0o600)
-			if ferr != nil {
-				return ferr
-			}
-			seg.f = f
-			if end < size {
-				// Torn or corrupt tail: never acknowledged (or damaged).
-				if terr := f.Truncate(end); terr != nil {
-					return terr
-				}
-				if serr := s.fsync(f); serr != nil {
-					return serr
-				}
-			}
-			s.off = end
-		}
-		seg.size, seg.synced = end, end
-	}
-	if len(s.segs) == 0 {
-		if err := s.newSegment(1); err != nil {
-			return err
-		}
-	}
-	if len(bad) > 0 {
-		s.loadErr = fmt.Errorf("damaged spool segments (messages after the damage may be lost): %s", strings.Join(bad, "; "))
-	}
-	return nil
-}
-
-// segmentSeqs returns the numbers of the segments of the spool dir, in
-// order.
-func segmentSeqs(dir string) ([]uint64, error) {
-	entries, err := os.ReadDir(filepath.Join(dir, "segments"))
-	if err != nil {
-		return nil, err
-	}
-	var seqs []uint64
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".seg")
-		if !ok {
-			continue
-		}
-		seq, err := strconv.ParseUint(name, 16, 64)
-		if err != nil {
-			continue
-		}
-		seqs = append(seqs, seq)
-	}
-	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-	return seqs, nil
-}
-
-// scanSegment applies the records of one segment to the index. It returns
-// the offset after the last good record, the file size and why it stopped
-// early (nil at a clean end).
-func (s *Store) scanSegment(seg *segment) (end, size int64, err error) {
-	f, err := os.Open(seg.path)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, 0, err
-	}
-	size = st.Size()
-	r := bufio.NewReaderSize(f, 256<<10)
-	hdr := make([]byte, segHdrLen)
-	// Reused for every record: nothing of them is kept but the id and
-	// the parsed index entry.
-	var meta []byte
-	var refBuf bytes.Buffer
-	h := crc32.New(segCRC)
-	copyBuf := make([]byte, 64<<10)
-	for end < size {
-		if _, err := io.ReadFull(r, hdr); err != nil {
-			return end, size, errors.New("torn record header")
-		}
-		typ, idLen := hdr[4], int64(hdr[5])
-		envLen := int64(binary.BigEndian.Uint32(hdr[6:]))
-		bodyLen := int64(binary.BigEndian.Uint64(hdr[10:]))
-		// Each length is checked on its own first: a sum with a huge
-		// bodyLen wraps around, and the envelope buffer below would
-		// then be as large as the header claims (up to 4 GiB).
-		if binary.BigEndian.Uint32(hdr) != segMagic || typ < segTypeMsg || typ > segTypeFile ||
-			bodyLen < 0 || bodyLen > size || envLen > size || end+segHdrLen+idLen+envLen+bodyLen+4 > size {
-			return end, size, errors.New("bad or torn record")
-		}
-		crc := crc32.Update(0, segCRC, hdr)
-		meta = slices.Grow(meta[:0], int(idLen+envLen))[:idLen+envLen]
-		if _, err := io.ReadFull(r, meta); err != nil {
-			return end, size, err
-		}
-		crc = crc32.Update(crc, segCRC, meta)
-		h.Reset()
-		refBuf.Reset()
-		w := io.Writer(h)
-		if typ == segTypeFile {
-			if bodyLen != bodyRefLen {
-				return end, size, errors.New("bad file record")
-			}
-			w = io.MultiWriter(h, &refBuf)
-		}
-		if n, err := io.CopyBuffer(w, io.LimitReader(r, bodyLen), copyBuf); err != nil || n < bodyLen {
-			return end, size, cmp.Or(err, io.ErrUnexpectedEOF)
-		}
-		var tail [4]byte
-		if _, err := io.ReadFull(r, tail[:]); err != nil {
-			return end, size, err
-		}
-		if binary.BigEndian.Uint32(tail[:]) != recordCRC(crc, h.Sum32()) {
-			return end, size, errors.New("checksum mismatch")
-		}
-		id := string(meta[:idLen])
-		rec := record{seg: seg, off: end, envLen: uint32(envLen), bodyCRC: h.Sum32(), bodyLen: bodyLen}
-		var idx *queue.Index
-		if typ != segTypeEnd {
-			if x, err := queue.ParseIndex(meta[idLen:]); err == nil && x.ID == id {
-				idx = &x
-			}
-		}
-		if typ == segTypeFile {
-			ref, ok := decodeBodyRef(refBuf.Bytes())
-			if !ok || !queue.ValidID(id) {
-				return end, size, errors.New("bad file record")
-			}
-			s.put(id, &segEntry{seg: seg, env: rec, bodyLen: ref.size, ref: ref, idx: idx})
-		} else {
-			s.apply(typ, id, rec, idx)
-		}
-		end = rec.bodyOff(id) + bodyLen + 4
-	}
-	return end, size, nil
 }
 
 // recordCRC is what a record's trailer holds: the CRC of header, id and
