@@ -53,6 +53,10 @@
 //				max_session_duration          <duration>
 //				tls_handshake_timeout         <duration>
 //				greeting_delay                <duration>
+//				tls_session_cache [{
+//					max_sessions <n>
+//					lifetime     <duration>
+//				}]
 //			}
 //
 //			queue {
@@ -135,6 +139,10 @@
 //     options as the `connection_policy` block of Caddy's `tls` directive
 //     (protocols, ciphers, curves, alpn, client_auth, default_sni, ...).
 //     tls in a relay or mx target is the outbound STARTTLS level instead.
+//   - tls_session_cache lets the server's clients resume TLS sessions
+//     (smtpapp.TLSSessionCache); without a block it keeps the defaults. It
+//     is off by default because Microsoft's SMTP client fails on Go's
+//     session tickets: not for an MX that receives mail from the internet.
 //   - queue replaces the former `spool_dir <dir>` option, which is now an
 //     error: write `queue { path <dir> }`. An empty queue block keeps
 //     every default.
@@ -405,6 +413,8 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 			err = setOnce(d, scope, &srv.TLSHandshakeTimeout, durationArg)
 		case "greeting_delay":
 			err = setOnce(d, scope, &srv.GreetingDelay, durationArg)
+		case "tls_session_cache":
+			err = setOnce(d, scope, &srv.TLSSessionCache, parseTLSSessionCache)
 		case "tls":
 			if len(srv.TLSConnectionPolicies) > 0 {
 				return duplicateErr(d, scope)
@@ -433,6 +443,31 @@ func parseServer(d *caddycf.Dispenser, app *smtpapp.App) error {
 	}
 	app.Servers[name] = srv
 	return nil
+}
+
+// parseTLSSessionCache parses `tls_session_cache [{ max_sessions <n>
+// lifetime <duration> }]`.
+func parseTLSSessionCache(d *caddycf.Dispenser) (*smtpapp.TLSSessionCache, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	c := new(smtpapp.TLSSessionCache)
+	const scope = "tls_session_cache"
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "max_sessions":
+			err = setOnce(d, scope, &c.MaxSessions, intArg)
+		case "lifetime":
+			err = setOnce(d, scope, &c.Lifetime, durationArg)
+		default:
+			return nil, d.Errf("unrecognized tls_session_cache option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // listenArgs parses `listen <address> [<mode>]`.

@@ -1687,6 +1687,92 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:4",
 		},
 		{
+			name: "unknown tls_session_cache option",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_session_cache {
+				max_sessions 10
+				tickets on
+			}
+		}
+	}
+}`,
+			wantErr:  "unrecognized tls_session_cache option 'tickets'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "tls_session_cache with an argument",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_session_cache 100
+		}
+	}
+}`,
+			wantErr:  "wrong argument count",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "duplicate tls_session_cache",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_session_cache
+			tls_session_cache {
+				lifetime 1m
+			}
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp server option 'tls_session_cache'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "bad tls_session_cache max_sessions",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_session_cache {
+				lifetime 1h
+				max_sessions lots
+			}
+		}
+	}
+}`,
+			wantErr:  "max_sessions: want a positive integer, got 'lots'",
+			wantLine: "Caddyfile:6",
+		},
+		{
+			name: "tls_session_cache max_sessions without a value",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_session_cache {
+				max_sessions
+			}
+		}
+	}
+}`,
+			wantErr:  "wrong argument count",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "duplicate tls_session_cache lifetime",
+			caddyfile: `{
+	smtp {
+		server mx {
+			tls_session_cache {
+				lifetime 1m
+				lifetime 2m
+			}
+		}
+	}
+}`,
+			wantErr:  "duplicate tls_session_cache option 'lifetime'",
+			wantLine: "Caddyfile:6",
+		},
+		{
 			name: "zero tls_handshake_timeout",
 			caddyfile: `{
 	smtp {

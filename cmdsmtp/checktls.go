@@ -504,6 +504,8 @@ func (o *checkOptions) attempt(ctx context.Context, addr, host string, policy tl
 		ConnectTimeout:   o.timeout,
 		CommandTimeout:   o.timeout,
 		HandshakeTimeout: o.timeout,
+		// Each attempt reports the certificate the server sends now.
+		NoSessionResumption: true,
 	})
 	if err != nil {
 		a.Error = err.Error()

@@ -411,3 +411,37 @@ type discardLog struct{}
 
 func (discardLog) Printf(string, ...any) {}
 func (discardLog) Println(...any)        {}
+
+// Every attempt shows the certificate the server sends at that moment, not
+// the one of a TLS session resumed from an earlier attempt: here the
+// server's certificate changes between two attempts with the same options.
+func TestCheckTLSAttemptSeesCurrentCertificate(t *testing.T) {
+	first, _ := testServerTLS(t, "mx.test")
+	renewed, _ := testServerTLS(t, "mx.test", "renewed.mx.test")
+	var mu sync.Mutex
+	current := &first.Certificates[0]
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return current, nil
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveSMTP(t, ln, cfg)
+	o := &checkOptions{helo: "checker.test", timeout: 5 * time.Second}
+	policy := tlsupgrade.Policy{Level: tlsupgrade.LevelOpportunistic}
+	for i, want := range []*tls.Certificate{&first.Certificates[0], &renewed.Certificates[0]} {
+		mu.Lock()
+		current = want
+		mu.Unlock()
+		a := o.attempt(t.Context(), ln.Addr().String(), "mx.test", policy, nil)
+		if !a.OK || a.Certificate == nil {
+			t.Fatalf("attempt %d: %+v", i+1, a)
+		}
+		if got, want := a.Certificate.Names, want.Leaf.DNSNames; !slices.Equal(got, want) {
+			t.Errorf("attempt %d reported the certificate for %q, want the one the server sends now, for %q", i+1, got, want)
+		}
+	}
+}

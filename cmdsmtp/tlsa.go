@@ -74,6 +74,7 @@ func cmdTLSA(fl caddycmd.Flags) (int, error) {
 		LocalName: helo, ServerName: name, Policy: tlsupgrade.Policy{Level: level},
 		ImplicitTLS: fl.Bool("implicit"), ConnectTimeout: fl.Duration("timeout"),
 		CommandTimeout: fl.Duration("timeout"), HandshakeTimeout: fl.Duration("timeout"),
+		NoSessionResumption: true, // the records are made from the chain the server sends
 	})
 	if err != nil {
 		return 1, fmt.Errorf("connecting to %s: %v", addr, err)

@@ -44,6 +44,8 @@ func TestConfigErrors(t *testing.T) {
 		{"address twice", map[string]any{"servers": map[string]any{"mx": map[string]any{"listen": listen("127.0.0.1:0", "tcp/127.0.0.1:0")}}}, "address listed twice"},
 		{"negative timeout", map[string]any{"servers": map[string]any{"mx": map[string]any{"listen": listen("127.0.0.1:0"), "read_timeout": "-1s"}}}, "timeouts must not be negative"},
 		{"short lines", map[string]any{"servers": map[string]any{"mx": map[string]any{"listen": listen("127.0.0.1:0"), "max_line_length": 100}}}, "below the 1000 bytes"},
+		{"negative tls_session_cache", map[string]any{"servers": map[string]any{"mx": map[string]any{"listen": listen("127.0.0.1:0"),
+			"tls_session_cache": map[string]any{"max_sessions": -1}}}}, `server "mx": tls_session_cache: max_sessions and lifetime must not be negative`},
 		{"bad hostname", map[string]any{"hostname": "mx example", "servers": map[string]any{"mx": map[string]any{"listen": listen("127.0.0.1:0")}}}, `hostname: "mx example" contains ' '`},
 		{"null route", map[string]any{"routes": []any{nil}, "servers": map[string]any{"mx": map[string]any{"listen": listen("127.0.0.1:0")}}}, "route 0: empty definition"},
 		{"route without target", map[string]any{"routes": []any{map[string]any{"domains": []string{"a.example"}}},

@@ -188,6 +188,12 @@ type Server struct {
 	// Default: 10s.
 	CertificateWait caddy.Duration `json:"certificate_wait,omitempty"`
 
+	// TLSSessionCache, when set, lets clients resume TLS sessions from a
+	// cache in this server's memory (see TLSSessionCache: not for an MX
+	// that Microsoft's servers send to). Default: off (no resumption, no
+	// session tickets).
+	TLSSessionCache *TLSSessionCache `json:"tls_session_cache,omitempty"`
+
 	name          string
 	app           *App
 	logger        *zap.Logger
@@ -400,6 +406,9 @@ func (s *Server) validate() error {
 	}
 	if s.MaxLineLength < 1000 {
 		return fmt.Errorf("max_line_length %d is below the 1000 bytes RFC 5321 allows", s.MaxLineLength)
+	}
+	if c := s.TLSSessionCache; c != nil && (c.MaxSessions < 0 || c.Lifetime < 0) {
+		return errors.New("tls_session_cache: max_sessions and lifetime must not be negative")
 	}
 	switch s.BareLineEndings {
 	case "", "reject", "normalize":

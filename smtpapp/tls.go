@@ -66,6 +66,9 @@ func (s *Server) provisionTLS(ctx caddy.Context) error {
 	s.tlsConfig = cp.TLSConfig(ctx)
 	s.tlsConfig.SessionTicketsDisabled = true
 	recordHello(s.tlsConfig)
+	if s.TLSSessionCache != nil {
+		resumeFrom(s.tlsConfig, newSessionCache(s.TLSSessionCache))
+	}
 	return nil
 }
 

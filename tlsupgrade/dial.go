@@ -61,6 +61,17 @@ type Options struct {
 	// greeting, as on port 465 (RFC 8314): no STARTTLS, and no plaintext
 	// fallback, so the Policy must require TLS (required or verify).
 	ImplicitTLS bool
+	// SessionCache keeps TLS sessions, so that a later Dial to the same
+	// address with the same server name, implicit TLS, policy and roots
+	// resumes one and skips the certificate and its signature. The
+	// certificate of a resumed session is checked against the policy and
+	// recorded in the Result all the same. Default: a cache of
+	// SessionCacheSize sessions shared by the process.
+	SessionCache tls.ClientSessionCache
+	// NoSessionResumption makes every handshake a full one, neither
+	// offering nor keeping sessions: for a checking tool that must see the
+	// certificate the server sends now. Default: false.
+	NoSessionResumption bool
 }
 
 var defaultDialer net.Dialer
@@ -96,6 +107,9 @@ func (o Options) withDefaults(addr string) (Options, error) {
 	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.SessionCache == nil {
+		o.SessionCache = sharedSessions
 	}
 	return o, nil
 }
@@ -308,6 +322,9 @@ func (d *dialer) handshake(p *prelude) (*tls.Conn, error) {
 			verifyErr := d.res.recordPeer(cs, d.opts.ServerName, d.opts.RootCAs)
 			return d.policy.checkPeer(cs, d.opts.ServerName, &d.res, verifyErr)
 		},
+	}
+	if !d.opts.NoSessionResumption {
+		cfg.ClientSessionCache = scopedSessions{scope: sessionScope(d.addr, d.opts), cache: d.opts.SessionCache}
 	}
 	tc := tls.Client(p.conn, cfg)
 	p.conn.SetDeadline(time.Now().Add(d.opts.HandshakeTimeout))

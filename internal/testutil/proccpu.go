@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -44,4 +45,12 @@ func GroupCPU(pgid int) time.Duration {
 		total += time.Duration(utime+stime) * clockTick
 	}
 	return total
+}
+
+// SelfCPU returns the CPU time (user and system) of this process so far,
+// for a benchmark's CPU per operation on both ends of a connection.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
