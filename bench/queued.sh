@@ -108,7 +108,9 @@ wait_for() {
 }
 
 # log_ts MSG FILE: the ts of the first log line with "msg":"MSG", or fail.
-log_ts() { jq -r --arg m "$1" 'select(.msg == $m) | .ts' "$2" 2>/dev/null | head -n1 | grep .; }
+# jq stops at the first match (with head, jq would die of SIGPIPE once the
+# matches outgrow a write, and pipefail would call that a failure).
+log_ts() { jq -rn --arg m "$1" 'first(inputs | select(.msg == $m) | .ts)' "$2" 2>/dev/null | grep .; }
 
 log_count() { jq -r --arg m "$1" 'select(.msg == $m) | .ts' "$2" 2>/dev/null | wc -l; }
 
