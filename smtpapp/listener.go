@@ -348,9 +348,13 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 func (c *trackedConn) Write(p []byte) (int, error) {
 	out := p
 	if c.plain != nil {
-		out = c.plain.write(p)
+		var held bool
+		out, held = c.plain.write(p)
 		if sawHandshakeError(p) {
 			c.srv.handshakeFailed(c, TLSStartTLS, nil)
+		}
+		if held {
+			return len(p), nil // a line of a reply that goes out with its last line
 		}
 	}
 	n, err := c.Conn.Write(out)

@@ -108,11 +108,13 @@ func rewriteReply(p []byte) []byte {
 }
 
 // replyWriter replaces go-smtp's fixed reply lines in what it writes to w
-// (the connection). go-smtp flushes every reply line on its own, so a line
-// is one Write unless it is longer than the buffer; mid tracks that case.
+// (the connection) and writes a multi-line reply in one piece (see
+// replyLines). go-smtp flushes every reply line on its own, so a line is
+// one Write unless it is longer than the buffer; mid tracks that case.
 type replyWriter struct {
-	w   io.Writer
-	mid bool // the last Write did not end a line
+	w     io.Writer
+	mid   bool // the last Write did not end a line
+	lines replyLines
 }
 
 func (rw *replyWriter) Write(p []byte) (int, error) {
@@ -120,15 +122,45 @@ func (rw *replyWriter) Write(p []byte) (int, error) {
 	if !rw.mid {
 		out = rewriteReply(p)
 	}
+	out, held := rw.lines.add(out, rw.mid)
 	rw.mid = len(p) > 0 && p[len(p)-1] != '\n'
+	if held {
+		return len(p), nil
+	}
 	if _, err := rw.w.Write(out); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// textField is the offset of go-smtp's Conn.text (*textproto.Conn), or
-// ok = false if the field is not there with that type.
+// replyLines holds the continuation lines of a multi-line reply ("250-..."
+// before the last "250 ..." line, RFC 5321 section 4.2.1) until its last
+// line comes, so that the reply is one write and, over TLS, one record:
+// go-smtp writes and flushes each line on its own, and an EHLO reply is a
+// dozen lines. Nothing is held once a reply is complete, and at most
+// maxHeldReply bytes at any time.
+type replyLines struct{ held []byte }
+
+// maxHeldReply bounds what replyLines holds (an EHLO reply is about 200
+// bytes); a longer reply goes out in several writes.
+const maxHeldReply = 4096
+
+// add returns what to write for the line p (mid: p continues a line that
+// an earlier write began): nothing when it holds p, a continuation line;
+// otherwise the lines held so far followed by p.
+func (r *replyLines) add(p []byte, mid bool) (out []byte, held bool) {
+	if !mid && len(p) >= 5 && p[3] == '-' && p[len(p)-1] == '\n' && len(r.held)+len(p) <= maxHeldReply {
+		r.held = append(r.held, p...)
+		return nil, true
+	}
+	if len(r.held) == 0 {
+		return p, false
+	}
+	out = append(r.held, p...)
+	r.held = nil
+	return out, false
+}
+
 var textField = sync.OnceValues(func() (uintptr, bool) {
 	f, ok := reflect.TypeFor[smtp.Conn]().FieldByName("text")
 	if !ok || f.Type != reflect.TypeFor[*textproto.Conn]() {
@@ -181,8 +213,9 @@ type plainFilter struct {
 }
 
 type replyWriterState struct {
-	off bool // after the reply to STARTTLS, or once go-smtp's writer is hooked
-	mid bool
+	off   bool // after the reply to STARTTLS, or once go-smtp's writer is hooked
+	mid   bool
+	lines replyLines
 }
 
 const (
@@ -196,22 +229,23 @@ const (
 const maxCommandLine = 4096
 
 // write filters one Write of go-smtp to the connection.
-func (f *plainFilter) write(p []byte) []byte {
+func (f *plainFilter) write(p []byte) (out []byte, held bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := &f.replies
 	if st.off {
-		return p
+		return p, false
 	}
-	out := p
+	out = p
 	if !st.mid {
 		out = rewriteReply(p)
 		if string(p) == startTLSReady {
 			st.off = true
 		}
 	}
+	out, held = st.lines.add(out, st.mid)
 	st.mid = len(p) > 0 && p[len(p)-1] != '\n'
-	return out
+	return out, held
 }
 
 // stopReplies ends the reply rewriting in the connection (go-smtp's own
