@@ -54,23 +54,13 @@ export XDG_CONFIG_HOME=$WORK/xdg-config XDG_DATA_HOME=$WORK/xdg-data
 CADDY_PID= SINK_PID=
 
 log() { printf '[queued.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-stop_pid() {
-	local pid=$1 i
-	[[ -n $pid ]] || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 300; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-}
+. "$REPO/bench/lib.sh" # stop_pid, free_port
 
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
-	stop_pid "$CADDY_PID"
-	stop_pid "$SINK_PID"
+	stop_pid "$CADDY_PID" caddy 30
+	stop_pid "$SINK_PID" smtpsink
 	if [[ $KEEP == 1 ]]; then
 		log "work directory kept: $WORK"
 	else
@@ -80,21 +70,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-USED_PORTS=" "
-free_port() {
-	local i p
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 12000))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		if [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]]; then
-			USED_PORTS+="$p "
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
 
 # wait_for SECONDS CMD...: polls CMD every 50 ms until it succeeds.
 wait_for() {
@@ -173,7 +148,7 @@ wait_for 60 log_ts "serving initial configuration" "$RESULTS/caddy-empty.log" >/
 curl -sf "$ADMIN/debug/pprof/heap?gc=1" -o /dev/null
 BASE_RSS=$(rss_of "$CADDY_PID" VmRSS)
 log "RSS on an empty spool: $((BASE_RSS >> 20)) MiB"
-stop_pid "$CADDY_PID"
+stop_pid "$CADDY_PID" caddy 30
 CADDY_PID=
 
 #### fill
@@ -208,7 +183,7 @@ ANON=$(rss_of "$CADDY_PID" RssAnon)
 HWM=$(rss_of "$CADDY_PID" VmHWM)
 log "queue loaded after ${LOAD_S}s, first delivery attempt after ${FIRST_S}s"
 log "RSS $((RSS >> 20)) MiB (anonymous $((ANON >> 20)) MiB, peak $((HWM >> 20)) MiB), heap $((HEAP >> 20)) MiB: $((RSS / QUEUED)) B RSS ($(((RSS - BASE_RSS) / QUEUED)) B more than on an empty spool) and $((HEAP / QUEUED)) B heap per queued message"
-stop_pid "$CADDY_PID"
+stop_pid "$CADDY_PID" caddy 30
 CADDY_PID=
 
 #### drain

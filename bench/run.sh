@@ -109,20 +109,7 @@ JSONL=$RESULTS/results.jsonl
 SINK_PID= CADDY_PID= PF_MASTER= PF_DIR= POLICY_RC_CREATED= SPOOL_MOUNT= CHILD=
 
 log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-# stop_pid PID NAME: TERM, wait up to 10 s, then KILL.
-stop_pid() {
-	local pid=$1 name=$2 i
-	[[ -n $pid ]] || return 0
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	log "$name ($pid) did not stop; killing it"
-	kill -KILL "$pid" 2>/dev/null || true
-}
+. "$REPO/bench/lib.sh" # stop_pid, free_port
 
 # tree_pids PID: PID and all its descendants (one ps, not one pgrep per
 # process: a Postfix holding 5000 connections has 5000 smtpd processes).
@@ -208,24 +195,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# free_port: a loopback TCP port nobody listens on, below the ephemeral
-# range (Caddy binds with SO_REUSEPORT, so a taken port must not be reused).
-USED_PORTS=" "
-free_port() {
-	local i p
-	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 12000))
-		[[ $USED_PORTS == *" $p "* ]] && continue
-		if [[ -z $(ss -Htan "( sport = :$p )" 2>/dev/null) ]]; then
-			USED_PORTS+="$p "
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "run.sh: no free port found" >&2
-	return 1
-}
 
 # wait_file FILE SECONDS
 wait_file() {
