@@ -162,8 +162,14 @@ type entry struct {
 	dirty   bool                  // msg is ahead of what is stored: keep it
 }
 
-// defaultMaxRounds is Queue.maxRounds.
-const defaultMaxRounds = 4096
+// defaultMaxRounds is Queue.maxRounds. A round holds its slot until it
+// ends, also while its jobs wait for a busy destination, so the rounds of
+// one slow destination can take every slot and hold up the others (and
+// new mail) until they end: the bound is set high enough that only a
+// backlog of that many due messages to one slow destination does, while a
+// flush or a restart after an outage still loads at most this many
+// envelopes (about 3 KB each) at once.
+const defaultMaxRounds = 65536
 
 // note records what scheduling needs of x; q.mu must be held (or the
 // entry not shared yet).
