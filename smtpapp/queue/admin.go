@@ -166,10 +166,14 @@ func (q *Queue) idle(e *entry) bool {
 
 // roundEnded wakes operations waiting for a round to finish. finish defers
 // it, so it runs once the entry is back on the heap or removed.
-func (q *Queue) roundEnded() {
+// slot: the round held one of maxRounds.
+func (q *Queue) roundEnded(slot bool) {
 	q.mu.Lock()
-	q.rounds--
-	more := q.rounds+1 >= q.maxRounds // runDue stopped there and set no timer
+	more := false
+	if slot {
+		q.rounds--
+		more = q.rounds+1 >= q.maxRounds // runDue stopped there and set no timer
+	}
 	q.broadcast()
 	q.mu.Unlock()
 	if more {

@@ -129,10 +129,12 @@ type Queue struct {
 	due      dueHeap
 	dests    map[destKey]*dest
 	active   int
-	rounds   int // delivery rounds started and not finished
-	// maxRounds bounds the rounds started at once (and so the envelopes
-	// loaded for them): a flush of a million deferred messages starts
-	// them as rounds finish, not all at once. Default: defaultMaxRounds.
+	rounds   int // delivery rounds started for messages read from the store, not finished
+	// maxRounds bounds the rounds started at once for messages at rest
+	// (and so the envelopes read for them): a flush of a million deferred
+	// messages starts them as rounds finish, not all at once. A message
+	// whose envelope is in memory anyway (new mail) takes no slot.
+	// Default: defaultMaxRounds.
 	maxRounds int
 
 	admin adminState // holds, claims and parked messages (admin.go)
@@ -160,15 +162,17 @@ type entry struct {
 	held    bool                  // Message.Held
 	dsnOwed bool                  // a recipient's DSNPending
 	dirty   bool                  // msg is ahead of what is stored: keep it
+	slot    bool                  // its round holds one of maxRounds (its envelope was read for it)
 }
 
 // defaultMaxRounds is Queue.maxRounds. A round holds its slot until it
 // ends, also while its jobs wait for a busy destination, so the rounds of
-// one slow destination can take every slot and hold up the others (and
-// new mail) until they end: the bound is set high enough that only a
-// backlog of that many due messages to one slow destination does, while a
-// flush or a restart after an outage still loads at most this many
-// envelopes (about 3 KB each) at once.
+// messages read back for one slow destination can take every slot and hold
+// up the messages at rest for other destinations (not new mail, which takes
+// no slot) until they end: the bound is high enough that only a backlog of
+// that many due messages to one slow destination does, while a flush or a
+// restart after an outage still reads at most this many envelopes (about
+// 3 KB each in memory) at once.
 const defaultMaxRounds = 65536
 
 // note records what scheduling needs of x; q.mu must be held (or the
@@ -526,7 +530,7 @@ func (q *Queue) runDue() time.Time {
 	}
 	now := time.Now()
 	var started []*entry
-	for q.due.Len() > 0 && !q.due[0].due.After(now) && q.rounds < q.maxRounds {
+	for q.due.Len() > 0 && !q.due[0].due.After(now) && (q.due[0].msg != nil || q.rounds < q.maxRounds) {
 		e := heap.Pop(&q.due).(*entry)
 		if q.park(e) {
 			continue // held or claimed: parked (admin.go)
@@ -535,7 +539,10 @@ func (q *Queue) runDue() time.Time {
 			continue // a fleet's store is unreachable (claim.go)
 		}
 		e.inflight = 1 // its round has started: no claim, no second round
-		q.rounds++
+		if e.msg == nil {
+			e.slot = true
+			q.rounds++
+		}
 		started = append(started, e)
 	}
 	q.loadStarted(started)
@@ -559,7 +566,7 @@ func (q *Queue) runDue() time.Time {
 	q.startWorkers(b.cfg)
 	next := q.sweepQuarantine(now, b.cfg) // quarantine.go
 	// At maxRounds, the end of a round wakes the loop (roundEnded).
-	if q.due.Len() > 0 && q.rounds < q.maxRounds && (next.IsZero() || q.due[0].due.Before(next)) {
+	if q.due.Len() > 0 && (q.due[0].msg != nil || q.rounds < q.maxRounds) && (next.IsZero() || q.due[0].due.Before(next)) {
 		next = q.due[0].due
 	}
 	return next
@@ -596,7 +603,7 @@ func (q *Queue) loadStarted(started []*entry) {
 		q.log().Error("reading a queued message's envelope", zap.String("msg_id", e.id), zap.Error(errs[i]))
 		if errors.Is(errs[i], os.ErrNotExist) {
 			e.inflight = 0
-			q.rounds--
+			q.freeSlot(e)
 			delete(q.entries, e.id)
 			q.broadcast()
 			continue
@@ -609,9 +616,20 @@ func (q *Queue) loadStarted(started []*entry) {
 // anything; the entry is due at `at`. q.mu must be held.
 func (q *Queue) abortRound(e *entry, at time.Time) {
 	e.inflight = 0
-	q.rounds--
+	q.freeSlot(e)
 	q.schedule(e, at)
 	q.broadcast()
+}
+
+// freeSlot gives back the maxRounds slot of e's round, if it took one,
+// and reports whether it did; q.mu must be held.
+func (q *Queue) freeSlot(e *entry) bool {
+	if !e.slot {
+		return false
+	}
+	e.slot = false
+	q.rounds--
+	return true
 }
 
 // dispatch groups an entry's pending recipients by destination and queues
@@ -978,9 +996,14 @@ func (q *Queue) expire(e *entry, cfg Config) {
 // duplicate but never lose them; then the message is removed when nothing
 // is left to do, or saved and rescheduled with backoff.
 func (q *Queue) finish(e *entry, cfg Config) {
-	defer q.roundEnded()
+	// The round's slot, taken off the entry now: once the entry is back on
+	// the heap a new round may start (and take a slot) before this one's
+	// deferred end runs.
+	var slot bool
+	defer func() { q.roundEnded(slot) }()
 	m := e.msg
 	q.mu.Lock()
+	slot, e.slot = e.slot, false
 	var report, delayed []*Recipient
 	warn := cfg.DelayWarning > 0 && m.From != "" && time.Since(m.Arrived) >= cfg.DelayWarning
 	dropped := 0

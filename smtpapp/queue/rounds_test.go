@@ -1,0 +1,135 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
+)
+
+// stuckTarget delivers to every domain at once except slow.test, whose
+// deliveries wait until release is closed, and later.test, which it
+// defers until acceptLater.
+type stuckTarget struct {
+	release     chan struct{}
+	mu          sync.Mutex
+	waiting     int            // deliveries to slow.test waiting
+	done        map[string]int // deliveries by domain
+	attempts    map[string]int
+	acceptLater bool
+}
+
+func (t *stuckTarget) Destination(_ *queue.Message, rcpt string) string    { return queue.Domain(rcpt) }
+func (t *stuckTarget) Open(context.Context, string) (queue.Session, error) { return t, nil }
+func (t *stuckTarget) Deliver(_ context.Context, _ *queue.Message, rcpts []*queue.Recipient) []queue.Result {
+	d := queue.Domain(rcpts[0].Addr)
+	res := make([]queue.Result, len(rcpts))
+	t.mu.Lock()
+	t.attempts[d]++
+	later := d == "later.test" && !t.acceptLater
+	t.mu.Unlock()
+	if later {
+		for i := range res {
+			res[i] = queue.Result{Err: &queue.DeliveryError{Temporary: true, Code: 451, Enhanced: "4.3.0", Message: "later"}}
+		}
+		return res
+	}
+	if d == "slow.test" {
+		t.mu.Lock()
+		t.waiting++
+		t.mu.Unlock()
+		<-t.release
+	}
+	t.mu.Lock()
+	t.done[d]++
+	t.mu.Unlock()
+	for i := range res {
+		res[i] = queue.Result{Reply: "250 2.0.0 ok"}
+	}
+	return res
+}
+func (t *stuckTarget) LogFields() []zap.Field { return nil }
+func (t *stuckTarget) Usable() bool           { return true }
+func (t *stuckTarget) Close() error           { return nil }
+
+func (t *stuckTarget) delivered(domain string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.done[domain]
+}
+
+// TestNewMailTakesNoRoundSlot: new mail, whose envelope is in memory
+// anyway, takes none of the maxRounds slots (they bound the envelopes read
+// back from the store). So messages stuck at a slow destination do not
+// hold up new mail to others, nor a deferred message read back for a
+// flush.
+func TestNewMailTakesNoRoundSlot(t *testing.T) {
+	st, err := openMemIndexed(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(st, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &stuckTarget{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}}
+	defer q.Close(context.Background())
+	defer close(tg.release)
+	q.SetMaxRounds(2)
+	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
+	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
+	send := func(rcpt string) string {
+		t.Helper()
+		id := queue.NewID()
+		w, err := q.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: x\r\n\r\nbody\r\n")
+		if err := q.Commit(w, &queue.Message{From: "a@sender.test", Arrived: time.Now(),
+			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	// A deferred message at rest, read back from the store for the flush
+	// below.
+	send("someone@later.test")
+	testutil.Eventually(t, 10*time.Second, "the later.test message deferred and at rest", func() bool {
+		tg.mu.Lock()
+		defer tg.mu.Unlock()
+		return tg.attempts["later.test"] == 1 && q.Decoded() == 0
+	})
+
+	for i := range 3 {
+		send(fmt.Sprintf("u%d@slow.test", i))
+	}
+	testutil.Eventually(t, 10*time.Second, "a delivery to slow.test waiting", func() bool {
+		tg.mu.Lock()
+		defer tg.mu.Unlock()
+		return tg.waiting == 1 // PerDestination 1: the other two wait for its session
+	})
+	send("someone@fast.test")
+	testutil.Eventually(t, 10*time.Second, "new mail to fast.test delivered while slow.test is stuck", func() bool {
+		return tg.delivered("fast.test") == 1
+	})
+	tg.mu.Lock()
+	tg.acceptLater = true
+	tg.mu.Unlock()
+	if _, err := q.Flush(""); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the message read back from the store delivered while slow.test is stuck", func() bool {
+		return tg.delivered("later.test") == 1
+	})
+	if n := tg.delivered("slow.test"); n != 0 {
+		t.Fatalf("%d deliveries to slow.test got through", n)
+	}
+}
