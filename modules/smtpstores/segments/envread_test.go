@@ -216,3 +216,39 @@ func TestEnvelopeOfRemovedMessage(t *testing.T) {
 		t.Fatalf("index after Remove: %v", idx)
 	}
 }
+
+// TestFailedSaveKeepsLastEnvelope: a Save whose sync fails cuts its record
+// off (the spool is in doubt from then on); the message is read back as it
+// was last saved, not lost to a record that is no longer there.
+func TestFailedSaveKeepsLastEnvelope(t *testing.T) {
+	s := openSeg(t, t.TempDir(), segLimit, segMemBody)
+	defer s.Close()
+	queuetest.Commit(t, s, "KEEP", queuetest.BodyFor("KEEP", 500), "a@example.test")
+	m, err := s.LoadMessage("KEEP")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Attempts = 3
+	if err := s.Save(m); err != nil {
+		t.Fatal(err)
+	}
+	fsync := s.fsync
+	s.fsync = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".seg") {
+			return errors.New("injected EIO")
+		}
+		return fsync(f)
+	}
+	defer func() { s.fsync = fsync }()
+	m.Attempts, m.Held = 4, true
+	if err := s.Save(m); err == nil {
+		t.Fatal("a Save whose sync failed succeeded")
+	}
+	got, err := s.LoadMessage("KEEP")
+	if err != nil {
+		t.Fatalf("the message as last saved is no longer readable: %v", err)
+	}
+	if got.Attempts != 3 || got.Held {
+		t.Fatalf("read back attempts %d, held %t; want the last saved state (3, false)", got.Attempts, got.Held)
+	}
+}

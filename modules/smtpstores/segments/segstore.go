@@ -799,6 +799,7 @@ func (s *Store) Save(m *queue.Message) error {
 		s.mu.Unlock()
 		return fmt.Errorf("message %s: %w", m.ID, os.ErrNotExist)
 	}
+	prev := s.index[m.ID].env
 	rec, err := s.appendChecked(segTypeEnv, m.ID, env, nil, 0, spoolfs.StateUpdate)
 	if err == nil {
 		s.apply(segTypeEnv, m.ID, rec, nil)
@@ -807,7 +808,17 @@ func (s *Store) Save(m *queue.Message) error {
 	if err != nil {
 		return err
 	}
-	return s.sync.Sync()
+	if err := s.sync.Sync(); err != nil {
+		// The record was cut off (inDoubt): the envelope is the one
+		// saved before, as the caller is told.
+		s.mu.Lock()
+		if e := s.index[m.ID]; e != nil && e.env == rec {
+			e.env = prev
+		}
+		s.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // appendChecked is appendRecord for a write that must leave the reserve
