@@ -202,8 +202,15 @@ func (q *Queue) isClosing() bool {
 
 // claim gives the caller sole ownership of a message: it waits until no
 // round of the message runs (and no other operation owns it), then parks
-// it. The caller must unclaim or drop it.
+// it, its envelope loaded. The caller must unclaim or drop it.
 func (q *Queue) claim(ctx context.Context, id string) (*entry, error) {
+	return q.claimEntry(ctx, id, true)
+}
+
+// claimEntry is claim; without load, e.msg is nil when the message is at
+// rest (for an operation that needs only its id, so that it works on a
+// message whose envelope cannot be read).
+func (q *Queue) claimEntry(ctx context.Context, id string, load bool) (*entry, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	owned := false
@@ -229,6 +236,9 @@ func (q *Queue) claim(ctx context.Context, id string) (*entry, error) {
 				heap.Remove(&q.due, e.index) // e.due keeps its time
 			}
 			q.admin.parked[id] = e
+			if !load {
+				return e, nil
+			}
 			q.mu.Unlock()
 			_, err := q.load(e)
 			q.mu.Lock()
@@ -441,19 +451,20 @@ func (q *Queue) setHeld(e *entry, held bool) error {
 // still owed; the DSN is queued before the message is removed. Delete
 // returns the number of recipients the DSN reports.
 func (q *Queue) Delete(ctx context.Context, id string, bounce bool) (int, error) {
-	e, err := q.claim(ctx, id)
+	// Without bounce only the id is needed: a message whose envelope
+	// cannot be read can be deleted too.
+	e, err := q.claimEntry(ctx, id, bounce)
 	if err != nil {
 		return 0, err
 	}
-	m := e.msg
 	reported := 0
 	if bounce {
-		if reported, err = q.bounceDeleted(m); err != nil {
+		if reported, err = q.bounceDeleted(e.msg); err != nil {
 			q.unclaim(e, e.due)
 			return 0, err
 		}
 	}
-	if err := q.store.Remove(m.ID); err != nil {
+	if err := q.store.Remove(e.id); err != nil {
 		// Without bounce the message stays as it was. With bounce its
 		// recipients are final now and the DSN is queued: the next round
 		// finds nothing to do and removes it (so memory stays ahead of
@@ -462,15 +473,15 @@ func (q *Queue) Delete(ctx context.Context, id string, bounce bool) (int, error)
 		e.dirty = e.dirty || bounce
 		q.mu.Unlock()
 		q.unclaim(e, e.due)
-		return 0, fmt.Errorf("removing message %s: %w", m.ID, err)
+		return 0, fmt.Errorf("removing message %s: %w", e.id, err)
 	}
 	q.mu.Lock()
-	delete(q.entries, m.ID)
-	delete(q.admin.parked, m.ID)
-	delete(q.admin.claimed, m.ID)
+	delete(q.entries, e.id)
+	delete(q.admin.parked, e.id)
+	delete(q.admin.claimed, e.id)
 	q.broadcast()
 	q.mu.Unlock()
-	q.log().Info("message deleted by the administrator", zap.String("msg_id", m.ID),
+	q.log().Info("message deleted by the administrator", zap.String("msg_id", e.id),
 		zap.Bool("bounce", bounce), zap.Int("dsn_rcpts", reported))
 	return reported, nil
 }

@@ -215,3 +215,38 @@ func TestFlushBoundsDecoded(t *testing.T) {
 		t.Fatalf("%d delivered; up to %d messages decoded at once (at most 3 rounds)", delivered, most)
 	}
 }
+
+// TestDeleteUnreadableMessage: a message whose envelope can no longer be
+// read can still be deleted without a bounce (which needs only its id);
+// a delete with a bounce, which needs its recipients, fails and keeps it.
+func TestDeleteUnreadableMessage(t *testing.T) {
+	q, st, tg := openIndexedQueue(t, t.TempDir())
+	defer q.Close(context.Background())
+	ids := commitN(t, q, 1)
+	testutil.Eventually(t, 10*time.Second, "the message deferred and at rest", func() bool {
+		attempts, _, _ := tg.count()
+		return attempts == 1 && q.Decoded() == 0
+	})
+	st.sp.mu.Lock()
+	st.sp.envs[ids[0]] = []byte(`{"id": damaged`)
+	st.sp.mu.Unlock()
+	ctx := context.Background()
+	if _, err := q.Delete(ctx, ids[0], true); err == nil {
+		t.Fatal("a delete with a bounce of an unreadable message succeeded")
+	}
+	if q.Len() != 1 {
+		t.Fatalf("after the failed delete: %d queued", q.Len())
+	}
+	if _, err := q.Delete(ctx, ids[0], false); err != nil {
+		t.Fatalf("delete without a bounce: %v", err)
+	}
+	if q.Len() != 0 {
+		t.Fatalf("after the delete: %d queued", q.Len())
+	}
+	st.sp.mu.Lock()
+	_, left := st.sp.envs[ids[0]]
+	st.sp.mu.Unlock()
+	if left {
+		t.Fatal("the store still has the deleted message")
+	}
+}
