@@ -656,6 +656,7 @@ const (
 	StateHeld       = "held"        // held by an administrator
 	StateQuarantine = "quarantined" // held because a check quarantined it
 	StateDomainHeld = "domain_held" // every pending recipient is in a held domain
+	StateUnreadable = "unreadable"  // its envelope cannot be read from the store (LastError says why)
 )
 
 // Snapshot describes a queued message at one moment, for listings.
@@ -776,11 +777,28 @@ func (q *Queue) snapshots(keep func(*entry) bool) []Snapshot {
 	}
 	q.mu.Unlock()
 	for _, r := range rest {
-		if m, err := q.idx.LoadMessage(r.e.id); err == nil {
+		m, err := q.idx.LoadMessage(r.e.id)
+		switch {
+		case err == nil:
 			out = append(out, describeEntry(m, held, now, r.idle, r.scheduled, r.due))
+		case !errors.Is(err, os.ErrNotExist): // not removed meanwhile
+			out = append(out, q.describeUnreadable(r.e, err, now))
 		}
 	}
 	return out
+}
+
+// describeUnreadable describes a message at rest whose envelope cannot be
+// read, from what its entry holds.
+func (q *Queue) describeUnreadable(e *entry, err error, now time.Time) Snapshot {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := Snapshot{ID: e.id, Arrived: e.arrived, AgeSeconds: int64(now.Sub(e.arrived).Seconds()),
+		State: StateUnreadable, Held: e.held, LastError: err.Error(), Recipients: []RecipientSnapshot{}}
+	if e.index >= 0 {
+		s.NextAttempt = e.due
+	}
+	return s
 }
 
 // describeEntry describes a queued message in the state of its entry.

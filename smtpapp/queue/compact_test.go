@@ -230,6 +230,26 @@ func TestDeleteUnreadableMessage(t *testing.T) {
 	st.sp.mu.Lock()
 	st.sp.envs[ids[0]] = []byte(`{"id": damaged`)
 	st.sp.mu.Unlock()
+	snap, err := q.Snapshot(ids[0])
+	if err != nil || snap.State != queue.StateUnreadable || snap.LastError == "" || snap.ID != ids[0] {
+		t.Fatalf("snapshot of the unreadable message: %+v, %v", snap, err)
+	}
+	if all := q.Snapshots(); len(all) != 1 || all[0].State != queue.StateUnreadable {
+		t.Fatalf("listing: %+v", all)
+	}
+	// Each failed read puts the next try further off: 1 minute, then 2.
+	for i, want := range []time.Duration{time.Minute, 2 * time.Minute} {
+		if n, err := q.Flush(ids[0]); err != nil || n != 1 {
+			t.Fatalf("flush: %d, %v", n, err)
+		}
+		// Flushed, it is due now; once its round failed to read it,
+		// due again in `want`.
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("failed read %d: the next attempt in about %v", i+1, want), func() bool {
+			s, err := q.Snapshot(ids[0])
+			wait := time.Until(s.NextAttempt)
+			return err == nil && wait > want-10*time.Second && wait <= want
+		})
+	}
 	ctx := context.Background()
 	if _, err := q.Delete(ctx, ids[0], true); err == nil {
 		t.Fatal("a delete with a bounce of an unreadable message succeeded")

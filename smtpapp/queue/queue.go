@@ -163,6 +163,7 @@ type entry struct {
 	dsnOwed bool                  // a recipient's DSNPending
 	dirty   bool                  // msg is ahead of what is stored: keep it
 	slot    bool                  // its round holds one of maxRounds (its envelope was read for it)
+	unread  uint8                 // reads of its envelope that failed in a row
 }
 
 // defaultMaxRounds is Queue.maxRounds. A round holds its slot until it
@@ -598,6 +599,7 @@ func (q *Queue) loadStarted(started []*entry) {
 		if errs[i] == nil {
 			msgs[i].store = q.store
 			e.msg = msgs[i]
+			e.unread = 0
 			continue
 		}
 		q.log().Error("reading a queued message's envelope", zap.String("msg_id", e.id), zap.Error(errs[i]))
@@ -608,7 +610,10 @@ func (q *Queue) loadStarted(started []*entry) {
 			q.broadcast()
 			continue
 		}
-		q.abortRound(e, now.Add(time.Minute))
+		// Tried again after 1 minute, 2, 4, ... 64 minutes (it is
+		// listed as unreadable meanwhile and can be deleted).
+		e.unread = min(e.unread+1, 7)
+		q.abortRound(e, now.Add(time.Minute<<(e.unread-1)))
 	}
 }
 
