@@ -270,3 +270,40 @@ func TestDeleteUnreadableMessage(t *testing.T) {
 		t.Fatal("the store still has the deleted message")
 	}
 }
+
+// TestHeldNewMailRests: new mail that is held (or quarantined) when it is
+// committed waits at rest like any other held message, its envelope not
+// kept decoded, and is delivered once released.
+func TestHeldNewMailRests(t *testing.T) {
+	q, _, tg := openIndexedQueue(t, t.TempDir())
+	defer q.Close(context.Background())
+	tg.accept.Store(true)
+	var ids []string
+	for i := range 5 {
+		id := queue.NewID()
+		w, err := q.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: %d\r\n\r\nbody\r\n", i)
+		m := &queue.Message{From: "a@sender.test", Arrived: time.Now(), Held: true,
+			Recipients: []*queue.Recipient{{Addr: fmt.Sprintf("u%d@example.test", i)}}}
+		if err := q.Commit(w, m); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	testutil.Eventually(t, 10*time.Second, "the held messages at rest", func() bool { return q.Decoded() == 0 })
+	if attempts, _, _ := tg.count(); attempts != 0 {
+		t.Fatalf("%d delivery attempts of held messages", attempts)
+	}
+	for _, id := range ids {
+		if err := q.Release(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the released messages delivered", func() bool { return q.Len() == 0 })
+	if _, delivered, _ := tg.count(); delivered != 5 {
+		t.Fatalf("%d delivered, want 5", delivered)
+	}
+}

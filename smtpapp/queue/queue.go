@@ -534,7 +534,13 @@ func (q *Queue) runDue() time.Time {
 	for q.due.Len() > 0 && !q.due[0].due.After(now) && (q.due[0].msg != nil || q.rounds < q.maxRounds) {
 		e := heap.Pop(&q.due).(*entry)
 		if q.park(e) {
-			continue // held or claimed: parked (admin.go)
+			// Held or claimed: parked (admin.go). A held one (new mail
+			// held or quarantined at once) waits at rest, its envelope
+			// released; a claimed one is its owner's.
+			if !q.admin.claimed[e.id] {
+				q.rest(e)
+			}
+			continue
 		}
 		if q.claimsInDoubt(e, now) {
 			continue // a fleet's store is unreachable (claim.go)
