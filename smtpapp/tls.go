@@ -67,7 +67,7 @@ func (s *Server) provisionTLS(ctx caddy.Context) error {
 	s.tlsConfig.SessionTicketsDisabled = true
 	recordHello(s.tlsConfig)
 	if s.TLSSessionCache != nil {
-		resumeFrom(s.tlsConfig, newSessionCache(s.TLSSessionCache))
+		tlsupgrade.NewServerSessions(s.TLSSessionCache.MaxSessions, time.Duration(s.TLSSessionCache.Lifetime)).Resume(s.tlsConfig)
 	}
 	return nil
 }
@@ -115,4 +115,28 @@ func (s *Server) waitForCertificate(get func(*tls.ClientHelloInfo) (*tls.Certifi
 			}
 		}
 	}
+}
+
+// TLSSessionCache lets clients of a server resume their TLS sessions: a
+// resumed handshake skips the certificate and its signature (TLS 1.3 PSK
+// with (EC)DHE, RFC 8446 section 2.2; TLS 1.2 session tickets, RFC 5077).
+// The sessions stay in this server's memory, single use, bound to the
+// connection policy and certificate they were made with
+// (tlsupgrade.ServerSessions); the cache starts empty with every config
+// load.
+//
+// Go's TLS server sends the ticket in its first flight, before the client's
+// Finished, and Microsoft's SMTP client (Exchange Online, outlook.com)
+// then drops the connection during STARTTLS (golang/go#70232). That is why
+// this is off by default: enable it only on servers whose clients are known
+// (submission from your own clients, a hop between your own gateways), not
+// on an MX that receives mail from the internet.
+type TLSSessionCache struct {
+	// MaxSessions is the most sessions kept; the oldest go first.
+	// Default: 10000.
+	MaxSessions int `json:"max_sessions,omitempty"`
+
+	// Lifetime is how long a session can be resumed after the handshake
+	// that made it. Default: 1h.
+	Lifetime caddy.Duration `json:"lifetime,omitempty"`
 }

@@ -1,4 +1,4 @@
-package smtpapp
+package tlsupgrade
 
 import (
 	"bytes"
@@ -8,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/caddy-smtp/caddy-smtp/internal/testutil"
 )
@@ -26,22 +24,23 @@ const (
 // sessions from a cache; its certificate and clock can be changed.
 type sessionServer struct {
 	addr  string
-	cache *sessionCache
+	cache *ServerSessions // nil: no resumption (tickets off)
 
 	mu   sync.Mutex
 	cert *tls.Certificate
 	now  time.Time
 }
 
-func newSessionServer(t testing.TB, c *TLSSessionCache) *sessionServer {
+func newSessionServer(t testing.TB, cache *ServerSessions) *sessionServer {
 	t.Helper()
 	cert := testutil.SelfSigned(t, policyMX)
-	s := &sessionServer{cert: &cert, now: time.Now()}
-	s.cache = newSessionCache(orDefault(c, &TLSSessionCache{}))
-	s.cache.now = func() time.Time {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.now
+	s := &sessionServer{cert: &cert, now: time.Now(), cache: cache}
+	if cache != nil {
+		cache.now = func() time.Time {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.now
+		}
 	}
 	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		s.mu.Lock()
@@ -55,8 +54,8 @@ func newSessionServer(t testing.TB, c *TLSSessionCache) *sessionServer {
 	}
 	cfg := &tls.Config{SessionTicketsDisabled: true,
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) { return policies[hello.ServerName], nil }}
-	if c != nil {
-		resumeFrom(cfg, s.cache)
+	if cache != nil {
+		cache.Resume(cfg)
 	}
 	s.addr = testutil.ServeLoopback(t, func(c net.Conn) {
 		tc := tls.Server(c, cfg)
@@ -129,7 +128,7 @@ func (c *lastSession) last() (*tls.ClientSessionState, int) {
 }
 
 func TestSessionCacheTakeOnce(t *testing.T) {
-	sc := newSessionCache(&TLSSessionCache{})
+	sc := NewServerSessions(0, 0)
 	id := sc.put([]byte("state"), nil, sha256.Sum256([]byte("leaf")))
 	if cs := sc.take(id); cs == nil || string(cs.state) != "state" {
 		t.Fatalf("take = %+v, want the session", cs)
@@ -144,7 +143,7 @@ func TestSessionCacheTakeOnce(t *testing.T) {
 
 // A client that offers the same session again gets a full handshake.
 func TestSessionCacheSingleUse(t *testing.T) {
-	s := newSessionServer(t, &TLSSessionCache{})
+	s := newSessionServer(t, NewServerSessions(0, 0))
 	client := &lastSession{}
 	s.connect(t, client, policyMX)
 	first, _ := client.last()
@@ -158,7 +157,7 @@ func TestSessionCacheSingleUse(t *testing.T) {
 }
 
 func TestSessionCacheCertificateChange(t *testing.T) {
-	s := newSessionServer(t, &TLSSessionCache{})
+	s := newSessionServer(t, NewServerSessions(0, 0))
 	client := tls.NewLRUClientSessionCache(1)
 	s.connect(t, client, policyMX)
 	if resumed, _ := s.connect(t, client, policyMX); !resumed {
@@ -181,7 +180,7 @@ func TestSessionCacheCertificateChange(t *testing.T) {
 // A session is resumed only under the connection policy it was made with,
 // and a policy that asks for client certificates sends no tickets.
 func TestSessionCachePolicies(t *testing.T) {
-	s := newSessionServer(t, &TLSSessionCache{})
+	s := newSessionServer(t, NewServerSessions(0, 0))
 	client := &lastSession{}
 	s.connect(t, client, policyMX)
 	if resumed, _ := s.connect(t, client, policySubmit); resumed {
@@ -200,7 +199,7 @@ func TestSessionCachePolicies(t *testing.T) {
 }
 
 func TestSessionCacheLifetime(t *testing.T) {
-	s := newSessionServer(t, &TLSSessionCache{Lifetime: caddy.Duration(time.Hour)})
+	s := newSessionServer(t, NewServerSessions(0, time.Hour))
 	client := tls.NewLRUClientSessionCache(1)
 	start := time.Now()
 	s.connect(t, client, policyMX)
@@ -215,7 +214,7 @@ func TestSessionCacheLifetime(t *testing.T) {
 }
 
 func TestSessionCacheBounded(t *testing.T) {
-	s := newSessionServer(t, &TLSSessionCache{MaxSessions: 2})
+	s := newSessionServer(t, NewServerSessions(2, 0))
 	clients := make([]tls.ClientSessionCache, 3)
 	for i := range clients {
 		clients[i] = tls.NewLRUClientSessionCache(1)
@@ -232,23 +231,23 @@ func TestSessionCacheBounded(t *testing.T) {
 	}
 }
 
-// BenchmarkInboundHandshake: TLS handshakes with the server's config, with
-// tickets off (the default: every handshake is a full one) and resumed
-// from the session cache. cpu-us/op is the process's CPU time per
+// BenchmarkInboundHandshake: TLS handshakes with a server's config, with
+// tickets off (smtpapp's default: every handshake is a full one) and
+// resumed from ServerSessions. cpu-us/op is the process's CPU time per
 // handshake, client and server together.
 func BenchmarkInboundHandshake(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
-		cache *TLSSessionCache
-	}{{"full", nil}, {"resumed", &TLSSessionCache{}}} {
+		cache func() *ServerSessions
+	}{{"full", func() *ServerSessions { return nil }}, {"resumed", func() *ServerSessions { return NewServerSessions(0, 0) }}} {
 		b.Run(mode.name, func(b *testing.B) {
-			s := newSessionServer(b, mode.cache)
+			s := newSessionServer(b, mode.cache())
 			client := tls.NewLRUClientSessionCache(1)
 			s.connect(b, client, policyMX)
 			cpu := testutil.SelfCPU()
 			b.ResetTimer()
 			for range b.N {
-				if resumed, _ := s.connect(b, client, policyMX); resumed != (mode.cache != nil) {
+				if resumed, _ := s.connect(b, client, policyMX); resumed != (s.cache != nil) {
 					b.Fatalf("resumed: %v", resumed)
 				}
 			}

@@ -1,4 +1,4 @@
-package smtpapp
+package tlsupgrade
 
 import (
 	"container/list"
@@ -7,46 +7,26 @@ import (
 	"crypto/tls"
 	"sync"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 )
 
-// TLSSessionCache lets clients of a server resume their TLS sessions: a
-// resumed handshake skips the certificate and its signature (TLS 1.3 PSK
-// with (EC)DHE, RFC 8446 section 2.2; TLS 1.2 session tickets, RFC 5077).
-// The sessions stay in this server's memory: what a client gets in the
-// NewSessionTicket message is a random 32-byte identifier, not the state
-// sealed with a key. A session is resumed at most once (a resumed
-// connection gets a new identifier), lasts at most Lifetime, and is only
-// resumed under the connection policy it was made with and while that
-// policy would still send the certificate it was made with. Connection
-// policies that ask for client certificates send no tickets, as in Caddy.
-// The cache starts empty with every config load.
-//
-// Go's TLS server sends the ticket in its first flight, before the client's
-// Finished, and Microsoft's SMTP client (Exchange Online, outlook.com)
-// then drops the connection during STARTTLS (golang/go#70232). That is why
-// this is off by default: enable it only on servers whose clients are known
-// (submission from your own clients, a hop between your own gateways), not
-// on an MX that receives mail from the internet.
-type TLSSessionCache struct {
-	// MaxSessions is the most sessions kept; the oldest go first.
-	// Default: 10000.
-	MaxSessions int `json:"max_sessions,omitempty"`
-
-	// Lifetime is how long a session can be resumed after the handshake
-	// that made it. Default: 1h.
-	Lifetime caddy.Duration `json:"lifetime,omitempty"`
-}
-
+// DefaultServerSessions and DefaultServerSessionLifetime are what
+// NewServerSessions uses for a max or lifetime of 0.
 const (
-	defaultTLSSessions        = 10000
-	defaultTLSSessionLifetime = time.Hour
+	DefaultServerSessions        = 10000
+	DefaultServerSessionLifetime = time.Hour
 )
 
-// sessionCache holds resumable TLS sessions by their random identifiers,
-// oldest first in the list (all have the same lifetime).
-type sessionCache struct {
+// ServerSessions lets the clients of a TLS server resume their sessions
+// from this server's memory: what a client gets in the NewSessionTicket
+// message is a random 32-byte identifier, not the state sealed with a key.
+// A session is resumed at most once (a resumed connection gets a new
+// identifier), lasts at most its lifetime, and is only resumed under the
+// connection policy (the tls.Config that GetConfigForClient chose) it was
+// made with and while that policy would still send the certificate it was
+// made with. Policies that ask for client certificates send no tickets.
+// Sessions are held by identifier, oldest first in the list (all have the
+// same lifetime).
+type ServerSessions struct {
 	max      int
 	lifetime time.Duration
 	now      func() time.Time
@@ -66,18 +46,22 @@ type cachedSession struct {
 	expires time.Time
 }
 
-func newSessionCache(c *TLSSessionCache) *sessionCache {
-	return &sessionCache{
-		max:      orDefault(c.MaxSessions, defaultTLSSessions),
-		lifetime: orDefault(time.Duration(c.Lifetime), defaultTLSSessionLifetime),
-		now:      time.Now,
-		byID:     make(map[string]*list.Element),
+// NewServerSessions returns an empty cache of at most max sessions (the
+// oldest go first) that can each be resumed for lifetime after the
+// handshake that made them; 0 means the default.
+func NewServerSessions(max int, lifetime time.Duration) *ServerSessions {
+	if max <= 0 {
+		max = DefaultServerSessions
 	}
+	if lifetime <= 0 {
+		lifetime = DefaultServerSessionLifetime
+	}
+	return &ServerSessions{max: max, lifetime: lifetime, now: time.Now, byID: make(map[string]*list.Element)}
 }
 
 // put stores a session and returns its new identifier. It drops the
 // expired sessions, and the oldest when the cache is full.
-func (sc *sessionCache) put(state []byte, policy *tls.Config, cert [sha256.Size]byte) []byte {
+func (sc *ServerSessions) put(state []byte, policy *tls.Config, cert [sha256.Size]byte) []byte {
 	id := make([]byte, 32)
 	rand.Read(id) // never fails (crypto/rand)
 	now := sc.now()
@@ -97,7 +81,7 @@ func (sc *sessionCache) put(state []byte, policy *tls.Config, cert [sha256.Size]
 
 // take removes the session with the identifier and returns it, or nil when
 // there is none or it has expired: a session is resumed at most once.
-func (sc *sessionCache) take(id []byte) *cachedSession {
+func (sc *ServerSessions) take(id []byte) *cachedSession {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	el, ok := sc.byID[string(id)]
@@ -113,22 +97,23 @@ func (sc *sessionCache) take(id []byte) *cachedSession {
 }
 
 // remove drops a session, with sc.mu held.
-func (sc *sessionCache) remove(el *list.Element) {
+func (sc *ServerSessions) remove(el *list.Element) {
 	delete(sc.byID, el.Value.(*cachedSession).id)
 	sc.oldest.Remove(el)
 }
 
 // len returns the number of sessions held.
-func (sc *sessionCache) len() int {
+func (sc *ServerSessions) len() int {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	return sc.oldest.Len()
 }
 
-// resumeFrom makes the connections of cfg keep and resume TLS sessions in
-// sc: the connection policy's config chosen for each ClientHello is copied
-// with tickets on and bound to that handshake (see bind).
-func resumeFrom(cfg *tls.Config, sc *sessionCache) {
+// Resume makes the connections of cfg keep and resume TLS sessions in sc:
+// the connection policy's config that cfg.GetConfigForClient (which must
+// be set, as caddytls sets it) chooses for each ClientHello is copied with
+// tickets on and bound to that handshake (see bind).
+func (sc *ServerSessions) Resume(cfg *tls.Config) {
 	next := cfg.GetConfigForClient // the connection policies' choice
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		c, err := next(hello)
@@ -154,7 +139,7 @@ func leafSum(cert *tls.Certificate, err error) ([sha256.Size]byte, bool) {
 // would send to hello now. A policy that asks for client certificates, or
 // that has no GetCertificate (caddytls always sets it), is returned as it
 // is: no tickets.
-func (sc *sessionCache) bind(policy *tls.Config, hello *tls.ClientHelloInfo) *tls.Config {
+func (sc *ServerSessions) bind(policy *tls.Config, hello *tls.ClientHelloInfo) *tls.Config {
 	get := policy.GetCertificate
 	if get == nil || policy.ClientAuth != tls.NoClientCert {
 		return policy
