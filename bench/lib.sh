@@ -1,5 +1,5 @@
 # bench/lib.sh: helpers that run.sh and queued.sh source. Each script
-# defines log() before sourcing this file.
+# defines log() (and WORK, KEEP) before sourcing this file.
 
 # stop_pid PID [NAME [SECONDS]]: TERM, wait up to SECONDS (10), then KILL.
 stop_pid() {
@@ -31,4 +31,13 @@ free_port() {
 	done
 	log "no free port found"
 	return 1
+}
+
+# drop_work: removes the work directory $WORK, unless KEEP=1.
+drop_work() {
+	if [[ $KEEP == 1 ]]; then
+		log "work directory kept: $WORK"
+	else
+		rm -rf "$WORK"
+	fi
 }

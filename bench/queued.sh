@@ -61,11 +61,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	stop_pid "$CADDY_PID" caddy 30
 	stop_pid "$SINK_PID" smtpsink
-	if [[ $KEEP == 1 ]]; then
-		log "work directory kept: $WORK"
-	else
-		rm -rf "$WORK"
-	fi
+	drop_work
 	exit "$rc"
 }
 trap cleanup EXIT

@@ -186,11 +186,7 @@ cleanup() {
 	if [[ $POLICY_RC_CREATED == 1 ]]; then
 		rm -f /usr/sbin/policy-rc.d
 	fi
-	if [[ $KEEP == 1 ]]; then
-		log "work directory kept: $WORK"
-	else
-		rm -rf "$WORK"
-	fi
+	drop_work
 	exit "$rc"
 }
 trap cleanup EXIT
