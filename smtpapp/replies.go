@@ -248,14 +248,6 @@ func (f *plainFilter) write(p []byte) (out []byte, held bool) {
 	return out, held
 }
 
-// stopReplies ends the reply rewriting in the connection (go-smtp's own
-// writer does it from now on).
-func (f *plainFilter) stopReplies() {
-	f.mu.Lock()
-	f.replies.off = true
-	f.mu.Unlock()
-}
-
 // read reads from r into p through the filter. An error of r is returned
 // once what came with it has been read.
 func (f *plainFilter) read(r io.Reader, p []byte) (int, error) {
