@@ -107,23 +107,36 @@ func rewriteReply(p []byte) []byte {
 	return p
 }
 
-// replyWriter replaces go-smtp's fixed reply lines in what it writes to w
-// (the connection) and writes a multi-line reply in one piece (see
-// replyLines). go-smtp flushes every reply line on its own, so a line is
+// replyStream is what happens to go-smtp's replies on their way out,
+// before TLS (plainFilter) and after it (replyWriter): its fixed lines
+// are replaced (rewriteReply) and a multi-line reply goes out in one piece
+// (replyLines). go-smtp flushes every reply line on its own, so a line is
 // one Write unless it is longer than the buffer; mid tracks that case.
-type replyWriter struct {
-	w     io.Writer
+type replyStream struct {
 	mid   bool // the last Write did not end a line
 	lines replyLines
 }
 
-func (rw *replyWriter) Write(p []byte) (int, error) {
-	out := p
-	if !rw.mid {
+// next returns what to write for one Write p of go-smtp; held: nothing yet
+// (see replyLines.add).
+func (rs *replyStream) next(p []byte) (out []byte, held bool) {
+	out = p
+	if !rs.mid {
 		out = rewriteReply(p)
 	}
-	out, held := rw.lines.add(out, rw.mid)
-	rw.mid = len(p) > 0 && p[len(p)-1] != '\n'
+	out, held = rs.lines.add(out, rs.mid)
+	rs.mid = len(p) > 0 && p[len(p)-1] != '\n'
+	return out, held
+}
+
+// replyWriter is the replyStream to w (the connection) after TLS.
+type replyWriter struct {
+	w io.Writer
+	replyStream
+}
+
+func (rw *replyWriter) Write(p []byte) (int, error) {
+	out, held := rw.next(p)
 	if held {
 		return len(p), nil
 	}
@@ -213,9 +226,8 @@ type plainFilter struct {
 }
 
 type replyWriterState struct {
-	off   bool // after the reply to STARTTLS, or once go-smtp's writer is hooked
-	mid   bool
-	lines replyLines
+	off bool // after the reply to STARTTLS: go-smtp's own writer is hooked then
+	replyStream
 }
 
 const (
@@ -236,16 +248,10 @@ func (f *plainFilter) write(p []byte) (out []byte, held bool) {
 	if st.off {
 		return p, false
 	}
-	out = p
-	if !st.mid {
-		out = rewriteReply(p)
-		if string(p) == startTLSReady {
-			st.off = true
-		}
+	if !st.mid && string(p) == startTLSReady {
+		st.off = true
 	}
-	out, held = st.lines.add(out, st.mid)
-	st.mid = len(p) > 0 && p[len(p)-1] != '\n'
-	return out, held
+	return st.next(p)
 }
 
 // read reads from r into p through the filter. An error of r is returned
