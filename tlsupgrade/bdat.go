@@ -60,8 +60,7 @@ func (c *Conn) sendChunks(replies *textproto.Reader, r io.Reader, buf []byte) (*
 		if _, err := c.wire.Write(buf[:n]); err != nil {
 			return nil, err
 		}
-		c.wire.Conn.SetReadDeadline(time.Now().Add(c.wire.writeTimeout))
-		reply, err := readReply(replies, 250)
+		reply, err := c.awaitReply(replies, 250)
 		if err != nil || last {
 			return reply, err
 		}
