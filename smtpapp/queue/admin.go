@@ -72,6 +72,10 @@ type adminState struct {
 	sweepKnown bool
 
 	domainsMu sync.Mutex // serialises changes of the held-domain set
+	// domainsGen counts the changes of the held-domain set (under
+	// domainsMu), so that a fleet sync does not apply a list read before
+	// a change made here.
+	domainsGen uint64
 }
 
 // DomainHoldStore is implemented by stores that keep the set of held
@@ -551,6 +555,13 @@ func (q *Queue) ReleaseDomain(domain string) error {
 	if err := q.changeHeldDomain(d, false); err != nil {
 		return err
 	}
+	q.releaseDue(d)
+	return nil
+}
+
+// releaseDue makes every message with a pending recipient in the released
+// domain d due now.
+func (q *Queue) releaseDue(d string) {
 	q.mu.Lock()
 	now := time.Now()
 	for _, e := range q.due {
@@ -566,21 +577,31 @@ func (q *Queue) ReleaseDomain(domain string) error {
 	}
 	q.mu.Unlock()
 	q.kick()
-	return nil
 }
 
 // changeHeldDomain adds a domain to the held set or removes it, and saves
 // the set; on failure the change is undone.
 func (q *Queue) changeHeldDomain(d string, held bool) error {
+	_, err := q.changeHeldDomainSince(d, held, nil)
+	return err
+}
+
+// changeHeldDomainSince is changeHeldDomain; with gen, only if the set has
+// not changed since *gen was read from domainsGen (ok false otherwise),
+// and *gen follows the change.
+func (q *Queue) changeHeldDomainSince(d string, held bool, gen *uint64) (ok bool, err error) {
 	if q.isClosing() {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	q.admin.domainsMu.Lock()
 	defer q.admin.domainsMu.Unlock()
+	if gen != nil && *gen != q.admin.domainsGen {
+		return false, nil
+	}
 	q.mu.Lock()
 	if q.admin.heldDomains[d] == held {
 		q.mu.Unlock()
-		return nil
+		return true, nil
 	}
 	set := func(v bool) {
 		if v {
@@ -597,17 +618,21 @@ func (q *Queue) changeHeldDomain(d string, held bool) error {
 			q.mu.Lock()
 			set(!held)
 			q.mu.Unlock()
-			return fmt.Errorf("saving held domains: %w", err)
+			return true, fmt.Errorf("saving held domains: %w", err)
 		}
 	} else {
 		q.log().Warn("the store cannot save held domains; they last until restart")
+	}
+	q.admin.domainsGen++
+	if gen != nil {
+		*gen = q.admin.domainsGen
 	}
 	verb := "domain held"
 	if !held {
 		verb = "domain released"
 	}
 	q.log().Info(verb, zap.String("domain", d))
-	return nil
+	return true, nil
 }
 
 // HeldDomains returns the held domains, sorted.

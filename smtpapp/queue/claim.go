@@ -94,6 +94,11 @@ func (q *Queue) sync(c Claimer) {
 // so that a domain held or released on one node is held or released on
 // every node within a sync interval.
 func (q *Queue) syncHeldDomains(hs DomainHoldStore) {
+	// A change made here after the read wins over the list read: the
+	// next sync reads it back.
+	q.admin.domainsMu.Lock()
+	gen := q.admin.domainsGen
+	q.admin.domainsMu.Unlock()
 	list, err := hs.LoadHeldDomains()
 	if err != nil {
 		q.log().Warn("reading the fleet's held domains", zap.Error(err))
@@ -106,15 +111,26 @@ func (q *Queue) syncHeldDomains(hs DomainHoldStore) {
 	have := q.HeldDomains()
 	for _, d := range list {
 		if !slices.Contains(have, d) {
-			if err := q.HoldDomain(d); err != nil {
+			ok, err := q.changeHeldDomainSince(d, true, &gen)
+			if err != nil {
 				q.log().Warn("holding a domain another node held", zap.String("domain", d), zap.Error(err))
+			}
+			if !ok {
+				return
 			}
 		}
 	}
 	for _, d := range have {
 		if !want[d] {
-			if err := q.ReleaseDomain(d); err != nil {
+			ok, err := q.changeHeldDomainSince(d, false, &gen)
+			if err != nil {
 				q.log().Warn("releasing a domain another node released", zap.String("domain", d), zap.Error(err))
+			}
+			if !ok {
+				return
+			}
+			if err == nil {
+				q.releaseDue(d)
 			}
 		}
 	}
