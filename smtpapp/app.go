@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-smtp/caddy-smtp/resolver"
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/pace"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 )
 
@@ -99,6 +100,11 @@ type App struct {
 	// released, its maximum age counts from the release. Default: 15d.
 	QuarantineRetention caddy.Duration `json:"quarantine_retention,omitempty"`
 
+	// LargeMessages paces the bodies of large messages while small ones
+	// arrive, so that big uploads do not stall everybody else's replies.
+	// Default: on, bodies beyond 1 MiB share 8 MiB/s per CPU.
+	LargeMessages *LargeMessages `json:"large_messages,omitempty"`
+
 	ctx            caddy.Context
 	logger         *zap.Logger
 	limits         *rateTable
@@ -109,6 +115,7 @@ type App struct {
 	outbound       queue.Target
 	queue          *queue.Queue
 	detachQueue    func()
+	pacer          *pace.Pacer // nil: large bodies are not paced
 	targetEnv      TargetEnv
 }
 
@@ -156,6 +163,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	if a.QuarantineRetention < 0 {
 		return fmt.Errorf("quarantine_retention: must not be negative")
+	}
+	if err := a.provisionPacer(); err != nil {
+		return err
 	}
 	if err := a.provisionQueue(); err != nil {
 		return err

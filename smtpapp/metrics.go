@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/caddy-smtp/caddy-smtp/smtpapp/pace"
 	"github.com/caddy-smtp/caddy-smtp/smtpapp/queue"
 	"github.com/caddy-smtp/caddy-smtp/tlsupgrade"
 )
@@ -69,6 +70,10 @@ func newMetrics(ctx caddy.Context, a *App) *metrics {
 	f.NewCounterFunc(prometheus.CounterOpts{Namespace: metricsNamespace, Name: "quarantine_expired_total",
 		Help: "Quarantined messages deleted at the end of quarantine_retention (since the process started)."}, func() float64 {
 		return float64(queue.QuarantineDeleted())
+	})
+	f.NewCounterFunc(prometheus.CounterOpts{Namespace: metricsNamespace, Name: "large_message_paced_seconds_total",
+		Help: "Time the bodies of large messages waited for their share while small messages arrived (large_messages; since the process started)."}, func() float64 {
+		return pace.Waited().Seconds()
 	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metricsNamespace, Name: "queue_messages",
 		Help: "Messages in the queue."}, func() float64 {

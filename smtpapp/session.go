@@ -365,6 +365,9 @@ func (s *session) receive(id string, msg *queue.Message, r io.Reader, committed 
 	scan := &tlsRequiredScanner{}
 	src, done := s.strictData(r)
 	defer done()
+	if p := s.srv.app.pacer; p != nil {
+		src = p.Reader(s.srv.app.ctx, src)
+	}
 	judges := s.startMessageChecks(msg)
 	var head headerCapture // the header section as stored, for a body replacement
 	filter := newAuthResultsFilter(io.MultiWriter(w, &head), s.srv.Hostname)
