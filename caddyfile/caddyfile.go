@@ -77,6 +77,11 @@
 //				<target> <args...>
 //			}
 //
+//			large_messages off | {
+//				threshold <size>
+//				rate      <size per second>
+//			}
+//
 //			tls_reporting {
 //				organization <name>
 //				contact      <address or URL>
@@ -289,6 +294,11 @@ func parse(d *caddycf.Dispenser, existingVal any) (any, error) {
 				return nil, duplicateErr(d, "smtp")
 			}
 			app.TLSACheck, err = parseTLSACheck(d.NewFromNextSegment())
+		case "large_messages":
+			if app.LargeMessages != nil {
+				return nil, duplicateErr(d, "smtp")
+			}
+			app.LargeMessages, err = parseLargeMessages(d.NewFromNextSegment())
 		case "tls_reporting":
 			if app.TLSReporting != nil {
 				return nil, duplicateErr(d, "smtp")
@@ -609,15 +619,26 @@ func parseStore(d *caddycf.Dispenser) (json.RawMessage, error) {
 	return caddyconfig.JSONModuleObject(mod, "module", name, nil), nil
 }
 
+// offArg consumes the name of an `<option> off | { ... }` segment and
+// reports whether it is `off`.
+func offArg(d *caddycf.Dispenser) (bool, error) {
+	d.Next() // the option's name
+	name := d.Val()
+	if !d.NextArg() {
+		return false, nil
+	}
+	if d.Val() != "off" || d.NextArg() {
+		return false, d.Errf("%s takes 'off' or a block, not '%s'", name, d.Val())
+	}
+	return true, nil
+}
+
 // parseTLSACheck parses the `tlsa_check off | { ... }` segment.
 func parseTLSACheck(d *caddycf.Dispenser) (*smtpapp.TLSACheck, error) {
-	d.Next() // consume "tlsa_check"
 	c := new(smtpapp.TLSACheck)
-	if d.NextArg() {
-		if d.Val() != "off" || d.NextArg() {
-			return nil, d.Errf("tlsa_check takes 'off' or a block, not '%s'", d.Val())
-		}
-		c.Disabled = true
+	var err error
+	if c.Disabled, err = offArg(d); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -651,6 +672,33 @@ func parseTLSACheck(d *caddycf.Dispenser) (*smtpapp.TLSACheck, error) {
 			c.Resolvers = args
 		default:
 			return nil, d.Errf("unrecognized smtp tlsa_check option '%s'", opt)
+		}
+	}
+	return c, nil
+}
+
+// parseLargeMessages parses `large_messages off` or
+// `large_messages { threshold <size> rate <size> }` (rate per second).
+func parseLargeMessages(d *caddycf.Dispenser) (*smtpapp.LargeMessages, error) {
+	c := new(smtpapp.LargeMessages)
+	var err error
+	if c.Disabled, err = offArg(d); err != nil {
+		return nil, err
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if c.Disabled {
+			return nil, d.Err("large_messages off takes no block")
+		}
+		switch d.Val() {
+		case "threshold":
+			err = setOnce(d, "smtp large_messages", &c.Threshold, sizeArg)
+		case "rate":
+			err = setOnce(d, "smtp large_messages", &c.Rate, sizeArg)
+		default:
+			return nil, d.Errf("unrecognized smtp large_messages option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	return c, nil

@@ -178,6 +178,66 @@ func TestAdaptErrors(t *testing.T) {
 			wantLine: "Caddyfile:4",
 		},
 		{
+			name: "large_messages with an argument other than off",
+			caddyfile: `{
+	smtp {
+		large_messages fast
+	}
+}`,
+			wantErr:  "large_messages takes 'off' or a block, not 'fast'",
+			wantLine: "Caddyfile:3",
+		},
+		{
+			name: "large_messages rate not a size",
+			caddyfile: `{
+	smtp {
+		large_messages {
+			threshold 1MiB
+			rate quick
+		}
+	}
+}`,
+			wantErr:  "rate: invalid size 'quick'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "large_messages threshold twice",
+			caddyfile: `{
+	smtp {
+		large_messages {
+			threshold 1MiB
+			threshold 2MiB
+		}
+	}
+}`,
+			wantErr:  "duplicate smtp large_messages option 'threshold'",
+			wantLine: "Caddyfile:5",
+		},
+		{
+			name: "large_messages unknown option",
+			caddyfile: `{
+	smtp {
+		large_messages {
+			burst 1MiB
+		}
+	}
+}`,
+			wantErr:  "unrecognized smtp large_messages option 'burst'",
+			wantLine: "Caddyfile:4",
+		},
+		{
+			name: "large_messages off with a block",
+			caddyfile: `{
+	smtp {
+		large_messages off {
+			rate 1MiB
+		}
+	}
+}`,
+			wantErr:  "large_messages off takes no block",
+			wantLine: "Caddyfile:4",
+		},
+		{
 			name: "relay trust_pool of an unknown source",
 			caddyfile: `{
 	smtp {
