@@ -59,6 +59,8 @@
 #              The load tools are always built from this bench/ directory.
 #   GATEWAY_SRC  build caddy-smtp from this directory instead (a patched
 #              copy of the repository, to measure a candidate change)
+#   GATEWAY_OPTS lines added to caddy-smtp's smtp global option, e.g.
+#              "large_messages off" (none)
 set -euo pipefail
 
 MESSAGES=${MESSAGES:-3000}
@@ -79,6 +81,7 @@ STALL_FOR=${STALL_FOR:-20s}
 KEEP=${KEEP:-0}
 GATEWAY_REV=${GATEWAY_REV:-HEAD}
 GATEWAY_SRC=${GATEWAY_SRC:-}
+GATEWAY_OPTS=${GATEWAY_OPTS:-}
 SPOOL_FS=${SPOOL_FS:-}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${RESULTS:-/tmp/smtpbench-results.$STAMP}
@@ -291,6 +294,7 @@ cat >"$WORK/caddy/Caddyfile" <<EOF
 	smtp {
 		hostname localhost
 		grace_period 5s
+		$GATEWAY_OPTS
 		queue {
 			path $SPOOLS/caddy-queue
 		}
