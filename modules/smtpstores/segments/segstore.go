@@ -167,6 +167,8 @@ type segment struct {
 	seq       uint64
 	path      string
 	f         *os.File // open for writing while active
+	kept      *os.File // f after rotation, open while readers use it
+	readers   int      // open body readers using f (or kept)
 	live      int      // live messages whose body is here
 	liveBytes int64
 	size      int64
@@ -451,8 +453,7 @@ func (s *Store) rotate() error {
 	cur.closed = time.Now()
 	// Everything in cur is durable, so a group sync still holding it may
 	// find it closed and ignore that (see syncActive).
-	cur.f.Close()
-	cur.f = nil
+	cur.retire()
 	return nil
 }
 
@@ -1008,6 +1009,13 @@ func (s *Store) OpenBody(id string) (io.ReadCloser, error) {
 		}
 		return &fileReader{r: io.LimitReader(f, e.ref.size+1), f: f, want: *e.ref}, nil
 	}
+	if seg := e.seg; seg.f != nil {
+		// The active segment (new mail): read through its open file,
+		// without an open and a close per delivery. The file stays open
+		// until the last such reader is closed (see release).
+		seg.readers++
+		return &segReader{SectionReader: io.NewSectionReader(seg.f, e.bodyOff, e.bodyLen), s: s, seg: seg}, nil
+	}
 	f, err := os.Open(e.seg.path)
 	if err != nil {
 		return nil, err
@@ -1015,12 +1023,45 @@ func (s *Store) OpenBody(id string) (io.ReadCloser, error) {
 	return &segReader{SectionReader: io.NewSectionReader(f, e.bodyOff, e.bodyLen), f: f}, nil
 }
 
+// segReader reads a body in a segment: through a file opened for it (f),
+// or through the segment's own file (seg), which it holds open.
 type segReader struct {
 	*io.SectionReader
-	f *os.File
+	f    *os.File
+	s    *Store
+	seg  *segment
+	done bool
 }
 
-func (r *segReader) Close() error { return r.f.Close() }
+func (r *segReader) Close() error {
+	if r.f != nil {
+		return r.f.Close()
+	}
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if !r.done {
+		r.done = true
+		r.seg.readers--
+		r.seg.release()
+	}
+	return nil
+}
+
+// release closes a segment's file kept open for readers once it is no
+// longer active and the last reader is done. Caller holds mu.
+func (seg *segment) release() {
+	if seg.readers == 0 && seg.kept != nil {
+		seg.kept.Close()
+		seg.kept = nil
+	}
+}
+
+// retire takes the file of a segment that stops being active (rotation,
+// Close): closed now, or kept for the readers still using it.
+func (seg *segment) retire() {
+	seg.kept, seg.f = seg.f, nil
+	seg.release()
+}
 
 // fileReader reads a body file and, at its end, checks its size and CRC
 // against the file record's.
@@ -1056,8 +1097,7 @@ func (s *Store) SaveHeldDomains(domains []string) error {
 func (s *Store) closeFiles() {
 	for _, seg := range s.segs {
 		if seg.f != nil {
-			seg.f.Close()
-			seg.f = nil
+			seg.retire()
 		}
 	}
 }

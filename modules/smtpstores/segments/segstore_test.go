@@ -325,6 +325,75 @@ func TestBodyOutlivesSegment(t *testing.T) {
 	}
 }
 
+// TestActiveSegmentReader: a body read through the active segment's own
+// file (no open per delivery) reads whole across a rotation and the
+// deletion of its segment, and the segment's file is closed once the
+// reader is.
+func TestActiveSegmentReader(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, 4096, 4096)
+	defer s.Close()
+	queuetest.Commit(t, s, "OLD", queuetest.BodyFor("OLD", 2500), "a@example.test")
+	s.mu.Lock()
+	first := s.index["OLD"].seg
+	s.mu.Unlock()
+	r, err := s.OpenBody("OLD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Commit(t, s, "NEW", queuetest.BodyFor("NEW", 2500), "a@example.test") // rotates
+	s.mu.Lock()
+	rotated := s.active() != first
+	s.mu.Unlock()
+	if !rotated {
+		t.Fatal("the second commit did not rotate")
+	}
+	if err := s.Remove("OLD"); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	cerr := s.compact(time.Now().Add(time.Hour)) // settled: the first segment goes
+	s.mu.Unlock()
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	if _, err := os.Stat(first.path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("first segment still there: %v", err)
+	}
+	if n := openFiles(t, first.path); n != 1 {
+		t.Fatalf("%d open files for the rotated segment while its reader is open, want 1", n)
+	}
+	if b, err := io.ReadAll(r); err != nil || !bytes.Equal(b, queuetest.BodyFor("OLD", 2500)) {
+		t.Fatalf("body read across rotation and deletion: %d bytes, %v", len(b), err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := openFiles(t, first.path); n != 0 {
+		t.Fatalf("%d open files for the rotated segment after its reader closed, want 0", n)
+	}
+	if !bytes.Equal(queuetest.Body(t, s, "NEW"), queuetest.BodyFor("NEW", 2500)) {
+		t.Fatal("body in the active segment changed")
+	}
+}
+
+// openFiles counts this process's open files for path (deleted or not).
+func openFiles(t *testing.T, path string) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil &&
+			strings.TrimSuffix(target, " (deleted)") == path {
+			n++
+		}
+	}
+	return n
+}
+
 func TestLock(t *testing.T) {
 	dir := t.TempDir()
 	s := openSeg(t, dir, segLimit, segMemBody)
