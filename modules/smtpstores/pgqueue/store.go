@@ -359,14 +359,11 @@ func (w *bodyWriter) Commit(m *queue.Message) error {
 		return w.err
 	}
 	m.ID, m.Size = w.id, w.size
-	env, err := json.Marshal(m)
-	if err != nil {
-		w.Abort()
-		return err
-	}
+	env := queue.AppendJSON(make([]byte, 0, 512), m)
 	ctx, cancel := w.s.ctx()
 	defer cancel()
 	if w.tx == nil {
+		var err error
 		if w.tx, err = w.s.db.Pool.Begin(ctx); err != nil {
 			return err
 		}
@@ -470,10 +467,7 @@ var errNotOwner = errors.New("the message is now another node's")
 
 // Save implements queue.Store; it also ends the message's delivery mark.
 func (s *Store) Save(m *queue.Message) error {
-	env, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	env := queue.AppendJSON(make([]byte, 0, 512), m)
 	ctx, cancel := s.ctx()
 	defer cancel()
 	tag, err := s.db.Pool.Exec(ctx, "UPDATE queue_messages SET envelope = $3, in_flight = false WHERE id = $1 AND owner = $2",

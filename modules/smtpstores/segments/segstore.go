@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -672,11 +671,9 @@ func (b *segBody) Commit(m *queue.Message) error {
 	}
 	defer b.Abort()
 	m.ID, m.Size = b.id, b.n
-	env, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	env := queue.AppendJSON(make([]byte, 0, 512), m)
 	s := b.s
+	var err error
 	var ref *bodyRef
 	if b.spill != nil {
 		if ref, err = b.moveToBodies(); err != nil {
@@ -791,10 +788,7 @@ func (s *Store) Load() ([]*queue.Message, error) {
 
 // Save implements queue.Store: an env record, synced like a commit.
 func (s *Store) Save(m *queue.Message) error {
-	env, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	env := queue.AppendJSON(make([]byte, 0, 512), m)
 	s.mu.Lock()
 	if _, ok := s.index[m.ID]; !ok {
 		s.mu.Unlock()
