@@ -954,8 +954,10 @@ func (s *Store) copyForward(old *segment) error {
 	sort.Strings(ids)
 	envs := newEnvReader()
 	defer envs.close()
+	moved := make([]*segEntry, 0, len(ids)) // the originals, in ids order
 	for _, id := range ids {
 		e := s.index[id]
+		moved = append(moved, e)
 		env, err := envs.read(id, e.env)
 		if err != nil {
 			return err
@@ -980,6 +982,14 @@ func (s *Store) copyForward(old *segment) error {
 	a := s.active()
 	if err := s.fsync(a.f); err != nil {
 		s.inDoubt(a, err)
+		// inDoubt cut the copies in the active segment off: the index
+		// points at the originals again (copies in segments rotated by
+		// this loop were synced and stay).
+		for i, id := range ids[:len(moved)] {
+			if cur := s.index[id]; cur != nil && cur.seg == a {
+				s.put(id, moved[i])
+			}
+		}
 		return s.err
 	}
 	a.synced = a.size
@@ -987,8 +997,9 @@ func (s *Store) copyForward(old *segment) error {
 }
 
 // OpenBody implements queue.Store: a reader over the body's region of its
-// segment, on a descriptor of its own (so it outlives the segment's
-// deletion).
+// segment, through the active segment's file (kept open for the reader)
+// or a descriptor of its own; either way it outlives the segment's
+// deletion.
 func (s *Store) OpenBody(id string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

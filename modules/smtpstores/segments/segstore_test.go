@@ -306,6 +306,57 @@ func TestCompactionWaitsForInFlightMessages(t *testing.T) {
 	}
 }
 
+// TestFailedCopyForwardKeepsOriginal: when the sync after copying live
+// messages forward fails, the copies are cut off and the index points at
+// the originals again, which stay readable.
+func TestFailedCopyForwardKeepsOriginal(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, 16<<10, 2048)
+	defer s.Close()
+	var ids []string
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("F%02d", i)
+		queuetest.Commit(t, s, id, queuetest.BodyFor(id, 1500), "a@example.test")
+		ids = append(ids, id)
+	}
+	for _, id := range ids[1:] {
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A live message in the active segment: compaction does not rotate
+	// first, it copies F00 forward into this segment.
+	queuetest.Commit(t, s, "LIVE", queuetest.BodyFor("LIVE", 1500), "a@example.test")
+	fsync := s.fsync
+	s.fsync = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".seg") {
+			return errors.New("injected EIO")
+		}
+		return fsync(f)
+	}
+	defer func() { s.fsync = fsync }()
+	s.mu.Lock()
+	oldest := s.segs[0]
+	err := s.compact(time.Now().Add(time.Hour))
+	onOldest := s.index["F00"] != nil && s.index["F00"].seg == oldest
+	s.mu.Unlock()
+	if err == nil {
+		t.Fatal("a compaction whose sync failed succeeded")
+	}
+	if !onOldest {
+		t.Fatal("after the failed sync the index does not point at the original any more")
+	}
+	if _, err := os.Stat(oldest.path); err != nil {
+		t.Fatalf("the original's segment: %v", err)
+	}
+	if m, err := s.LoadMessage("F00"); err != nil || m.ID != "F00" {
+		t.Fatalf("envelope after the failed copy: %v", err)
+	}
+	if !bytes.Equal(queuetest.Body(t, s, "F00"), queuetest.BodyFor("F00", 1500)) {
+		t.Fatal("body changed after the failed copy")
+	}
+}
+
 func TestBodyOutlivesSegment(t *testing.T) {
 	dir := t.TempDir()
 	s := openSeg(t, dir, 4096, 2048)
