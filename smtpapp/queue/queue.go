@@ -136,6 +136,14 @@ type Queue struct {
 	// whose envelope is in memory anyway (new mail) takes no slot.
 	// Default: defaultMaxRounds.
 	maxRounds int
+	// keyRounds counts those rounds by the pending domains of their
+	// messages (entry.domains); at maxKeyRounds for one set of domains,
+	// its messages wait keyDelay more, so that a backlog for one slow
+	// destination takes at most maxKeyRounds of the maxRounds slots.
+	keyRounds    map[unique.Handle[string]]int
+	keyWaves     map[unique.Handle[string]]*keyWave // putOff
+	maxKeyRounds int
+	keyDelay     time.Duration
 
 	admin adminState // holds, claims and parked messages (admin.go)
 }
@@ -163,18 +171,29 @@ type entry struct {
 	dsnOwed bool                  // a recipient's DSNPending
 	dirty   bool                  // msg is ahead of what is stored: keep it
 	slot    bool                  // its round holds one of maxRounds (its envelope was read for it)
+	slotKey unique.Handle[string] // with slot: the domains its round counts for (keyRounds)
 	unread  uint8                 // reads of its envelope that failed in a row
 }
 
 // defaultMaxRounds is Queue.maxRounds. A round holds its slot until it
-// ends, also while its jobs wait for a busy destination, so the rounds of
-// messages read back for one slow destination can take every slot and hold
-// up the messages at rest for other destinations (not new mail, which takes
-// no slot) until they end: the bound is high enough that only a backlog of
-// that many due messages to one slow destination does, while a flush or a
+// ends, also while its jobs wait for a busy destination; a flush or a
 // restart after an outage still reads at most this many envelopes (about
 // 3 KB each in memory) at once.
 const defaultMaxRounds = 65536
+
+// defaultMaxKeyRounds is Queue.maxKeyRounds: the rounds of messages read
+// back for one slow destination (one set of pending domains) take at most
+// this many slots, so the messages at rest for other destinations are
+// never held up behind them. defaultKeyDelay is how much later the first
+// maxKeyRounds messages over that come due again (the next as many one
+// delay later, and so on, see putOff): a backlog to one fast destination
+// (a gateway's own mail server after an outage) still drains at up to
+// maxKeyRounds per delay, 16,000 a second, while a stuck destination
+// costs about maxKeyRounds heap operations per delay.
+const (
+	defaultMaxKeyRounds = 4096
+	defaultKeyDelay     = 250 * time.Millisecond
+)
 
 // note records what scheduling needs of x; q.mu must be held (or the
 // entry not shared yet).
@@ -291,7 +310,11 @@ func New(store Store, logger *zap.Logger) (*Queue, error) {
 		entries: make(map[string]*entry),
 		dests:   make(map[destKey]*dest),
 
-		maxRounds: defaultMaxRounds,
+		maxRounds:    defaultMaxRounds,
+		keyRounds:    make(map[unique.Handle[string]]int),
+		keyWaves:     make(map[unique.Handle[string]]*keyWave),
+		maxKeyRounds: defaultMaxKeyRounds,
+		keyDelay:     defaultKeyDelay,
 	}
 	q.logger.Store(logger)
 	q.initAdmin()
@@ -531,6 +554,7 @@ func (q *Queue) runDue() time.Time {
 	}
 	now := time.Now()
 	var started []*entry
+	putOff := 0 // entries put off by maxKeyRounds in this pass
 	for q.due.Len() > 0 && !q.due[0].due.After(now) && (q.due[0].msg != nil || q.rounds < q.maxRounds) {
 		e := heap.Pop(&q.due).(*entry)
 		if q.park(e) {
@@ -545,11 +569,22 @@ func (q *Queue) runDue() time.Time {
 		if q.claimsInDoubt(e, now) {
 			continue // a fleet's store is unreachable (claim.go)
 		}
-		e.inflight = 1 // its round has started: no claim, no second round
 		if e.msg == nil {
-			e.slot = true
+			if q.keyRounds[e.domains] >= q.maxKeyRounds {
+				// Its destination has that many rounds of messages
+				// read back already: later, leaving the slots to
+				// others.
+				q.putOff(e, now)
+				if putOff++; putOff >= q.maxKeyRounds {
+					break // the rest in the next pass, at once (q.mu is let go meanwhile)
+				}
+				continue
+			}
+			e.slot, e.slotKey = true, e.domains
 			q.rounds++
+			q.keyRounds[e.domains]++
 		}
+		e.inflight = 1 // its round has started: no claim, no second round
 		started = append(started, e)
 	}
 	q.loadStarted(started)
@@ -640,7 +675,46 @@ func (q *Queue) freeSlot(e *entry) bool {
 	}
 	e.slot = false
 	q.rounds--
+	q.keyDone(e)
 	return true
+}
+
+// keyDone takes the ending round of e off keyRounds; q.mu must be held.
+func (q *Queue) keyDone(e *entry) {
+	if n := q.keyRounds[e.slotKey] - 1; n > 0 {
+		q.keyRounds[e.slotKey] = n
+	} else {
+		delete(q.keyRounds, e.slotKey)
+		delete(q.keyWaves, e.slotKey)
+	}
+	e.slotKey = unique.Handle[string]{}
+}
+
+// keyWave is the latest time messages put off by maxKeyRounds for one set
+// of domains come due again, and how many do then.
+type keyWave struct {
+	at time.Time
+	n  int
+}
+
+// putOff schedules e, whose domains have maxKeyRounds rounds already, in
+// the first wave with room: a wave of maxKeyRounds messages per keyDelay,
+// so that a backlog for a stuck destination comes back a wave at a time,
+// not all of it every keyDelay. q.mu must be held.
+func (q *Queue) putOff(e *entry, now time.Time) {
+	w := q.keyWaves[e.domains]
+	if w == nil {
+		w = new(keyWave)
+		q.keyWaves[e.domains] = w
+	}
+	switch soonest := now.Add(q.keyDelay); {
+	case w.at.Before(soonest):
+		w.at, w.n = soonest, 0
+	case w.n >= q.maxKeyRounds:
+		w.at, w.n = w.at.Add(q.keyDelay), 0
+	}
+	w.n++
+	q.schedule(e, w.at)
 }
 
 // dispatch groups an entry's pending recipients by destination and queues
@@ -1015,6 +1089,9 @@ func (q *Queue) finish(e *entry, cfg Config) {
 	m := e.msg
 	q.mu.Lock()
 	slot, e.slot = e.slot, false
+	if slot {
+		q.keyDone(e)
+	}
 	var report, delayed []*Recipient
 	warn := cfg.DelayWarning > 0 && m.From != "" && time.Since(m.Arrived) >= cfg.DelayWarning
 	dropped := 0

@@ -24,6 +24,7 @@ type stuckTarget struct {
 	done        map[string]int // deliveries by domain
 	attempts    map[string]int
 	acceptLater bool
+	deferSlow   bool // slow.test defers instead of waiting
 }
 
 func (t *stuckTarget) Destination(_ *queue.Message, rcpt string) string    { return queue.Domain(rcpt) }
@@ -33,7 +34,7 @@ func (t *stuckTarget) Deliver(_ context.Context, _ *queue.Message, rcpts []*queu
 	res := make([]queue.Result, len(rcpts))
 	t.mu.Lock()
 	t.attempts[d]++
-	later := d == "later.test" && !t.acceptLater
+	later := d == "later.test" && !t.acceptLater || d == "slow.test" && t.deferSlow
 	t.mu.Unlock()
 	if later {
 		for i := range res {
@@ -132,4 +133,89 @@ func TestNewMailTakesNoRoundSlot(t *testing.T) {
 	if n := tg.delivered("slow.test"); n != 0 {
 		t.Fatalf("%d deliveries to slow.test got through", n)
 	}
+}
+
+// TestSlowDestinationTakesBoundedSlots: messages read back from the store
+// for one slow destination take at most maxKeyRounds of the maxRounds
+// slots; a message at rest for another destination is delivered while
+// they are stuck, and they go once the destination is fast again.
+func TestSlowDestinationTakesBoundedSlots(t *testing.T) {
+	st, err := openMemIndexed(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(st, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &stuckTarget{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}, deferSlow: true}
+	defer q.Close(context.Background())
+	released := false
+	defer func() {
+		if !released {
+			close(tg.release)
+		}
+	}()
+	q.SetMaxRounds(4)
+	q.SetMaxKeyRounds(2, 50*time.Millisecond)
+	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
+	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
+	send := func(rcpt string) string {
+		t.Helper()
+		id := queue.NewID()
+		w, err := q.Create(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: x\r\n\r\nbody\r\n")
+		if err := q.Commit(w, &queue.Message{From: "a@sender.test", Arrived: time.Now(),
+			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	// Six messages to slow.test and one to later.test, all deferred
+	// and at rest.
+	var slow []string
+	for i := range 6 {
+		slow = append(slow, send(fmt.Sprintf("u%d@slow.test", i)))
+	}
+	later := send("someone@later.test")
+	testutil.Eventually(t, 10*time.Second, "every message deferred and at rest", func() bool {
+		tg.mu.Lock()
+		defer tg.mu.Unlock()
+		return tg.attempts["slow.test"] == 6 && tg.attempts["later.test"] == 1 && q.Decoded() == 0
+	})
+	tg.mu.Lock()
+	tg.deferSlow, tg.acceptLater = false, true // slow.test now hangs
+	tg.mu.Unlock()
+	// The slow.test messages first: their rounds take what slots they
+	// may before the later.test message is due.
+	for _, id := range slow {
+		if _, err := q.Flush(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "a delivery to slow.test waiting", func() bool {
+		tg.mu.Lock()
+		defer tg.mu.Unlock()
+		return tg.waiting == 1
+	})
+	if _, err := q.Flush(later); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "the later.test message delivered while slow.test is stuck", func() bool {
+		return tg.delivered("later.test") == 1
+	})
+	if n := tg.delivered("slow.test"); n != 0 {
+		t.Fatalf("%d deliveries to slow.test got through", n)
+	}
+	if d := q.Decoded(); d > 2 {
+		t.Fatalf("%d envelopes read back while slow.test is stuck, want at most maxKeyRounds (2)", d)
+	}
+	close(tg.release)
+	released = true
+	testutil.Eventually(t, 10*time.Second, "all six slow.test messages delivered once it is fast", func() bool {
+		return tg.delivered("slow.test") == 6
+	})
 }

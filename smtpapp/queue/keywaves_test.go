@@ -1,0 +1,41 @@
+package queue
+
+import (
+	"testing"
+	"time"
+	"unique"
+)
+
+// TestPutOffFillsWaves: messages put off for one set of domains come due
+// maxKeyRounds at a time, one keyDelay apart; once the waves have passed,
+// the next starts a keyDelay from now again; other domains have waves of
+// their own.
+func TestPutOffFillsWaves(t *testing.T) {
+	q := &Queue{keyWaves: make(map[unique.Handle[string]]*keyWave), maxKeyRounds: 2, keyDelay: time.Second}
+	now := time.Unix(1_800_000_000, 0)
+	slow, other := unique.Make("slow.test"), unique.Make("other.test")
+	due := func(d unique.Handle[string], at time.Time) time.Duration {
+		e := &entry{index: -1, domains: d}
+		q.putOff(e, at)
+		return e.due.Sub(now)
+	}
+	var got []time.Duration
+	for range 5 {
+		got = append(got, due(slow, now))
+	}
+	want := []time.Duration{time.Second, time.Second, 2 * time.Second, 2 * time.Second, 3 * time.Second}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("put-off times %v, want %v", got, want)
+		}
+	}
+	if d := due(other, now); d != time.Second {
+		t.Fatalf("another domain's first put-off message is due in %v, want 1s", d)
+	}
+	if d := due(slow, now.Add(10*time.Second)); d != 11*time.Second {
+		t.Fatalf("after the waves passed, due in %v from the start, want 11s", d)
+	}
+	if q.due.Len() != 7 {
+		t.Fatalf("%d entries scheduled, want 7", q.due.Len())
+	}
+}
