@@ -60,6 +60,23 @@ func (t *stuckTarget) LogFields() []zap.Field { return nil }
 func (t *stuckTarget) Usable() bool           { return true }
 func (t *stuckTarget) Close() error           { return nil }
 
+// commitOne queues a small message from a@sender.test to rcpt and
+// returns its id.
+func commitOne(t *testing.T, q *queue.Queue, rcpt string) string {
+	t.Helper()
+	id := queue.NewID()
+	w, err := q.Create(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "Subject: x\r\n\r\nbody\r\n")
+	if err := q.Commit(w, &queue.Message{From: "a@sender.test", Arrived: time.Now(),
+		Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func (t *stuckTarget) delivered(domain string) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -86,20 +103,7 @@ func TestNewMailTakesNoRoundSlot(t *testing.T) {
 	q.SetMaxRounds(2)
 	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
 	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
-	send := func(rcpt string) string {
-		t.Helper()
-		id := queue.NewID()
-		w, err := q.Create(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(w, "Subject: x\r\n\r\nbody\r\n")
-		if err := q.Commit(w, &queue.Message{From: "a@sender.test", Arrived: time.Now(),
-			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
+	send := func(rcpt string) string { return commitOne(t, q, rcpt) }
 	// A deferred message at rest, read back from the store for the flush
 	// below.
 	send("someone@later.test")
@@ -160,20 +164,7 @@ func TestSlowDestinationTakesBoundedSlots(t *testing.T) {
 	q.SetMaxKeyRounds(2, 50*time.Millisecond)
 	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
 	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
-	send := func(rcpt string) string {
-		t.Helper()
-		id := queue.NewID()
-		w, err := q.Create(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fmt.Fprintf(w, "Subject: x\r\n\r\nbody\r\n")
-		if err := q.Commit(w, &queue.Message{From: "a@sender.test", Arrived: time.Now(),
-			Recipients: []*queue.Recipient{{Addr: rcpt}}}); err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
+	send := func(rcpt string) string { return commitOne(t, q, rcpt) }
 	// Six messages to slow.test and one to later.test, all deferred
 	// and at rest.
 	var slow []string
