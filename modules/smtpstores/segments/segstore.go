@@ -952,48 +952,65 @@ func (s *Store) copyForward(old *segment) error {
 		}
 	}
 	sort.Strings(ids)
-	envs := newEnvReader()
-	defer envs.close()
-	moved := make([]*segEntry, 0, len(ids)) // the originals, in ids order
-	for _, id := range ids {
-		e := s.index[id]
-		moved = append(moved, e)
-		env, err := envs.read(id, e.env)
-		if err != nil {
-			return err
-		}
-		if e.ref != nil {
-			rec, err := s.appendRecord(segTypeFile, id, env, bytes.NewReader(e.ref.encode()), bodyRefLen)
-			if err != nil {
-				return err
-			}
-			s.put(id, &segEntry{seg: rec.seg, env: rec, bodyLen: e.bodyLen, ref: e.ref, idx: e.idx})
-			continue
-		}
-		rec, err := s.appendRecord(segTypeMsg, id, env, io.NewSectionReader(f, e.bodyOff, e.bodyLen), e.bodyLen)
-		if err != nil {
-			return err
-		}
-		s.apply(segTypeMsg, id, rec, e.idx)
-		s.space.Used(e.bodyLen)
+	orig := make(map[string]*segEntry, len(ids)) // the originals of the copies made
+	if err := s.copyEach(f, ids, orig); err != nil {
+		s.uncopy(orig)
+		return err
 	}
 	// The copies must be durable before the original goes. Earlier
 	// segments written by this loop were synced when rotated.
 	a := s.active()
 	if err := s.fsync(a.f); err != nil {
 		s.inDoubt(a, err)
-		// inDoubt cut the copies in the active segment off: the index
-		// points at the originals again (copies in segments rotated by
-		// this loop were synced and stay).
-		for i, id := range ids[:len(moved)] {
-			if cur := s.index[id]; cur != nil && cur.seg == a {
-				s.put(id, moved[i])
-			}
-		}
+		s.uncopy(orig)
 		return s.err
 	}
 	a.synced = a.size
 	return nil
+}
+
+// copyEach copies the messages ids from the old segment's file f to the
+// active segment (which may rotate on the way), noting each original in
+// orig. Caller holds mu.
+func (s *Store) copyEach(f *os.File, ids []string, orig map[string]*segEntry) error {
+	envs := newEnvReader()
+	defer envs.close()
+	for _, id := range ids {
+		e := s.index[id]
+		env, err := envs.read(id, e.env)
+		if err != nil {
+			return err
+		}
+		var rec record
+		if e.ref != nil {
+			rec, err = s.appendRecord(segTypeFile, id, env, bytes.NewReader(e.ref.encode()), bodyRefLen)
+		} else {
+			rec, err = s.appendRecord(segTypeMsg, id, env, io.NewSectionReader(f, e.bodyOff, e.bodyLen), e.bodyLen)
+		}
+		if err != nil {
+			return err
+		}
+		orig[id] = e
+		if e.ref != nil {
+			s.put(id, &segEntry{seg: rec.seg, env: rec, bodyLen: e.bodyLen, ref: e.ref, idx: e.idx})
+		} else {
+			s.apply(segTypeMsg, id, rec, e.idx)
+			s.space.Used(e.bodyLen)
+		}
+	}
+	return nil
+}
+
+// uncopy points the messages of orig back at their originals where the
+// copy is not known to be durable: past its segment's synced length (cut
+// off by a failed sync, in the active segment or in one whose rotation
+// failed, or not synced yet). Caller holds mu.
+func (s *Store) uncopy(orig map[string]*segEntry) {
+	for id, e := range orig {
+		if cur := s.index[id]; cur != nil && cur != e && cur.env.off >= cur.seg.synced {
+			s.put(id, e)
+		}
+	}
 }
 
 // OpenBody implements queue.Store: a reader over the body's region of its

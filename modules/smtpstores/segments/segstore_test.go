@@ -502,3 +502,73 @@ func TestHugeLengthsInHeader(t *testing.T) {
 		t.Fatalf("bad record not cut off: %v, %v", st.Size(), err)
 	}
 }
+
+// TestFailedRotationInCopyForwardKeepsOriginal: the copy of the first live
+// message lands in the active segment; the second does not fit, so the
+// append rotates, and the rotation's sync fails, cutting the first copy
+// off: the index must point at the original again.
+func TestFailedRotationInCopyForwardKeepsOriginal(t *testing.T) {
+	dir := t.TempDir()
+	s := openSeg(t, dir, 8192, 4096)
+	defer s.Close()
+	queuetest.Commit(t, s, "K0", queuetest.BodyFor("K0", 1500), "a@example.test")
+	s.mu.Lock()
+	rec := s.off
+	s.mu.Unlock()
+	queuetest.Commit(t, s, "K1", queuetest.BodyFor("K1", 1500), "a@example.test")
+	// Fill until the next record rotates.
+	for i := 0; ; i++ {
+		s.mu.Lock()
+		full := s.off+rec > s.limit
+		s.mu.Unlock()
+		if full {
+			break
+		}
+		queuetest.Commit(t, s, fmt.Sprintf("P%d", i), queuetest.BodyFor("P", 1500), "a@example.test")
+	}
+	queuetest.Commit(t, s, "N0", queuetest.BodyFor("N0", 1500), "a@example.test") // rotates: seg2
+	// seg2 needs room for exactly one more record.
+	for i := 0; ; i++ {
+		s.mu.Lock()
+		room := s.limit - s.off
+		s.mu.Unlock()
+		if room < 2*rec {
+			if room < rec {
+				t.Fatal("no room for one more record: the layout this test builds changed")
+			}
+			break
+		}
+		queuetest.Commit(t, s, fmt.Sprintf("Q%d", i), queuetest.BodyFor("Q", 1500), "a@example.test")
+	}
+	s.mu.Lock()
+	old := s.segs[0]
+	s.mu.Unlock()
+	fsync := s.fsync
+	s.fsync = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".seg") {
+			return errors.New("injected EIO")
+		}
+		return fsync(f)
+	}
+	s.mu.Lock()
+	err := s.copyForward(old)
+	e := s.index["K0"]
+	onOld := e.seg == old
+	s.mu.Unlock()
+	if err == nil || !onOld {
+		t.Fatalf("copyForward: %v; K0 on the original: %v (want an error, and the original)", err, onOld)
+	}
+	s.fsync = fsync
+	r, oerr := s.OpenBody("K0")
+	if oerr != nil {
+		t.Fatalf("open K0: %v", oerr)
+	}
+	b, rerr := io.ReadAll(r)
+	r.Close()
+	if rerr != nil || len(b) != len(queuetest.BodyFor("K0", 1500)) {
+		t.Fatalf("K0 after a failed rotate inside copyForward: %d bytes, %v", len(b), rerr)
+	}
+	if _, lerr := s.LoadMessage("K0"); lerr != nil {
+		t.Fatalf("K0 envelope: %v", lerr)
+	}
+}
