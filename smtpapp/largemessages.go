@@ -23,8 +23,8 @@ type LargeMessages struct {
 	// its bytes beyond it are paced. Default: 1048576 (1 MiB).
 	Threshold int64 `json:"threshold,omitempty"`
 	// Rate is the bytes per second that large bodies share while small
-	// messages arrive. Default: 8 MiB per CPU the process may use
-	// (GOMAXPROCS), 16 MiB/s on two cores.
+	// messages arrive, at least 65536 (64 KiB). Default: 8 MiB per CPU the
+	// process may use (GOMAXPROCS), 16 MiB/s on two cores.
 	Rate int64 `json:"rate,omitempty"`
 }
 
@@ -41,6 +41,9 @@ func (a *App) provisionPacer() error {
 	}
 	if c.Threshold < 0 || c.Rate < 0 {
 		return fmt.Errorf("large_messages: threshold and rate must not be negative")
+	}
+	if c.Rate > 0 && c.Rate < pace.MinRate {
+		return fmt.Errorf("large_messages: rate must be at least %d bytes per second, got %d", pace.MinRate, c.Rate)
 	}
 	if c.Disabled {
 		return nil

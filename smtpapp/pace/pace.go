@@ -41,31 +41,43 @@ func Waited() time.Duration { return time.Duration(waited.Load()) }
 type Pacer struct {
 	threshold int64
 	limiter   *rate.Limiter
-	lastSmall atomic.Int64 // Unix nanoseconds of the end of the last small message (0: none)
+	start     time.Time    // a monotonic base for lastSmall
+	lastSmall atomic.Int64 // 1 + nanoseconds from start to the end of the last small message (0: none)
 
 	now  func() time.Time
-	wait func(ctx context.Context, d time.Duration) // returns early when ctx ends
+	wait func(ctx context.Context, d time.Duration) time.Duration // returns early when ctx ends; how long it waited
 }
 
+// MinRate is the lowest rate a Pacer takes: one Chunk a second, so that
+// no read waits longer than about a second for its own share.
+const MinRate = Chunk
+
 // New returns a Pacer for bodies longer than threshold bytes, which share
-// bytesPerSecond (at least 1) while small messages arrive.
+// bytesPerSecond (at least MinRate) while small messages arrive.
 func New(threshold, bytesPerSecond int64) *Pacer {
+	return newPacer(threshold, bytesPerSecond, time.Now)
+}
+
+func newPacer(threshold, bytesPerSecond int64, now func() time.Time) *Pacer {
 	return &Pacer{
 		threshold: threshold,
-		limiter:   rate.NewLimiter(rate.Limit(max(bytesPerSecond, 1)), Chunk),
-		now:       time.Now,
+		limiter:   rate.NewLimiter(rate.Limit(max(bytesPerSecond, MinRate)), Chunk),
+		start:     now(),
+		now:       now,
 		wait:      sleep,
 	}
 }
 
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
+// sleep waits for d or until ctx ends, and returns how long it waited.
+func sleep(ctx context.Context, d time.Duration) time.Duration {
+	start := time.Now()
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+	return time.Since(start)
 }
 
 // Reader returns a reader of one message's body. When ctx ends (the
@@ -74,10 +86,14 @@ func (p *Pacer) Reader(ctx context.Context, r io.Reader) *Reader {
 	return &Reader{p: p, r: r, ctx: ctx}
 }
 
+// since returns the time from the Pacer's start to now in nanoseconds,
+// on the monotonic clock (a step of the wall clock does not move it).
+func (p *Pacer) since(now time.Time) int64 { return int64(now.Sub(p.start)) }
+
 // contended reports whether a small message ended within Window of now.
 func (p *Pacer) contended(now time.Time) bool {
-	last := p.lastSmall.Load()
-	return last != 0 && now.UnixNano()-last < int64(Window)
+	last := p.lastSmall.Load() // since()+1 of the last small message's end; 0: none yet
+	return last != 0 && p.since(now)-(last-1) < int64(Window)
 }
 
 // Reader reads one message's body: freely up to the threshold, then at
@@ -108,13 +124,12 @@ func (r *Reader) Read(b []byte) (int, error) {
 	n, err := r.r.Read(b)
 	r.n += int64(n)
 	if err == io.EOF && r.n <= p.threshold {
-		p.lastSmall.Store(p.now().UnixNano())
+		p.lastSmall.Store(p.since(p.now()) + 1)
 	}
 	if paced && n > 0 {
 		now := p.now()
 		if d := p.limiter.ReserveN(now, n).DelayFrom(now); d > 0 {
-			p.wait(r.ctx, d)
-			waited.Add(int64(d))
+			waited.Add(int64(p.wait(r.ctx, d)))
 		}
 	}
 	return n, err

@@ -17,12 +17,12 @@ type clock struct {
 
 func newTestPacer(threshold, rate int64) (*Pacer, *clock) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
-	p := New(threshold, rate)
-	p.now = func() time.Time { return c.t }
-	p.wait = func(_ context.Context, d time.Duration) {
+	p := newPacer(threshold, rate, func() time.Time { return c.t })
+	p.wait = func(_ context.Context, d time.Duration) time.Duration {
 		c.t = c.t.Add(d)
 		c.waited += d
 		c.waits++
+		return d
 	}
 	return p, c
 }
@@ -144,12 +144,37 @@ func TestWaitEndsWithContext(t *testing.T) {
 	cancel()
 	done := make(chan struct{})
 	go func() {
-		sleep(ctx, time.Hour)
+		if d := sleep(ctx, time.Hour); d >= time.Hour {
+			t.Errorf("sleep reports %v waited", d)
+		}
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
 		t.Fatal("sleep did not return when its context ended")
+	}
+}
+
+
+// TestWaitedCountsTimeWaited: Waited adds up what the waits took (a wait
+// cut short by a closing server counts what it waited), not the delays
+// asked for.
+func TestWaitedCountsTimeWaited(t *testing.T) {
+	p, c := newTestPacer(64<<10, 1<<20)
+	asked := time.Duration(0)
+	p.wait = func(_ context.Context, d time.Duration) time.Duration {
+		asked += d
+		c.t = c.t.Add(d)
+		return d / 4
+	}
+	readAll(t, p, 10)
+	before := Waited()
+	readAll(t, p, 1<<20)
+	if asked == 0 {
+		t.Fatal("no wait")
+	}
+	if got := Waited() - before; got != asked/4 && (got < asked/4-time.Microsecond || got > asked/4+time.Microsecond) {
+		t.Fatalf("Waited grew by %v; the waits took %v (of %v asked)", got, asked/4, asked)
 	}
 }
