@@ -685,7 +685,11 @@ func (q *Queue) keyDone(e *entry) {
 		q.keyRounds[e.slotKey] = n
 	} else {
 		delete(q.keyRounds, e.slotKey)
-		delete(q.keyWaves, e.slotKey)
+		if w := q.keyWaves[e.slotKey]; w != nil && !w.at.After(time.Now()) {
+			// Only when its last wave has come due: until then, more
+			// messages put off go after those already waiting.
+			delete(q.keyWaves, e.slotKey)
+		}
 	}
 	e.slotKey = unique.Handle[string]{}
 }
