@@ -156,7 +156,6 @@ func TestWaitEndsWithContext(t *testing.T) {
 	}
 }
 
-
 // TestWaitedCountsTimeWaited: Waited adds up what the waits took (a wait
 // cut short by a closing server counts what it waited), not the delays
 // asked for.
