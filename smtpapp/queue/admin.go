@@ -802,12 +802,38 @@ func (q *Queue) snapshots(keep func(*entry) bool) []Snapshot {
 	}
 	q.mu.Unlock()
 	for _, r := range rest {
-		m, err := q.idx.LoadMessage(r.e.id)
-		switch {
-		case err == nil:
+		for try := 0; ; try++ {
+			m, err := q.idx.LoadMessage(r.e.id)
+			if err != nil {
+				if !errors.Is(err, os.ErrNotExist) { // not removed meanwhile
+					out = append(out, q.describeUnreadable(r.e, err, now))
+				}
+				break
+			}
+			// A round may have run while the envelope was read: describe
+			// the envelope with the state it goes with, reading it again
+			// if the entry changed.
+			q.mu.Lock()
+			e := r.e
+			same := q.entries[e.id] == e && e.msg == nil && q.idle(e) == r.idle &&
+				(e.index >= 0) == r.scheduled && e.due.Equal(r.due)
+			if !same && try < 3 {
+				r = atRest{e, q.idle(e), e.index >= 0, e.due}
+				if q.entries[e.id] != e {
+					q.mu.Unlock()
+					break // removed meanwhile
+				}
+				if e.msg != nil {
+					out = append(out, describeEntry(e.msg, held, now, r.idle, r.scheduled, r.due))
+					q.mu.Unlock()
+					break
+				}
+				q.mu.Unlock()
+				continue
+			}
+			q.mu.Unlock()
 			out = append(out, describeEntry(m, held, now, r.idle, r.scheduled, r.due))
-		case !errors.Is(err, os.ErrNotExist): // not removed meanwhile
-			out = append(out, q.describeUnreadable(r.e, err, now))
+			break
 		}
 	}
 	return out
