@@ -15,7 +15,7 @@ import (
 // smaller than Threshold was received within the last second; otherwise
 // large bodies are read as fast as they come. A paced sender is slowed by
 // TCP flow control, not refused; the time waited is the metric
-// smtp_large_message_paced_seconds_total.
+// caddy_smtp_large_message_paced_seconds_total.
 type LargeMessages struct {
 	// Disabled turns pacing off. Default: false.
 	Disabled bool `json:"disabled,omitempty"`
