@@ -41,6 +41,7 @@ func TestMTASTSFetchFailures(t *testing.T) {
 		name    string
 		handler func(redirected *atomic.Int32) http.Handler
 		ca      *testCA // the CA of the policy host; nil: ca
+		hang    bool    // the host accepts the request and never answers (handler unused)
 		timeout time.Duration
 		result  string
 		err     string
@@ -91,10 +92,12 @@ func TestMTASTSFetchFailures(t *testing.T) {
 			result:  ResultSTSWebPKIInvalid, err: "unknown authority",
 		},
 		{
-			name: "timeout",
-			handler: func(*atomic.Int32) http.Handler {
-				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
-			},
+			// The handler never answers while the fetch runs (it is let
+			// go when the subtest ends): waiting for the request's
+			// context instead let it answer an empty 200 once, in CI,
+			// before the client's timeout.
+			name:    "timeout",
+			hang:    true,
 			timeout: 300 * time.Millisecond,
 			result:  ResultSTSPolicyFetchError, err: "Timeout",
 		},
@@ -106,7 +109,15 @@ func TestMTASTSFetchFailures(t *testing.T) {
 			if tc.ca != nil {
 				hostCA = tc.ca
 			}
-			ph := startPolicyHost(t, hostCA, "example.test", tc.handler(&redirected))
+			var h http.Handler
+			release := make(chan struct{})
+			if tc.hang {
+				h = http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release })
+			} else {
+				h = tc.handler(&redirected)
+			}
+			ph := startPolicyHost(t, hostCA, "example.test", h)
+			t.Cleanup(func() { close(release) }) // before the server's Close, which waits for handlers
 			ph.fetcher.RootCAs = ca.pool
 			if tc.timeout > 0 {
 				ph.fetcher.Timeout = tc.timeout
