@@ -232,14 +232,7 @@ func TestFailedSaveKeepsLastEnvelope(t *testing.T) {
 	if err := s.Save(m); err != nil {
 		t.Fatal(err)
 	}
-	fsync := s.fsync
-	s.fsync = func(f *os.File) error {
-		if strings.HasSuffix(f.Name(), ".seg") {
-			return errors.New("injected EIO")
-		}
-		return fsync(f)
-	}
-	defer func() { s.fsync = fsync }()
+	defer failSegmentSyncs(s)()
 	m.Attempts, m.Held = 4, true
 	if err := s.Save(m); err == nil {
 		t.Fatal("a Save whose sync failed succeeded")

@@ -256,12 +256,7 @@ func TestCompactionWaitsForInFlightMessages(t *testing.T) {
 	dir := t.TempDir()
 	s := openSeg(t, dir, 16<<10, 2048)
 	defer s.Close()
-	var ids []string
-	for i := 0; i < 20; i++ {
-		id := fmt.Sprintf("F%02d", i)
-		queuetest.Commit(t, s, id, queuetest.BodyFor(id, 1500), "a@example.test")
-		ids = append(ids, id)
-	}
+	ids := commitNumbered(t, s, 20)
 	segsOf := func() int {
 		segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*.seg"))
 		return len(segs)
@@ -313,12 +308,7 @@ func TestFailedCopyForwardKeepsOriginal(t *testing.T) {
 	dir := t.TempDir()
 	s := openSeg(t, dir, 16<<10, 2048)
 	defer s.Close()
-	var ids []string
-	for i := 0; i < 20; i++ {
-		id := fmt.Sprintf("F%02d", i)
-		queuetest.Commit(t, s, id, queuetest.BodyFor(id, 1500), "a@example.test")
-		ids = append(ids, id)
-	}
+	ids := commitNumbered(t, s, 20)
 	for _, id := range ids[1:] {
 		if err := s.Remove(id); err != nil {
 			t.Fatal(err)
@@ -327,14 +317,7 @@ func TestFailedCopyForwardKeepsOriginal(t *testing.T) {
 	// A live message in the active segment: compaction does not rotate
 	// first, it copies F00 forward into this segment.
 	queuetest.Commit(t, s, "LIVE", queuetest.BodyFor("LIVE", 1500), "a@example.test")
-	fsync := s.fsync
-	s.fsync = func(f *os.File) error {
-		if strings.HasSuffix(f.Name(), ".seg") {
-			return errors.New("injected EIO")
-		}
-		return fsync(f)
-	}
-	defer func() { s.fsync = fsync }()
+	defer failSegmentSyncs(s)()
 	s.mu.Lock()
 	oldest := s.segs[0]
 	err := s.compact(time.Now().Add(time.Hour))
@@ -543,13 +526,7 @@ func TestFailedRotationInCopyForwardKeepsOriginal(t *testing.T) {
 	s.mu.Lock()
 	old := s.segs[0]
 	s.mu.Unlock()
-	fsync := s.fsync
-	s.fsync = func(f *os.File) error {
-		if strings.HasSuffix(f.Name(), ".seg") {
-			return errors.New("injected EIO")
-		}
-		return fsync(f)
-	}
+	restore := failSegmentSyncs(s)
 	s.mu.Lock()
 	err := s.copyForward(old)
 	e := s.index["K0"]
@@ -558,7 +535,7 @@ func TestFailedRotationInCopyForwardKeepsOriginal(t *testing.T) {
 	if err == nil || !onOld {
 		t.Fatalf("copyForward: %v; K0 on the original: %v (want an error, and the original)", err, onOld)
 	}
-	s.fsync = fsync
+	restore()
 	r, oerr := s.OpenBody("K0")
 	if oerr != nil {
 		t.Fatalf("open K0: %v", oerr)
@@ -571,4 +548,30 @@ func TestFailedRotationInCopyForwardKeepsOriginal(t *testing.T) {
 	if _, lerr := s.LoadMessage("K0"); lerr != nil {
 		t.Fatalf("K0 envelope: %v", lerr)
 	}
+}
+
+// failSegmentSyncs makes every sync of a segment file of s fail (EIO), as
+// a failing disk would, until the returned function is called.
+func failSegmentSyncs(s *Store) (restore func()) {
+	fsync := s.fsync
+	s.fsync = func(f *os.File) error {
+		if strings.HasSuffix(f.Name(), ".seg") {
+			return errors.New("injected EIO")
+		}
+		return fsync(f)
+	}
+	return func() { s.fsync = fsync }
+}
+
+// commitNumbered commits n messages F00, F01, ... of 1500 bytes each and
+// returns their ids.
+func commitNumbered(t *testing.T, s *Store, n int) []string {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("F%02d", i)
+		queuetest.Commit(t, s, id, queuetest.BodyFor(id, 1500), "a@example.test")
+		ids = append(ids, id)
+	}
+	return ids
 }
