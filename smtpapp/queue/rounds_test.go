@@ -19,6 +19,7 @@ import (
 // defers until acceptLater.
 type stuckTarget struct {
 	release     chan struct{}
+	releaseOnce sync.Once
 	mu          sync.Mutex
 	waiting     int            // deliveries to slow.test waiting
 	done        map[string]int // deliveries by domain
@@ -60,6 +61,35 @@ func (t *stuckTarget) LogFields() []zap.Field { return nil }
 func (t *stuckTarget) Usable() bool           { return true }
 func (t *stuckTarget) Close() error           { return nil }
 
+func newStuckTarget() *stuckTarget {
+	return &stuckTarget{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}}
+}
+
+// releaseSlow lets the deliveries to slow.test go (once).
+func (t *stuckTarget) releaseSlow() { t.releaseOnce.Do(func() { close(t.release) }) }
+
+// stuckQueue runs a queue on an indexed memory store that delivers
+// through tg (one session per destination, retries an hour apart), set
+// up by setup before it starts; slow.test is released and the queue
+// closed when the test ends.
+func stuckQueue(t *testing.T, tg *stuckTarget, setup func(*queue.Queue)) *queue.Queue {
+	t.Helper()
+	st, err := openMemIndexed(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.New(st, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close(context.Background()) })
+	t.Cleanup(tg.releaseSlow) // first: a stuck delivery would hold up Close
+	setup(q)
+	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
+	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
+	return q
+}
+
 // commitOne queues a small message from a@sender.test to rcpt and
 // returns its id.
 func commitOne(t *testing.T, q *queue.Queue, rcpt string) string {
@@ -89,20 +119,8 @@ func (t *stuckTarget) delivered(domain string) int {
 // hold up new mail to others, nor a deferred message read back for a
 // flush.
 func TestNewMailTakesNoRoundSlot(t *testing.T) {
-	st, err := openMemIndexed(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := queue.New(st, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := &stuckTarget{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}}
-	defer q.Close(context.Background())
-	defer close(tg.release)
-	q.SetMaxRounds(2)
-	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
-	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
+	tg := newStuckTarget()
+	q := stuckQueue(t, tg, func(q *queue.Queue) { q.SetMaxRounds(2) })
 	send := func(rcpt string) string { return commitOne(t, q, rcpt) }
 	// A deferred message at rest, read back from the store for the flush
 	// below.
@@ -144,26 +162,12 @@ func TestNewMailTakesNoRoundSlot(t *testing.T) {
 // slots; a message at rest for another destination is delivered while
 // they are stuck, and they go once the destination is fast again.
 func TestSlowDestinationTakesBoundedSlots(t *testing.T) {
-	st, err := openMemIndexed(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := queue.New(st, zaptest.NewLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := &stuckTarget{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}, deferSlow: true}
-	defer q.Close(context.Background())
-	released := false
-	defer func() {
-		if !released {
-			close(tg.release)
-		}
-	}()
-	q.SetMaxRounds(4)
-	q.SetMaxKeyRounds(2, 50*time.Millisecond)
-	cfg := queue.Config{RetryInitial: time.Hour, RetryMax: time.Hour, Hostname: "mx.test", PerDestination: 1}
-	q.Attach(queue.RouterFunc(func(*queue.Message, string) queue.Target { return tg }), cfg, zaptest.NewLogger(t))
+	tg := newStuckTarget()
+	tg.deferSlow = true
+	q := stuckQueue(t, tg, func(q *queue.Queue) {
+		q.SetMaxRounds(4)
+		q.SetMaxKeyRounds(2, 50*time.Millisecond)
+	})
 	send := func(rcpt string) string { return commitOne(t, q, rcpt) }
 	// Six messages to slow.test and one to later.test, all deferred
 	// and at rest.
@@ -204,8 +208,7 @@ func TestSlowDestinationTakesBoundedSlots(t *testing.T) {
 	if d := q.Decoded(); d > 2 {
 		t.Fatalf("%d envelopes read back while slow.test is stuck, want at most maxKeyRounds (2)", d)
 	}
-	close(tg.release)
-	released = true
+	tg.releaseSlow()
 	testutil.Eventually(t, 10*time.Second, "all six slow.test messages delivered once it is fast", func() bool {
 		return tg.delivered("slow.test") == 6
 	})
