@@ -20,14 +20,7 @@ func AppendJSON(b []byte, m *Message) []byte {
 	if m.Recipients == nil {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, '[')
-		for i, r := range m.Recipients {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendRecipient(b, r)
-		}
-		b = append(b, ']')
+		b = appendList(b, m.Recipients, appendRecipient)
 	}
 	b = append(b, `,"arrived":`...)
 	b = appendTime(b, m.Arrived)
@@ -71,19 +64,8 @@ func AppendJSON(b []byte, m *Message) []byte {
 		b = appendStrings(b, m.DropHeaders)
 	}
 	if len(m.Checks) > 0 {
-		b = append(b, `,"checks":[`...)
-		for i, c := range m.Checks {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"check":`...)
-			b = appendString(b, c.Check)
-			b = append(b, `,"verdict":`...)
-			b = appendString(b, c.Verdict)
-			b = appendField(b, "result", c.Result)
-			b = append(b, '}')
-		}
-		b = append(b, ']')
+		b = append(b, `,"checks":`...)
+		b = appendList(b, m.Checks, appendCheck)
 	}
 	b = appendBool(b, "double_bounce", m.DoubleBounce)
 	if q := m.Quarantine; q != nil {
@@ -98,6 +80,15 @@ func AppendJSON(b []byte, m *Message) []byte {
 		}
 		b = append(b, '}')
 	}
+	return append(b, '}')
+}
+
+func appendCheck(b []byte, c CheckResult) []byte {
+	b = append(b, `{"check":`...)
+	b = appendString(b, c.Check)
+	b = append(b, `,"verdict":`...)
+	b = appendString(b, c.Verdict)
+	b = appendField(b, "result", c.Result)
 	return append(b, '}')
 }
 
@@ -144,13 +135,16 @@ func appendBool(b []byte, name string, v bool) []byte {
 	return append(b, `":true`...)
 }
 
-func appendStrings(b []byte, ss []string) []byte {
+func appendStrings(b []byte, ss []string) []byte { return appendList(b, ss, appendString) }
+
+// appendList appends xs as a JSON array, each element by appendOne.
+func appendList[T any](b []byte, xs []T, appendOne func([]byte, T) []byte) []byte {
 	b = append(b, '[')
-	for i, s := range ss {
+	for i, x := range xs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, s)
+		b = appendOne(b, x)
 	}
 	return append(b, ']')
 }
