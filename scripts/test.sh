@@ -24,4 +24,14 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt needed:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
-go test -race -count=1 -timeout 20m ./...
+# The servers under test log to stderr, so a failure's lines can be far
+# from the end of a long run: on failure, repeat them last.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! go test -race -count=1 -timeout 20m ./... 2>&1 | tee "$log"; then
+	echo
+	echo "=== failures (repeated from above) ==="
+	grep -E -A24 '^panic: |^fatal error: |^WARNING: DATA RACE' "$log" || true
+	grep -E '^\s*--- FAIL|^\s+\S+_test\.go:[0-9]+: |^FAIL' "$log" || true
+	exit 1
+fi
