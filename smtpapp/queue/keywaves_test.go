@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"fmt"
 	"testing"
 	"time"
 	"unique"
@@ -37,5 +38,47 @@ func TestPutOffFillsWaves(t *testing.T) {
 	}
 	if q.due.Len() != 7 {
 		t.Fatalf("%d entries scheduled, want 7", q.due.Len())
+	}
+}
+
+// TestPassStopsAfterPutOffs: a pass of runDue that has put off
+// maxKeyRounds messages stops, so that q.mu is let go between passes
+// (a million due messages to one stuck destination would otherwise hold
+// it for the whole heap); the messages left are still due and the pass
+// asks to run again at once.
+func TestPassStopsAfterPutOffs(t *testing.T) {
+	q := &Queue{
+		closing:      make(chan struct{}),
+		maxRounds:    100,
+		keyRounds:    make(map[unique.Handle[string]]int),
+		keyWaves:     make(map[unique.Handle[string]]*keyWave),
+		maxKeyRounds: 2,
+		keyDelay:     time.Second,
+	}
+	q.initAdmin()
+	q.bindings = []*binding{{cfg: Config{Workers: 1, PerDestination: 1}}}
+	slow := unique.Make("slow.test")
+	q.keyRounds[slow] = q.maxKeyRounds // its slots are taken
+	past := time.Now().Add(-time.Minute)
+	for i := range 5 {
+		q.schedule(&entry{id: fmt.Sprint(i), index: -1, domains: slow}, past)
+	}
+
+	next := q.runDue()
+	now := time.Now()
+	stillDue := 0
+	for _, e := range q.due {
+		if !e.due.After(now) {
+			stillDue++
+		}
+	}
+	if stillDue != 3 {
+		t.Fatalf("%d of 5 messages still due after one pass, want 3 (2 put off)", stillDue)
+	}
+	if next.IsZero() || next.After(now) {
+		t.Fatalf("next pass at %v, want at once (before %v)", next, now)
+	}
+	if q.rounds != 0 {
+		t.Fatalf("%d rounds started for a destination at its cap", q.rounds)
 	}
 }
